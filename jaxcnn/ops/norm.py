@@ -1,0 +1,56 @@
+"""Normalisation: local response normalisation, batch normalisation and Caffe's Scale."""
+import jax.numpy as jnp
+from jax import lax
+
+from .geometry import check_nhwc
+
+
+def lrn(x, size=5, alpha=1e-4, beta=0.75, k=1.0, *, region="across"):
+    """Local response normalisation. x: (N, H, W, C) -> same shape.
+
+    region='across' (AlexNet, Caffe ACROSS_CHANNELS, cuda-convnet cmrnorm):
+        y = x / (k + alpha / size * sum_{c' in window(c)} x[..., c']**2) ** beta,
+        the window covering `size` channels centred on c (zero beyond the edges).
+    region='within' (Caffe WITHIN_CHANNEL): the sum runs over a size x size spatial window of the
+        same channel, zero-padded, and alpha is divided by size**2.
+    """
+    check_nhwc(x.shape)
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"lrn size must be a positive int, got {size!r}")
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    if region == "across":
+        window, pad, scale = (1, 1, 1, size), ((0, 0), (0, 0), (0, 0), (lo, hi)), alpha / size
+    elif region == "within":
+        window, pad, scale = (1, size, size, 1), ((0, 0), (lo, hi), (lo, hi), (0, 0)), alpha / size**2
+    else:
+        raise ValueError(f"lrn region must be 'across' or 'within', got {region!r}")
+    sums = lax.reduce_window(x * x, 0.0, lax.add, window, (1, 1, 1, 1), pad)
+    return x * (k + scale * sums) ** -beta
+
+
+def batch_norm(x, mean, var, *, train, momentum=0.9, eps=1e-5):
+    """Batch normalisation over every axis but the last (channels), without scale and shift.
+
+    x: (..., C); mean, var: (C,) running statistics -> (y, new_mean, new_var).
+    train=True normalises with the batch mean and biased variance and returns running statistics
+    updated as momentum * old + (1 - momentum) * batch (the variance unbiased, as Caffe and PyTorch);
+    train=False normalises with the running statistics and returns them unchanged.
+    """
+    if mean.shape != x.shape[-1:] or var.shape != x.shape[-1:]:
+        raise ValueError(f"batch_norm statistics {mean.shape}/{var.shape} do not match {x.shape[-1]} channels")
+    if train:
+        axes = tuple(range(x.ndim - 1))
+        n = x.size // x.shape[-1]
+        batch_mean, batch_var = jnp.mean(x, axes), jnp.var(x, axes)
+        y = (x - batch_mean) * lax.rsqrt(batch_var + eps)
+        unbiased = batch_var * (n / max(n - 1, 1))
+        mean = momentum * mean + (1 - momentum) * lax.stop_gradient(batch_mean)
+        var = momentum * var + (1 - momentum) * lax.stop_gradient(unbiased)
+        return y, mean, var
+    return (x - mean) * lax.rsqrt(var + eps), mean, var
+
+
+def scale(x, gamma, beta=None):
+    """Caffe's Scale layer: per-channel x * gamma (+ beta). x: (..., C); gamma, beta: (C,)."""
+    y = x * gamma
+    return y if beta is None else y + beta
