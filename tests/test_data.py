@@ -1,0 +1,418 @@
+"""jaxcnn.data and jaxcnn.datasets_io: real MNIST, synthetic files in the original formats, search order, TFDS.
+
+References are independent of the readers: header fields and pixels are taken from raw file bytes at the offsets
+the IDX and CIFAR-10 format descriptions give, and synthetic files are built byte by byte here.
+"""
+import gzip
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from jaxcnn import data
+from jaxcnn.datasets_io import DataFormatError, read_cifar10_python, read_idx, write_idx
+
+MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+REAL_DEBIAN_ROOT = data.DEBIAN_ROOT
+REAL_TFDS_SOURCE = tfds.data_source
+needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"real MNIST not at {MNIST_DIR}")
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    """No test sees the caller's $JAXCNN_DATA_DIR or the real Debian datasets, or reaches the network via TFDS."""
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(data, "DEBIAN_ROOT", tmp_path / "debian")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network (test)")
+
+    monkeypatch.setattr(tfds, "data_source", offline)
+
+
+def raw_bytes(path):
+    """A file's bytes, gunzipped if .gz."""
+    return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+
+
+def synthetic(n, shape, seed):
+    """n random uint8 images of `shape` and labels in 0..9."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *shape), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32)
+
+
+# --- real MNIST -----------------------------------------------------------------------------------------------
+
+@needs_mnist
+@pytest.mark.parametrize("split, stem, n", [("train", "train", 24000), ("test", "t10k", 10000)])
+def test_real_mnist_matches_file_bytes(split, stem, n):
+    images, labels = data.load("mnist", split, data_dir=MNIST_DIR)
+    assert images.shape == (n, 28, 28, 1) and images.dtype == np.uint8
+    assert labels.shape == (n,) and labels.dtype == np.int32
+    image_bytes = raw_bytes(MNIST_DIR / f"{stem}-images-idx3-ubyte.gz")
+    label_bytes = raw_bytes(MNIST_DIR / f"{stem}-labels-idx1-ubyte.gz")
+    assert struct.unpack(">4I", image_bytes[:16]) == (0x803, n, 28, 28)
+    assert struct.unpack(">2I", label_bytes[:8]) == (0x801, n)
+    rng = np.random.default_rng(0)
+    for i, r, c in zip(rng.integers(0, n, 50), rng.integers(0, 28, 50), rng.integers(0, 28, 50)):
+        assert images[i, r, c, 0] == image_bytes[16 + i * 784 + r * 28 + c]
+        assert labels[i] == label_bytes[8 + i]
+    assert images.max() == 255 and images.min() == 0
+    counts = np.bincount(labels, minlength=10)
+    assert counts.size == 10 and (counts > 0.07 * n).all() and (counts < 0.13 * n).all()
+
+
+@needs_mnist
+def test_first_mnist_test_label_is_seven():
+    _, labels = data.load("mnist", "test", data_dir=MNIST_DIR)
+    with gzip.open(MNIST_DIR / "t10k-labels-idx1-ubyte.gz") as f:
+        first = f.read(9)[8]
+    assert labels[0] == first == 7
+
+
+@needs_mnist
+def test_uncompressed_and_dotted_idx_names_load_the_same(tmp_path):
+    expected = data.load("mnist", "test", data_dir=MNIST_DIR)
+    for kind, ndim in (("images", 3), ("labels", 1)):  # one file plain, the other dotted: both are accepted
+        name = f"t10k-{kind}-idx{ndim}-ubyte" if kind == "images" else f"t10k-{kind}.idx{ndim}-ubyte"
+        (tmp_path / name).write_bytes(raw_bytes(MNIST_DIR / f"t10k-{kind}-idx{ndim}-ubyte.gz"))
+    images, labels = data.load("mnist", "test", data_dir=tmp_path)
+    np.testing.assert_array_equal(images, expected[0])
+    np.testing.assert_array_equal(labels, expected[1])
+
+
+# --- Fashion-MNIST from Debian's package ---------------------------------------------------------------------
+
+@pytest.mark.skipif(not (REAL_DEBIAN_ROOT / "fashion-mnist").is_dir(),
+                    reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
+@pytest.mark.parametrize("split, stem, n", [("train", "train", 60000), ("test", "t10k", 10000)])
+def test_debian_fashion_mnist(monkeypatch, split, stem, n):
+    monkeypatch.setattr(data, "DEBIAN_ROOT", REAL_DEBIAN_ROOT)
+    images, labels = data.load("fashion_mnist", split)
+    assert images.shape == (n, 28, 28, 1) and images.dtype == np.uint8 and labels.dtype == np.int32
+    np.testing.assert_array_equal(np.bincount(labels), [n // 10] * 10)  # Fashion-MNIST is exactly balanced
+    label_bytes = raw_bytes(REAL_DEBIAN_ROOT / "fashion-mnist" / f"{stem}-labels-idx1-ubyte.gz")
+    image_bytes = raw_bytes(REAL_DEBIAN_ROOT / "fashion-mnist" / f"{stem}-images-idx3-ubyte.gz")
+    assert labels[0] == label_bytes[8] and labels[-1] == label_bytes[-1]
+    assert images[-1, 27, 27, 0] == image_bytes[-1] and images[0, 14, 3, 0] == image_bytes[16 + 14 * 28 + 3]
+
+
+# --- IDX format ----------------------------------------------------------------------------------------------
+
+def test_write_idx_bytes_follow_the_format(tmp_path):
+    array = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    write_idx(tmp_path / "a-idx2-ubyte", array)
+    assert (tmp_path / "a-idx2-ubyte").read_bytes() == bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 0, 1, 2, 3, 4, 5])
+    write_idx(tmp_path / "a-idx2-ubyte.gz", array)
+    assert gzip.decompress((tmp_path / "a-idx2-ubyte.gz").read_bytes()) == (tmp_path / "a-idx2-ubyte").read_bytes()
+    with pytest.raises(ValueError, match="uint8"):
+        write_idx(tmp_path / "b", array.astype(np.int32))
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_round_trip(tmp_path, gz):
+    for split, seed in (("train", 1), ("test", 2)):
+        images, labels = synthetic(7, (28, 28, 1), seed)
+        data.write_mnist(tmp_path, split, images, labels, gz=gz)
+        got_images, got_labels = data.load("fashion_mnist", split, data_dir=tmp_path)
+        np.testing.assert_array_equal(got_images, images)
+        np.testing.assert_array_equal(got_labels, labels)
+        assert got_labels.dtype == np.int32
+
+
+def idx_file(path, magic, dims, n_data):
+    """Hand-built IDX file: magic, dims, then n_data bytes."""
+    path.write_bytes(struct.pack(f">{len(dims) + 1}I", magic, *dims) + bytes(range(256)) * (n_data // 256)
+                     + bytes(n_data % 256))
+    return path
+
+
+@pytest.mark.parametrize("magic, dims, n_data, message", [
+    (0x803, (3, 28, 28), 3 * 784 - 100, r"shape \(3, 28, 28\), i.e. 2352 data bytes, but the file holds 2252 "
+                                         r"\(truncated\)"),
+    (0x803, (3, 28, 28), 3 * 784 + 1, r"holds 2353 \(trailing bytes\)"),
+    (0x801, (3, 28, 28), 3 * 784, r"magic number 0x00000801, expected 0x00000803"),
+    (0xdeadbeef, (3, 28, 28), 3 * 784, r"magic number 0xdeadbeef"),
+])
+def test_bad_idx_errors_name_the_file(tmp_path, magic, dims, n_data, message):
+    path = idx_file(tmp_path / "x-idx3-ubyte", magic, dims, n_data)
+    with pytest.raises(DataFormatError, match=message) as err:
+        read_idx(path, 3)
+    assert str(path) in str(err.value)
+
+
+def test_short_idx_header(tmp_path):
+    (tmp_path / "h").write_bytes(b"\x00\x00\x08")
+    with pytest.raises(DataFormatError, match=r"h: 3 bytes, too short for a 16-byte IDX header"):
+        read_idx(tmp_path / "h", 3)
+
+
+def test_truncated_and_corrupt_gzip(tmp_path):
+    images, labels = synthetic(5, (28, 28), 3)
+    images_path, labels_path = data.write_mnist(tmp_path, "test", images, labels)
+    blob = images_path.read_bytes()
+    images_path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataFormatError, match="corrupt or truncated gzip") as err:
+        data.load("mnist", "test", data_dir=tmp_path)
+    assert str(images_path) in str(err.value)
+    images_path.write_bytes(b"this is not gzip")
+    with pytest.raises(DataFormatError, match="corrupt or truncated gzip"):
+        data.load("mnist", "test", data_dir=tmp_path)
+
+
+def test_truncated_real_file_is_an_error_not_fewer_examples(tmp_path):
+    images, labels = synthetic(6, (28, 28), 4)
+    images_path, _ = data.write_mnist(tmp_path, "train", images, labels, gz=False)
+    images_path.write_bytes(images_path.read_bytes()[:-784])  # exactly one image short: still an error
+    with pytest.raises(DataFormatError, match=r"train-images-idx3-ubyte: .*4704 data bytes.*holds 3920 \(truncated\)"):
+        data.load("mnist", "train", data_dir=tmp_path)
+
+
+def test_image_label_count_mismatch(tmp_path):
+    images, labels = synthetic(5, (28, 28), 5)
+    images_path, labels_path = data.write_mnist(tmp_path, "test", images, labels)
+    write_idx(labels_path, labels[:4].astype(np.uint8))
+    with pytest.raises(DataFormatError, match="holds 5 images but .* holds 4 labels") as err:
+        data.load("mnist", "test", data_dir=tmp_path)
+    assert str(images_path) in str(err.value) and str(labels_path) in str(err.value)
+
+
+def test_missing_label_file_is_an_error(tmp_path):
+    images, labels = synthetic(5, (28, 28), 6)
+    _, labels_path = data.write_mnist(tmp_path, "train", images, labels)
+    labels_path.unlink()
+    with pytest.raises(DataFormatError, match=r"incomplete dataset.*missing \['train-labels-idx1-ubyte'\]"):
+        data.load("mnist", "train", data_dir=tmp_path)
+
+
+def test_wrong_image_size_and_label_range(tmp_path):
+    images, labels = synthetic(5, (32, 32), 7)
+    data.write_mnist(tmp_path / "a", "test", images, labels)
+    with pytest.raises(DataFormatError, match=r"mnist images must be \(28, 28, 1\), found \(32, 32, 1\)"):
+        data.load("mnist", "test", data_dir=tmp_path / "a")
+    images, labels = synthetic(5, (28, 28), 7)
+    _, labels_path = data.write_mnist(tmp_path / "b", "test", images, labels)
+    write_idx(labels_path, np.array([0, 1, 2, 12, 3], np.uint8))
+    with pytest.raises(DataFormatError, match=r"labels must lie in 0..9, found 0..12"):
+        data.load("mnist", "test", data_dir=tmp_path / "b")
+
+
+# --- CIFAR-10 formats ----------------------------------------------------------------------------------------
+
+def hand_record(label, seed):
+    """One CIFAR-10 binary record built from the format description: label byte, then R, G, B 32x32 planes."""
+    return bytes([label]) + np.random.default_rng(seed).integers(0, 256, 3072, dtype=np.uint8).tobytes()
+
+
+def test_cifar_binary_planes_become_hwc(tmp_path):
+    records = [hand_record(3, 0), hand_record(9, 1)]
+    (tmp_path / "test_batch.bin").write_bytes(b"".join(records))
+    images, labels = data.load("cifar10", "test", data_dir=tmp_path)
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8 and images.flags.c_contiguous
+    np.testing.assert_array_equal(labels, [3, 9])
+    # pixel (row 5, column 17) of image 1: red at 1 + 5*32 + 17, green 1024 further, blue 2048 further
+    assert tuple(images[1, 5, 17]) == (records[1][178], records[1][1202], records[1][2226])
+    assert tuple(images[0, 31, 0]) == (records[0][993], records[0][2017], records[0][3041])
+
+
+def test_cifar_python_batch_read_as_written_by_hand(tmp_path):
+    rows = np.random.default_rng(2).integers(0, 256, (4, 3072), dtype=np.uint8)
+    batch = {b"batch_label": b"testing batch 1 of 1", b"labels": [0, 5, 9, 1], b"data": rows}
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    images, labels = data.load("cifar10", "test", data_dir=tmp_path)
+    np.testing.assert_array_equal(labels, [0, 5, 9, 1])
+    assert tuple(images[2, 5, 17]) == (rows[2, 177], rows[2, 1201], rows[2, 2225])
+
+
+def test_cifar_python_batch_from_old_numpy(tmp_path):
+    """The original archive's pickles name numpy.core.multiarray (Python 2, numpy 1)."""
+    rows = np.arange(2 * 3072).astype(np.uint8).reshape(2, 3072)
+    blob = pickle.dumps({b"data": rows, b"labels": [4, 2]}, protocol=2)
+    (tmp_path / "b").write_bytes(blob.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    images, labels = read_cifar10_python(tmp_path / "b")
+    np.testing.assert_array_equal(labels, [4, 2])
+    assert images[1, 0, 1, 2] == rows[1, 2049]
+
+
+@pytest.mark.parametrize("fmt, subdir", [("binary", "cifar-10-batches-bin"), ("python", "cifar-10-batches-py")])
+def test_cifar_round_trip(tmp_path, fmt, subdir):
+    for split, n, files in (("train", 13, 5), ("test", 4, 1)):
+        images, labels = synthetic(n, (32, 32, 3), n)
+        paths = data.write_cifar10(tmp_path / subdir, split, images, labels, fmt=fmt)
+        assert len(paths) == files
+        got_images, got_labels = data.load("cifar10", split, data_dir=tmp_path)
+        np.testing.assert_array_equal(got_images, images)
+        np.testing.assert_array_equal(got_labels, labels)
+        assert got_labels.dtype == np.int32
+
+
+def test_written_cifar_matches_the_format(tmp_path):
+    images, labels = synthetic(5, (32, 32, 3), 8)
+    binary = data.write_cifar10(tmp_path / "bin", "train", images, labels)
+    record = binary[2].read_bytes()  # data_batch_3 holds example 2 alone
+    assert binary[2].name == "data_batch_3.bin" and len(record) == 3073 and record[0] == labels[2]
+    assert record[1 + 2 * 1024 + 7 * 32 + 30] == images[2, 7, 30, 2]
+    python = data.write_cifar10(tmp_path / "py", "test", images, labels, fmt="python")
+    batch = pickle.loads(python[0].read_bytes(), encoding="bytes")
+    assert batch[b"labels"] == labels.tolist() and batch[b"data"].shape == (5, 3072)
+    assert batch[b"data"][4, 1024 + 31 * 32 + 1] == images[4, 31, 1, 1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("train", np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4)), "needs at least 5 examples"),
+    (("test", np.zeros((4, 32, 32), np.uint8), np.zeros(4)), r"expected images \(N, 32, 32, 3\) uint8"),
+    (("test", np.zeros((4, 32, 32, 3), np.uint8), np.full(4, 10)), r"labels must lie in 0..9"),
+    (("val", np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4)), "split must be 'train' or 'test'"),
+])
+def test_write_cifar10_rejects_bad_input(tmp_path, args, message):
+    with pytest.raises(ValueError, match=message):
+        data.write_cifar10(tmp_path, *args)
+
+
+def test_truncated_cifar_binary(tmp_path):
+    (tmp_path / "test_batch.bin").write_bytes(hand_record(1, 0) + hand_record(2, 1)[:-10])
+    with pytest.raises(DataFormatError, match=r"test_batch.bin: 6136 bytes is not a positive multiple of the "
+                                              r"3073-byte CIFAR-10 record"):
+        data.load("cifar10", "test", data_dir=tmp_path)
+
+
+def test_incomplete_cifar_train_set(tmp_path):
+    images, labels = synthetic(5, (32, 32, 3), 9)
+    data.write_cifar10(tmp_path, "train", images, labels)[3].unlink()
+    with pytest.raises(DataFormatError, match=r"missing \['data_batch_4.bin'\]"):
+        data.load("cifar10", "train", data_dir=tmp_path)
+
+
+def test_bad_cifar_python_batches(tmp_path):
+    blob = pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 2]}, protocol=2)
+    (tmp_path / "cut").write_bytes(blob[:-20])
+    with pytest.raises(DataFormatError, match="cut: not a readable CIFAR-10 python batch"):
+        read_cifar10_python(tmp_path / "cut")
+    (tmp_path / "nolabels").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8)}, protocol=2))
+    with pytest.raises(DataFormatError, match=r"nolabels: CIFAR-10 python batch lacks \[b'labels'\]"):
+        read_cifar10_python(tmp_path / "nolabels")
+    (tmp_path / "shape").write_bytes(pickle.dumps({b"data": np.zeros((2, 3000), np.uint8), b"labels": [1, 2]}))
+    with pytest.raises(DataFormatError, match=r"shape: expected b'data' \(N, 3072\) uint8"):
+        read_cifar10_python(tmp_path / "shape")
+
+
+class _Exploit:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return os.mkdir, (self.target,)
+
+
+def test_cifar_python_batch_cannot_run_code(tmp_path):
+    target = tmp_path / "pwned"
+    (tmp_path / "evil").write_bytes(pickle.dumps({b"data": _Exploit(str(target)), b"labels": []}))
+    with pytest.raises(DataFormatError, match="refusing to load"):
+        read_cifar10_python(tmp_path / "evil")
+    assert not target.exists()
+
+
+# --- where load looks ----------------------------------------------------------------------------------------
+
+def marked_mnist(directory, mark, split="test"):
+    """Synthetic MNIST whose labels are all `mark`, to tell sources apart."""
+    images, _ = synthetic(3, (28, 28), mark)
+    data.write_mnist(directory, split, images, np.full(3, mark))
+
+
+def test_search_order(monkeypatch, tmp_path):
+    marked_mnist(tmp_path / "given", 1)
+    marked_mnist(tmp_path / "env" / "mnist", 2)  # a parent holding mnist/
+    marked_mnist(tmp_path / "debian" / "mnist", 3)
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "env"))
+    assert data.load("mnist", "test", data_dir=tmp_path / "given")[1].tolist() == [1, 1, 1]
+    assert data.load("mnist", "test")[1].tolist() == [2, 2, 2]
+    assert data.load("mnist", "test", data_dir="")[1].tolist() == [2, 2, 2]  # an empty --data-dir: not given
+    (tmp_path / "empty").mkdir()
+    assert data.load("mnist", "test", data_dir=tmp_path / "empty")[1].tolist() == [2, 2, 2]
+    monkeypatch.delenv(data.ENV_VAR)
+    assert data.load("mnist", "test")[1].tolist() == [3, 3, 3]
+    monkeypatch.setenv(data.ENV_VAR, "")  # set but empty: as if unset
+    assert data.load("mnist", "test")[1].tolist() == [3, 3, 3]
+
+
+def test_debian_hyphenated_fashion_mnist_dir(tmp_path):
+    marked_mnist(tmp_path / "debian" / "fashion-mnist", 4, split="train")
+    assert data.load("fashion_mnist", "train")[1].tolist() == [4, 4, 4]
+
+
+def test_a_dir_named_mnist_is_not_fashion_mnist(monkeypatch, tmp_path):
+    marked_mnist(tmp_path / "mnist", 5)
+    marked_mnist(tmp_path / "debian" / "fashion-mnist", 6)
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "mnist"))
+    assert data.load("mnist", "test")[1].tolist() == [5, 5, 5]
+    assert data.load("fashion_mnist", "test")[1].tolist() == [6, 6, 6]
+
+
+def test_cifar_nested_batches_dir(monkeypatch, tmp_path):
+    images, labels = synthetic(3, (32, 32, 3), 10)
+    data.write_cifar10(tmp_path / "cifar10" / "cifar-10-batches-py", "test", images, labels, fmt="python")
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
+    np.testing.assert_array_equal(data.load("cifar10", "test")[0], images)
+
+
+def test_missing_directories_are_named(monkeypatch, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"data_dir \(--data-dir\)=.*nowhere: no such directory"):
+        data.load("mnist", "test", data_dir=tmp_path / "nowhere")
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"\$JAXCNN_DATA_DIR=.*nowhere: no such directory"):
+        data.load("mnist", "test")
+
+
+def test_bad_name_and_split():
+    with pytest.raises(ValueError, match=r"unknown dataset 'svhn': expected one of mnist, fashion_mnist, cifar10"):
+        data.load("svhn", "train")
+    with pytest.raises(ValueError, match=r"unknown split 'validation' for mnist"):
+        data.load("mnist", "validation")
+
+
+def test_not_found_anywhere_lists_every_place(monkeypatch, tmp_path):
+    (tmp_path / "given").mkdir()
+    (tmp_path / "env").mkdir()
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "env"))
+    with pytest.raises(FileNotFoundError) as err:
+        data.load("fashion_mnist", "train", data_dir=tmp_path / "given")
+    message = str(err.value)
+    for place in (tmp_path / "given", tmp_path / "given" / "fashion-mnist", tmp_path / "env" / "fashion_mnist",
+                  tmp_path / "debian" / "fashion-mnist", "train-images-idx3-ubyte[.gz]",
+                  "ConnectionError: no network (test)", "--data-dir", "JAXCNN_DATA_DIR=DIR",
+                  "apt-get install dataset-fashion-mnist", "pip install tensorflow"):
+        assert str(place) in message
+    assert isinstance(err.value.__cause__, ConnectionError)
+    monkeypatch.delenv(data.ENV_VAR)
+    with pytest.raises(FileNotFoundError, match=r"\$JAXCNN_DATA_DIR: not given") as err:
+        data.load("cifar10", "test")
+    assert "test_batch.bin (binary batches) or test_batch (python batches)" in str(err.value)
+    assert "apt-get" not in str(err.value)
+
+
+# --- TensorFlow Datasets -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
+def test_tfds_fallback(monkeypatch, name, shape):
+    monkeypatch.setattr(tfds, "data_source", REAL_TFDS_SOURCE)
+    with tfds.testing.mock_data(num_examples=6):
+        images, labels = data.load(name, "train")
+        source = tfds.data_source(name, split="train", builder_kwargs={"file_format": "array_record"})
+        expected = [source[i] for i in range(len(source))]
+    assert images.shape == (6, *shape) and images.dtype == np.uint8
+    assert labels.shape == (6,) and labels.dtype == np.int32
+    np.testing.assert_array_equal(images, [r["image"] for r in expected])
+    np.testing.assert_array_equal(labels, [r["label"] for r in expected])
+
+
+def test_local_copy_wins_over_tfds(monkeypatch, tmp_path):
+    marked_mnist(tmp_path, 8, split="train")
+    monkeypatch.setattr(tfds, "data_source", REAL_TFDS_SOURCE)
+    with tfds.testing.mock_data(num_examples=6):
+        assert data.load("mnist", "train", data_dir=tmp_path)[1].tolist() == [8, 8, 8]
+
