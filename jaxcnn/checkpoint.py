@@ -6,6 +6,7 @@ A run's `--out` directory keeps them under `checkpoints/`.
 """
 import os
 
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -15,7 +16,8 @@ class Checkpointer:
     def __init__(self, directory, max_to_keep=3):
         self.directory = os.path.abspath(directory)
         self._manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            item_handlers={"tree": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
         )
 
     def save(self, step: int, tree, meta: dict) -> None:
@@ -29,10 +31,15 @@ class Checkpointer:
 
     def restore(self, template=None, step=None):
         """-> (tree, meta) of `step` (default: the latest). With a template the tree has its structure,
-        shardings and dtypes; without, nested dicts of arrays."""
+        shardings and dtypes; without, nested dicts of arrays on this process's first device, whatever
+        devices wrote it (a run on 8 TPU cores restores on a laptop)."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        if template is None:
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            template = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                                    self._manager.item_metadata(step)["tree"])
         restored = self._manager.restore(step, args=ocp.args.Composite(
             tree=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()))
         return restored.tree, restored.meta

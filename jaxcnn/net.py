@@ -1,4 +1,4 @@
-"""A net: a sequence of uniquely named layers, itself usable as a layer.
+"""A net: a sequence of uniquely named layers, with the same init/apply signatures as a layer.
 
     out_shape, params, state = net.init(rng, (28, 28, 1))   # params["conv1"]["w"], state["bn_conv1"]["mean"]
     logits, state = net.apply(params, state, x, train=True, rng=key)

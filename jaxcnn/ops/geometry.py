@@ -54,7 +54,8 @@ def window_output(in_hw: Pair, window: Pair, stride: Pair, pads: tuple[Pair, Pai
     """Output (H, W) of a sliding window, and the extra bottom/right padding ceil rounding needs.
 
     Floor: out = (n + lo + hi - k) // s + 1. Ceil (Caffe, cuda-convnet): out = ceil((n + lo + hi - k) / s) + 1,
-    minus one if the last window would start past the input and its top/left padding (Caffe's rule).
+    minus one if the last window would start past the input and its top/left padding (Caffe applies this clip
+    only to padded pooling, PyTorch always; we always do, so no window lies wholly outside the input).
     Raises ValueError if the window is larger than the padded input.
     """
     out, extra = [], []

@@ -31,7 +31,8 @@ def lrn(x, size=5, alpha=1e-4, beta=0.75, k=1.0, *, region="across"):
 def batch_norm(x, mean, var, *, train, momentum=0.9, eps=1e-5):
     """Batch normalisation over every axis but the last (channels), without scale and shift.
 
-    x: (..., C); mean, var: (C,) running statistics -> (y, new_mean, new_var).
+    x: (..., C); mean, var: (C,) running statistics -> (y, new_mean, new_var); y has x's dtype, the
+    statistics keep theirs (float32 statistics with bfloat16 activations).
     train=True normalises with the batch mean and biased variance and returns running statistics
     updated as momentum * old + (1 - momentum) * batch (the variance unbiased, as Caffe and PyTorch);
     train=False normalises with the running statistics and returns them unchanged.
@@ -46,8 +47,8 @@ def batch_norm(x, mean, var, *, train, momentum=0.9, eps=1e-5):
         unbiased = batch_var * (n / max(n - 1, 1))
         mean = momentum * mean + (1 - momentum) * lax.stop_gradient(batch_mean)
         var = momentum * var + (1 - momentum) * lax.stop_gradient(unbiased)
-        return y, mean, var
-    return (x - mean) * lax.rsqrt(var + eps), mean, var
+        return y.astype(x.dtype), mean, var
+    return ((x - mean) * lax.rsqrt(var + eps)).astype(x.dtype), mean, var
 
 
 def scale(x, gamma, beta=None):

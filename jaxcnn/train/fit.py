@@ -86,7 +86,7 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
                 epoch, offset = divmod(int(ts.step), steps_per_epoch)
                 perm = trainer.permutation(ts, epoch, n)
                 bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch + 1}/{epochs}",
-                           unit="step", disable=not (progress and _is_main()), leave=False)
+                           unit="step", disable=None if progress and _is_main() else True, leave=False)
                 start_time, losses = time.perf_counter(), []
                 while offset < steps_per_epoch:
                     count = min(trainer.steps_per_dispatch, steps_per_epoch - offset)

@@ -68,7 +68,7 @@ class Trainer:
         self.scan = jax.default_backend() != "cpu" if scan is None else scan
         self._chunk = jax.jit(self._train_chunk, static_argnums=(5,), donate_argnums=(0,))
         self._one = jax.jit(self._train_one, donate_argnums=(0,))
-        self._eval = jax.jit(self._eval_all)
+        self._eval = jax.jit(self._eval_all, out_shardings=self.replicated)
         self._perm = jax.jit(lambda key, epoch, n: jax.random.permutation(jax.random.fold_in(key, epoch), n),
                              static_argnums=(2,), out_shardings=self.replicated)
 

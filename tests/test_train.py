@@ -1,0 +1,267 @@
+"""Solver, schedules, the training loop, checkpoints and resume, several devices and processes."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxcnn import Conv, Dense, Flatten, MaxPool, Net, ReLU, checkpoint, zoo
+from jaxcnn.augment import random_crop_flip
+from jaxcnn.train import SolverConfig, Trainer, fit, optimizer, schedule
+
+from synthetic import blobs, write_mnist_like
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- schedules and solver ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, formula", [
+    ("fixed", lambda t: 0.1),
+    ("step", lambda t: 0.1 * 0.5 ** (t // 30)),
+    ("multistep", lambda t: 0.1 * 0.5 ** sum(t >= s for s in (20, 70))),
+    ("inv", lambda t: 0.1 * (1 + 0.5 * t) ** -0.75),
+    ("poly", lambda t: 0.1 * (1 - t / 100) ** 0.75),
+    ("cosine", lambda t: 0.1 * 0.5 * (1 + np.cos(np.pi * t / 100))),
+])
+def test_schedules_follow_caffe_formulas(name, formula):
+    cfg = SolverConfig(lr=0.1, schedule=name, gamma=0.5, power=0.75, stepsize=30, stepvalues=(20, 70))
+    f = schedule(cfg, total_steps=100)
+    for t in (0, 1, 19, 20, 29, 30, 69, 70, 99):
+        np.testing.assert_allclose(float(f(t)), formula(t), rtol=1e-5, atol=1e-8, err_msg=f"{name} at step {t}")
+
+
+def test_warmup_ramps_then_follows_the_schedule():
+    f = schedule(SolverConfig(lr=0.1, schedule="fixed", warmup_steps=10), total_steps=100)
+    np.testing.assert_allclose([float(f(t)) for t in (0, 5, 10, 50)], [0.0, 0.05, 0.1, 0.1], rtol=1e-6)
+
+
+def test_step_schedule_needs_a_stepsize():
+    with pytest.raises(ValueError, match="--stepsize"):
+        schedule(SolverConfig(schedule="step"), 10)
+
+
+def test_sgd_is_caffes_update_with_multipliers():
+    """v <- m v + lr_mult (g + wd decay_mult w); w <- w - lr v, checked for three steps in NumPy."""
+    params = {"a": {"w": jnp.array([1.0, -2.0]), "b": jnp.array([0.5])}}
+    lr_mult, decay_mult = {"a": {"w": 1.0, "b": 2.0}}, {"a": {"w": 1.0, "b": 0.0}}
+    grads = [{"a": {"w": jnp.array([0.3, 0.1]), "b": jnp.array([-0.2])}} for _ in range(3)]
+    cfg = SolverConfig(lr=0.1, schedule="fixed", momentum=0.9, weight_decay=0.01)
+    tx = optimizer(cfg, 3, lr_mult, decay_mult)
+    opt_state, p = tx.init(params), params
+    ref = {k: np.asarray(v, np.float64) for k, v in params["a"].items()}
+    vel = {k: np.zeros_like(v) for k, v in ref.items()}
+    for g in grads:
+        updates, opt_state = tx.update(g, opt_state, p)
+        p = optax.apply_updates(p, updates)
+        for k in ref:
+            vel[k] = 0.9 * vel[k] + lr_mult["a"][k] * (np.asarray(g["a"][k]) + 0.01 * decay_mult["a"][k] * ref[k])
+            ref[k] = ref[k] - 0.1 * vel[k]
+    for k in ref:
+        np.testing.assert_allclose(np.asarray(p["a"][k]), ref[k], rtol=1e-6)
+
+
+@pytest.mark.parametrize("ours, theirs", [
+    (SolverConfig(optimizer="adamw", lr=1e-2, schedule="fixed", weight_decay=0.1),
+     optax.adamw(1e-2, weight_decay=0.1)),
+    (SolverConfig(optimizer="nesterov", lr=1e-2, schedule="fixed", weight_decay=0.0, momentum=0.8),
+     optax.sgd(1e-2, momentum=0.8, nesterov=True)),
+    (SolverConfig(optimizer="adam", lr=1e-2, schedule="fixed", weight_decay=0.0), optax.adam(1e-2)),
+])
+def test_optimizers_match_optax_with_unit_multipliers(ours, theirs):
+    params = {"a": {"w": jnp.array([1.0, -2.0, 3.0])}}
+    ones = {"a": {"w": 1.0}}
+    tx = optimizer(ours, 5, ones, ones)
+    s1, s2, p1, p2 = tx.init(params), theirs.init(params), params, params
+    for i in range(5):
+        g = {"a": {"w": jnp.array([0.3, -0.1, 0.2]) * (i + 1)}}
+        u1, s1 = tx.update(g, s1, p1)
+        u2, s2 = theirs.update(g, s2, p2)
+        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+    np.testing.assert_allclose(np.asarray(p1["a"]["w"]), np.asarray(p2["a"]["w"]), rtol=1e-6)
+
+
+# -- the loop ----------------------------------------------------------------------------------------------------
+def _tiny_net():
+    return Net([Conv("conv1", 4, 3, stride=2, lr_mult={"w": 0.0, "b": 0.0}), ReLU("relu1"), MaxPool("pool1", 2),
+                Flatten("flatten"), Dense("fc", 10)], (28, 28, 1), "tiny")
+
+
+def _trainer(net, compute_dtype=jnp.float32, batch_size=32, steps=64):
+    _, params, _ = net.init(jax.random.key(0))
+    tx = optimizer(SolverConfig(lr=0.05, schedule="cosine"), steps, *net.multipliers(params))
+    return Trainer(net, tx, batch_size=batch_size, preprocess=lambda x: x.astype(jnp.float32) / 256,
+                   compute_dtype=compute_dtype, steps_per_dispatch=8)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return blobs(512, (28, 28, 1), seed=5), blobs(128, (28, 28, 1), seed=6)
+
+
+def test_fit_learns_is_deterministic_and_respects_lr_mult_zero(data):
+    train, test = data
+    runs = [fit(_trainer(_tiny_net()), train, test, epochs=2, seed=3, progress=False) for _ in range(2)]
+    (ts, history), (ts2, history2) = runs
+    assert history == [dict(r, seconds=h["seconds"], images_per_second=h["images_per_second"])
+                       for r, h in zip(history2, history)]
+    assert history[-1]["test_accuracy"] > 0.5 and history[-1]["train_loss"] < history[0]["train_loss"]
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(ts.params), jax.device_get(ts2.params))
+    start = _trainer(_tiny_net()).init(3)
+    np.testing.assert_array_equal(ts.params["conv1"]["w"], start.params["conv1"]["w"])  # lr_mult 0: frozen
+    assert int(ts.step) == 2 * (512 // 32)
+
+
+def test_scan_and_per_step_dispatch_agree(data):
+    train, test = data
+    results = []
+    for scan in (True, False):
+        tr = _trainer(_tiny_net())
+        tr.scan = scan
+        results.append(fit(tr, train, test, epochs=1, seed=0, progress=False)[0].params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
+
+
+def test_bfloat16_compute_trains_with_float32_master_weights(data):
+    train, test = data
+    ts, history = fit(_trainer(zoo.lenet_caffe(), jnp.bfloat16), train, test, epochs=2, seed=0, progress=False)
+    assert ts.params["conv2"]["w"].dtype == jnp.float32 and ts.state["bn_conv1"]["mean"].dtype == jnp.float32
+    assert history[-1]["train_loss"] < history[0]["train_loss"] and history[-1]["test_accuracy"] > 0.5
+
+
+def test_batch_larger_than_the_data_is_an_error(data):
+    with pytest.raises(ValueError, match="--batch-size 1024 is larger than the 512"):
+        fit(_trainer(_tiny_net(), batch_size=1024), *data, epochs=1, progress=False)
+
+
+def test_random_crop_flip_gives_flipped_crops_of_the_padded_image():
+    x = jnp.arange(2 * 6 * 5 * 3, dtype=jnp.float32).reshape(2, 6, 5, 3) + 1
+    out = np.asarray(random_crop_flip(jax.random.key(0), jnp.tile(x, (50, 1, 1, 1)), pad=2))
+    padded = np.pad(np.tile(np.asarray(x), (50, 1, 1, 1)), ((0, 0), (2, 2), (2, 2), (0, 0)))
+    flips = 0
+    for img, src in zip(out, padded):
+        crops = [src[i:i + 6, j:j + 5] for i in range(5) for j in range(5)]
+        plain = any(np.array_equal(img, c) for c in crops)
+        mirrored = any(np.array_equal(img, c[:, ::-1]) for c in crops)
+        assert plain or mirrored
+        flips += mirrored and not plain
+    assert 25 < flips < 75
+
+
+# -- processes: kill and resume, several devices, several processes ---------------------------------------------
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    return write_mnist_like(tmp_path_factory.mktemp("mnist"), n_train=2048)
+
+
+def _cmd(data_dir, out, *extra):
+    return [sys.executable, "-m", "experiments.mnist", "--data-dir", str(data_dir), "--model", "lenet5",
+            "--epochs", "3", "--batch-size", "16", "--steps-per-dispatch", "8", "--lr", "0.02", "--out", str(out),
+            *extra]
+
+
+def _run(cmd, env=None, **kw):
+    return subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def _final_params(out):
+    return checkpoint.restore(out)["params"]
+
+
+def _assert_same_params(a, b, rtol=0.0):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=rtol), a, b)
+
+
+@pytest.fixture(scope="module")
+def reference_run(mnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    result = _run(_cmd(mnist_dir, out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _wait_for_epochs(out, n, proc):
+    metrics = out / "metrics.jsonl"
+    while proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"run ended before epoch {n}: {proc.stderr.read()}")
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(mnist_dir, reference_run, tmp_path):
+    proc = subprocess.Popen(_cmd(mnist_dir, tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for_epochs(tmp_path, 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    steps_done = checkpoint.Checkpointer(tmp_path / "checkpoints").latest_step()
+    assert steps_done < 3 * 2048 // 16, "the kill came after the run had finished"
+    resumed = _run(_cmd(mnist_dir, tmp_path, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_params(_final_params(tmp_path), _final_params(reference_run))
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_sigterm_saves_mid_epoch_and_resume_gives_the_same_result(mnist_dir, reference_run, tmp_path):
+    proc = subprocess.Popen(_cmd(mnist_dir, tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for_epochs(tmp_path, 1, proc)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "stopped by SIGTERM at step" in err
+    step = int(err.split("at step ")[1].split(";")[0])
+    assert checkpoint.Checkpointer(tmp_path / "checkpoints").latest_step() == step
+    resumed = _run(_cmd(mnist_dir, tmp_path, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_params(_final_params(tmp_path), _final_params(reference_run), rtol=1e-6)
+
+
+EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+
+
+def _losses(out):
+    return [json.loads(line)["train_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_eight_devices_give_the_one_device_loss_curve(mnist_dir, reference_run, tmp_path):
+    result = _run(_cmd(mnist_dir, tmp_path), env=EIGHT)
+    assert result.returncode == 0, result.stderr
+    assert "8 device(s)" in result.stdout
+    np.testing.assert_allclose(_losses(tmp_path), _losses(reference_run), rtol=1e-4)
+    _assert_same_params(_final_params(tmp_path), _final_params(reference_run), rtol=1e-4)
+
+
+def test_batch_that_does_not_divide_over_the_devices_is_an_error(mnist_dir, tmp_path):
+    result = _run(_cmd(mnist_dir, tmp_path, "--batch-size", "12"), env=EIGHT)
+    assert result.returncode != 0
+    assert "--batch-size 12 does not divide over 8 devices" in result.stderr
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_give_the_one_process_result(mnist_dir, reference_run, tmp_path):
+    coordinator = f"127.0.0.1:{_free_port()}"
+    procs = [subprocess.Popen(_cmd(mnist_dir, tmp_path, "--coordinator", coordinator, "--num-processes", "2",
+                                   "--process-id", str(i)), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err
+    assert "2 device(s)" in outputs[0][0]
+    np.testing.assert_allclose(_losses(tmp_path), _losses(reference_run), rtol=1e-4)
+    _assert_same_params(_final_params(tmp_path), _final_params(reference_run), rtol=1e-4)
