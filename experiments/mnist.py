@@ -16,9 +16,14 @@ def caffe_scale(train_images):
     return lambda x: x.astype(jnp.float32) * 0.00390625
 
 
-def main(argv=None):
-    args = parser(__doc__.splitlines()[0], model="lenet_caffe", datasets=["mnist", "fashion_mnist"], epochs=12,
+def arguments(argv=None):
+    """The parsed command line (defaults: the measured LeNet-BN recipe)."""
+    return parser(__doc__.splitlines()[0], model="lenet_caffe", datasets=["mnist", "fashion_mnist"], epochs=12,
                   batch_size=64, lr=0.05, out="runs/mnist").parse_args(argv)
+
+
+def main(argv=None):
+    args = arguments(argv)
     return run(args, preprocess_for=caffe_scale, class_names=FASHION if args.dataset == "fashion_mnist" else None)
 
 
