@@ -1,5 +1,6 @@
 """jaxcnn: pure-function CNN layers, named nets, the classic model zoo and tools, in JAX."""
 from . import fillers, ops, zoo
+from .convert import fc_to_conv
 from .layers import (
     LRN, AvgPool, BatchNorm, Conv, Dense, Dropout, Flatten, Layer, LayerError, Local, MaxPool, ReLU, Scale,
     Sigmoid, Tanh,
@@ -11,5 +12,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LRN", "AvgPool", "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "Layer", "LayerError", "Local",
-    "MaxPool", "Net", "ReLU", "Scale", "Sigmoid", "Tanh", "fillers", "ops", "summary", "zoo",
+    "MaxPool", "Net", "ReLU", "Scale", "Sigmoid", "Tanh", "fc_to_conv", "fillers", "ops", "summary", "zoo",
 ]

@@ -13,7 +13,9 @@ That equals the original net applied to the *isolated* crop only when the trunk 
 training size: no padded convolution, no padded or ceil-rounded pooling whose last window overhangs, no
 within-channel LRN (`Sliding.padded` names the layers that do). Where the trunk pads (VGG16, AlexNet,
 cuda-convnet's CIFAR-10 net), a position sees the image around its crop where the isolated crop sees zeros, so
-the two differ near every crop border; the head itself is converted exactly either way.
+the two differ (each padded layer carries the difference further in; in VGG16 it reaches every position); the
+head itself is converted exactly either way. Evaluate the converted net with train=False (Dropout off,
+BatchNorm on its running statistics), on inputs of the training size plus a multiple of the stride.
 """
 from typing import NamedTuple
 
@@ -53,9 +55,10 @@ def fc_to_conv(net: Net, params: dict, input_shape=None) -> tuple[Net, dict]:
     input_shape: the per-example training size (default net.input_shape). In the head, the first Dense or
     Local layer becomes a VALID Conv whose kernel covers the trunk's (H, W, C) map; every later one a 1x1 Conv;
     Flatten layers go away; elementwise layers (ReLU, Tanh, Sigmoid, Dropout) stay, and so do BatchNorm and
-    Scale on a Dense output. Weights are reshaped, never re-learned: Dense (H*W*C, O) -> (H, W, C, O), row-major
-    as the flatten; a Local layer becomes its equivalent dense matrix, its zero padding included, with outputs
-    flattened (OH, OW, F) -> OH*OW*F channels. State (BatchNorm statistics) needs no change: pass the original.
+    Scale on a flat (features,) input after that first one. Weights are reshaped, never re-learned: Dense
+    (H*W*C, O) -> (H, W, C, O), row-major as the flatten; a Local layer becomes its equivalent dense matrix,
+    its zero padding included, with outputs flattened (OH, OW, F) -> OH*OW*F channels. State (BatchNorm
+    statistics) needs no change: pass the original.
     On an input of the training size conv_net gives (N, 1, 1, classes) where net gives (N, classes); on a
     larger one, see the module docstring. Raises LayerError naming a layer that cannot be converted.
     """
@@ -85,11 +88,11 @@ def fc_to_conv(net: Net, params: dict, input_shape=None) -> tuple[Net, dict]:
                 conv_params[layer.name] = params[layer.name]
         elif isinstance(layer, _PER_CHANNEL):
             raise LayerError(f"{layer.name} ({kind}): a per-channel layer on a {row.in_shape} input inside the "
-                             "head cannot be converted; only on a Dense layer's (features,) output")
+                             "head cannot be converted; only on a flat (features,) input after a Dense or Local")
         elif not isinstance(layer, Flatten):
             raise LayerError(f"{layer.name} ({kind}): cannot be converted; from the first Flatten, Dense or Local "
                              "layer on, only Dense, Local, Flatten, elementwise layers, and BatchNorm/Scale on a "
-                             "Dense output may follow")
+                             "flat input may follow")
     return Net(layers, rows[0].in_shape, f"{net.name}_conv"), conv_params
 
 

@@ -251,10 +251,11 @@ class LRN(Layer):
 class BatchNorm(Layer):
     """Batch normalisation without affine (Caffe's BatchNorm; follow it with Scale).
 
-    state: mean (C,), var (C,) running statistics, updated in training (momentum, see ops.batch_norm).
+    state: mean (C,), var (C,) running statistics, updated in training (momentum, see ops.batch_norm). The
+    default 0.99 (Keras, Flax) averages ~100 batches; Caffe's moving_average_fraction is 0.999, PyTorch's 0.9.
     """
 
-    momentum: float = 0.9
+    momentum: float = 0.99
     eps: float = 1e-5
     inplace: ClassVar[bool] = True
 

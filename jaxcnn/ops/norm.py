@@ -28,7 +28,7 @@ def lrn(x, size=5, alpha=1e-4, beta=0.75, k=1.0, *, region="across"):
     return x * (k + scale * sums) ** -beta
 
 
-def batch_norm(x, mean, var, *, train, momentum=0.9, eps=1e-5):
+def batch_norm(x, mean, var, *, train, momentum=0.99, eps=1e-5):
     """Batch normalisation over every axis but the last (channels), without scale and shift.
 
     x: (..., C); mean, var: (C,) running statistics -> (y, new_mean, new_var); y has x's dtype, the

@@ -1,0 +1,1 @@
+"""Thin command-line experiments over the jaxcnn library: python -m experiments.<name>."""

@@ -1,0 +1,286 @@
+"""Slide a net over a larger image in one pass (seed 002): convert its FC head to convolutions, run the large
+input once, and compare with evaluating every training-size crop through the original net.
+
+    python -m experiments.fc_as_conv --size 384 --out runs/fc_as_conv          # VGG16: a 6x6x1000 score map
+    python -m experiments.fc_as_conv --model lenet_caffe --checkpoint runs/mnist --size 140 --out runs/slide
+
+Weights are random (seeded) unless --checkpoint gives a run of `python -m experiments.mnist`. The input is a
+seeded standard-normal image (no ImageNet here), or for MNIST-sized nets a blank canvas holding real test
+digits, drawn with the class probabilities at each position into heatmap.png. Timings are medians over
+--repeats runs after a warm-up. Peak memory is measured (Linux): the rise of the process's resident high-water
+mark during the first run of each compiled path, over what is resident before it (weights, input, code). XLA's
+own buffer-assignment peak is reported beside it; on CPU it leaves out what fused kernels allocate inside.
+"""
+import argparse
+import ctypes
+import json
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn import checkpoint, data, zoo
+from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
+from jaxcnn.summary import summary
+
+MNIST_SHAPE = (28, 28, 1)
+PIXEL_SCALE = 0.00390625  # Caffe's MNIST scaling of uint8 pixels, as the zoo's lenet_caffe expects
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.fc_as_conv", description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=384, help="side of the square input (default 384)")
+    p.add_argument("--model", choices=sorted(zoo.MODELS), help="zoo net (default: the checkpoint's, else vgg16)")
+    p.add_argument("--checkpoint", help="--out directory of experiments.mnist (or its checkpoints/ directory)")
+    p.add_argument("--out", help="directory for results.json (and heatmap.png); nothing is written without it")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights, image and canvas")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each path after a warm-up (default 3)")
+    p.add_argument("--digits", type=int, default=8, help="MNIST test digits on the canvas (default 8)")
+    p.add_argument("--data-dir", help="directory with the MNIST IDX files (see jaxcnn.data.load)")
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error(f"--repeats must be at least 1, got {args.repeats}")
+    return p, args
+
+
+def load_net(args, parser):
+    """-> (net, params, state, description of the weights)."""
+    if args.checkpoint is None:
+        net = zoo.get(args.model or "vgg16")
+        _, params, state = net.init(jax.random.key(args.seed))
+        return net, params, state, f"random (seed {args.seed})"
+    ckpt = checkpoint.restore(args.checkpoint)
+    if args.model and ckpt["model"] != args.model:
+        parser.error(f"--checkpoint {args.checkpoint} holds a {ckpt['model']!r} net, not --model {args.model!r}")
+    return zoo.get(ckpt["model"]), ckpt["params"], ckpt["state"], f"checkpoint {args.checkpoint}"
+
+
+def mnist_canvas(size, count, data_dir, rng, step):
+    """A blank size x size canvas with `count` MNIST test digits at random non-overlapping spots, their corners
+    on multiples of `step` (the stride, so a position's crop is exactly each digit's 28x28 box).
+
+    -> canvas (size, size, 1) uint8, [{'label', 'row', 'col'}] with each digit's top-left corner.
+    """
+    images, labels = data.load("mnist", "test", data_dir=data_dir)
+    cell = MNIST_SHAPE[0] + 16  # one digit per cell, at least 16 blank pixels apart
+    per_side = size // cell
+    if not 0 < count <= per_side**2:
+        raise ValueError(f"--digits {count}: must be at least 1, and a {size}x{size} canvas has room for "
+                         f"{per_side**2} (one per {cell}x{cell} cell)")
+    canvas, placed = np.zeros((size, size, 1), np.uint8), []
+    for c, k in zip(rng.choice(per_side**2, count, replace=False), rng.choice(len(images), count, replace=False)):
+        row, col = ((v * cell + int(rng.integers(0, cell - MNIST_SHAPE[0] + 1))) // s * s
+                    for v, s in zip(divmod(int(c), per_side), step))
+        canvas[row:row + MNIST_SHAPE[0], col:col + MNIST_SHAPE[1]] = images[k]
+        placed.append({"label": int(labels[k]), "row": row, "col": col})
+    return canvas, placed
+
+
+def compiled(fn, *args):
+    """fn jit-compiled for args -> (callable, XLA's buffer-assignment peak memory in bytes)."""
+    exe = jax.jit(fn).lower(*args).compile()
+    return exe, exe.memory_analysis().peak_memory_in_bytes
+
+
+def _proc_status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+
+
+def rss_peak(exe, args):
+    """Run exe(*args) once -> (rise of the resident high-water mark during the run, resident bytes before it),
+    or (None, None) where Linux's /proc/self/clear_refs is not available. Freed heap is returned first."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the high-water mark VmHWM to the current RSS
+    except OSError:
+        return None, None
+    before = _proc_status("VmRSS:")
+    jax.block_until_ready(exe(*args))
+    return _proc_status("VmHWM:") - before, before
+
+
+def timed(exe, args, repeats):
+    """-> (output, the seconds of `repeats` runs after one warm-up run)."""
+    out = jax.block_until_ready(exe(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(exe(*args))
+        times.append(time.perf_counter() - start)
+    return out, times
+
+
+def rel_max_abs_diff(a, b):
+    """max |a - b| / max |b|."""
+    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+def make_input(net, args, geometry):
+    """-> (x (1, size, size, C) float32, its description, the digits placed on an MNIST canvas or None, canvas)."""
+    rng = np.random.default_rng(args.seed)
+    if net.input_shape != MNIST_SHAPE:
+        x = rng.standard_normal((1, args.size, args.size, net.input_shape[-1]))
+        return jnp.asarray(x, jnp.float32), f"standard-normal image (seed {args.seed})", None, None
+    canvas, placed = mnist_canvas(args.size, args.digits, args.data_dir, rng, geometry.stride)
+    x = jnp.asarray(canvas[None] * PIXEL_SCALE, jnp.float32)
+    return x, f"MNIST canvas, {len(placed)} test digits", placed, canvas
+
+
+def compare(net, params, state, x, repeats):
+    """Convert `net`, run x in one pass and crop by crop -> (one-pass scores (P, Q, classes), results dict)."""
+    geometry = sliding_geometry(net)
+    positions = geometry.positions(x.shape[1:3])
+    conv_net, conv_params = fc_to_conv(net, params)
+
+    def one_pass(p, s, x):
+        return conv_net.apply(p, s, x)[0][0]
+
+    def crop_by_crop(p, s, x):
+        batch = crops(x, geometry.window, geometry.stride).reshape(-1, *net.input_shape)
+        return net.apply(p, s, batch)[0].reshape(*positions, -1)
+
+    def in_context(p, s, x):  # the original head on every window of the original trunk's map of x
+        trunk, head = split(net)
+        windows = crops(trunk.apply(p, s, x)[0], head.input_shape[:2], (1, 1)).reshape(-1, *head.input_shape)
+        return head.apply(p, s, windows)[0].reshape(*positions, -1)
+
+    paths = {"one_pass": (one_pass, conv_params), "crops": (crop_by_crop, params)}
+    exes = {k: compiled(fn, p, state, x) for k, (fn, p) in paths.items()}
+    r, scores = {}, {}
+    for k, (exe, xla_peak) in exes.items():  # memory first: each path's first run after compiling
+        rise, resident = rss_peak(exe, (paths[k][1], state, x))
+        r |= {f"{k}_peak_rss_rise_bytes": rise, f"{k}_resident_before_bytes": resident, f"{k}_xla_peak_bytes": xla_peak}
+    for k, (exe, _) in exes.items():
+        scores[k], r[f"{k}_seconds_all"] = timed(exe, (paths[k][1], state, x), repeats)
+        r[f"{k}_seconds"] = statistics.median(r[f"{k}_seconds_all"])
+    n = positions[0] * positions[1]
+    r |= {
+        "training_size": list(net.input_shape), "stride": list(geometry.stride),
+        "score_map_shape": list(scores["one_pass"].shape), "positions": n,
+        "rel_max_abs_diff": rel_max_abs_diff(scores["one_pass"], scores["crops"]),
+        "rel_max_abs_diff_in_context": rel_max_abs_diff(scores["one_pass"], jax.jit(in_context)(params, state, x)),
+        "padded_layers": list(geometry.padded),
+        "speedup": r["crops_seconds"] / r["one_pass_seconds"],
+        "speedup_of_fastest_runs": min(r["crops_seconds_all"]) / min(r["one_pass_seconds_all"]),
+        "one_pass_flops": summary(conv_net, x.shape[1:]).flops, "crops_flops": n * summary(net).flops,
+        "memory_method": "peak_rss_rise: rise of VmHWM over VmRSS during the first run of each compiled path "
+                         "(after malloc_trim and clear_refs); xla_peak: compiled memory_analysis() "
+                         "peak_memory_in_bytes, weights and input included, fused kernels' scratch left out",
+        "timing": f"median of {repeats} runs after a warm-up, {jax.devices()[0].platform}",
+        "mean_class_scores": [float(v) for v in scores["one_pass"].mean(axis=(0, 1))],
+    }
+    r["flop_ratio"] = r["crops_flops"] / r["one_pass_flops"]
+    return scores["one_pass"], r
+
+
+def run(args, parser):
+    """Load or build the net, make the input, compare the two paths -> the results dict (printed, and written
+    to --out)."""
+    try:
+        net, params, state, weights = load_net(args, parser)
+    except FileNotFoundError as e:
+        parser.error(f"--checkpoint {args.checkpoint}: {e}")
+    geometry = sliding_geometry(net)
+    try:
+        geometry.positions((args.size, args.size))
+    except ValueError as e:
+        parser.error(f"--size {args.size}: {e}")
+    try:
+        x, source, placed, canvas = make_input(net, args, geometry)
+    except FileNotFoundError as e:
+        parser.error(f"--data-dir {args.data_dir}: {e}")
+    except ValueError as e:  # --digits that do not fit the canvas
+        parser.error(str(e))
+    scores, results = compare(net, params, state, x, args.repeats)
+    results = {"model": net.name, "weights": weights, "input": source, "size": args.size} | results
+    if placed is not None:
+        probs = jax.nn.softmax(scores)
+        for d in placed:  # the position whose crop is exactly this digit's 28x28 box
+            p = probs[d["row"] // geometry.stride[0], d["col"] // geometry.stride[1]]
+            d |= {"predicted": int(jnp.argmax(p)), "probability": float(jnp.max(p))}
+        results["digits"] = placed
+    report(results)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if placed is not None:
+            results["heatmap"] = str(out / "heatmap.png")
+            plot_heatmap(canvas, np.asarray(probs), geometry, placed, out / "heatmap.png")
+            print(f"heatmap: {results['heatmap']}")
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        print(f"wrote {out / 'results.json'}")
+    return results
+
+
+def _mib(n):
+    return "n/a" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def report(r):
+    print(f"{r['model']}: trained at {r['training_size']}, weights {r['weights']}; input {r['size']}x{r['size']} "
+          f"({r['input']})")
+    print(f"score map {r['score_map_shape']}: {r['positions']} positions at stride {r['stride']}")
+    for path, label in (("one_pass", "one pass"), ("crops", f"{r['positions']} crops")):
+        print(f"{label:>12}: {r[path + '_seconds']:8.4f} s  {r[path + '_flops'] / 1e9:8.2f} GFLOP  peak memory "
+              f"+{_mib(r[path + '_peak_rss_rise_bytes'])} over {_mib(r[path + '_resident_before_bytes'])} resident "
+              f"(XLA buffer peak {_mib(r[path + '_xla_peak_bytes'])})")
+    print(f"speedup {r['speedup']:.2f}x ({r['speedup_of_fastest_runs']:.2f}x between the fastest runs; FLOP ratio "
+          f"{r['flop_ratio']:.2f}x); {r['timing']}")
+    print(f"rel max abs diff, one pass vs isolated crops: {r['rel_max_abs_diff']:.3g}")
+    if r["padded_layers"]:
+        print(f"  (the trunk pads in {', '.join(r['padded_layers'])}: a position sees the image around its crop "
+              "where the isolated crop sees zero padding)")
+    print(f"rel max abs diff, one pass vs the head on the trunk's windows: {r['rel_max_abs_diff_in_context']:.3g}")
+    if "digits" in r:
+        right = sum(d["predicted"] == d["label"] for d in r["digits"])
+        print(f"digits recognised at the position of their own 28x28 box: {right} of {len(r['digits'])} "
+              f"(labels {[d['label'] for d in r['digits']]}, predicted {[d['predicted'] for d in r['digits']]})")
+    top = np.argsort(r["mean_class_scores"])[::-1][:5]
+    print("class scores averaged over positions, top 5: "
+          + ", ".join(f"{k}: {r['mean_class_scores'][k]:.4g}" for k in top))
+
+
+def plot_heatmap(canvas, probs, geometry, placed, path):
+    """The canvas beside one map per class of the softmax probability at each position, each drawn over the
+    dimmed canvas at the centres of the crops, with the digits of that class circled. probs: (P, Q, classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (wh, ww), (sh, sw), size = geometry.window, geometry.stride, canvas.shape[0]
+    p, q, classes = probs.shape
+    extent = (ww / 2 - sw / 2, ww / 2 + (q - 0.5) * sw, wh / 2 + (p - 0.5) * sh, wh / 2 - sh / 2)
+    cols = (classes + 1) // 2
+    fig = plt.figure(figsize=(5 + 2 * cols, 5), layout="constrained")
+    grid = fig.add_gridspec(2, cols + 2)
+    ax = fig.add_subplot(grid[:, :2])
+    ax.imshow(canvas[..., 0], cmap="gray")
+    for d in placed:
+        ax.text(d["col"], d["row"], str(d["label"]), color="yellow", fontsize=8, va="top")
+    ax.set_title(f"{size}x{size} canvas, test digits")
+    ax.axis("off")
+    for k in range(classes):
+        a = fig.add_subplot(grid[k // cols, 2 + k % cols])
+        a.imshow(canvas[..., 0], cmap="gray", vmax=4 * 255)
+        image = a.imshow(probs[..., k], extent=extent, vmin=0, vmax=1, cmap="magma", alpha=0.8)
+        for d in (d for d in placed if d["label"] == k):
+            a.plot(d["col"] + ww / 2, d["row"] + wh / 2, "o", ms=12, mfc="none", mec="cyan")
+        a.set(xlim=(0, size), ylim=(size, 0), xticks=[], yticks=[], title=f"p({k})")
+    fig.colorbar(image, ax=fig.axes[1:], shrink=0.8, label="softmax probability of the crop centred here")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    return run(args, parser)
+
+
+if __name__ == "__main__":
+    main()

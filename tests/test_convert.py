@@ -1,0 +1,290 @@
+"""fc_to_conv: the converted net equals the original at the training size; on a larger input each score-map
+position equals the original net on the matching crop (trunks that read no padding) or the original head on
+the matching window of the trunk's map (padded trunks, where isolated crops differ)."""
+import dataclasses
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import fc_as_conv
+from jaxcnn import zoo
+from jaxcnn.checkpoint import Checkpointer
+from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
+from jaxcnn.data import write_mnist
+from jaxcnn.layers import (
+    BatchNorm, Conv, Dense, Dropout, Flatten, Layer, LayerError, Local, MaxPool, ReLU, Scale, Tanh,
+)
+from jaxcnn.net import Net
+
+TOL = 1e-5  # max |converted - original| / max |original|
+
+
+def randomized(net, seed=0):
+    """Random params and state for `net` at its training size, drawn with NumPy from the abstract shapes (no
+    per-shape XLA compile, unlike net.init) -> (params, state). Weights N(0, 2 / fan_in); BatchNorm variances
+    U(0.5, 2); Scale gammas 1 + N(0, 0.2); biases, betas and means N(0, 0.1), so none is trivially 0 or 1 (a
+    misplaced one would then go unnoticed)."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        shape, name = leaf.shape, path[-1].key
+        if name == "w":  # conv (KH, KW, C, O), dense (I, O), local (OH, OW, KH, KW, C, O)
+            a = rng.normal(0, np.sqrt(2 / math.prod(shape[2:-1] if len(shape) == 6 else shape[:-1])), shape)
+        elif name == "var":
+            a = rng.uniform(0.5, 2.0, shape)
+        elif name == "gamma":
+            a = 1 + rng.normal(0, 0.2, shape)
+        else:
+            a = rng.normal(0, 0.1, shape)
+        return jnp.asarray(a, jnp.float32)
+
+    rows = net.shapes()
+    return tuple(jax.tree_util.tree_map_with_path(draw, {r.layer.name: getattr(r, kind) for r in rows
+                                                         if getattr(r, kind)}) for kind in ("params", "state"))
+
+
+def rel_diff(a, b):
+    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+def forward(net, params, state, x):
+    return jax.jit(lambda p, s, x: net.apply(p, s, x)[0])(params, state, x)
+
+
+def windows(x, window, stride, positions):
+    """Reference crops by plain slicing: (N, H, W, C) -> (N * P * Q, wh, ww, C), position-major per example."""
+    (wh, ww), (sh, sw), (p, q) = window, stride, positions
+    return jnp.stack([x[:, i * sh:i * sh + wh, j * sw:j * sw + ww] for i in range(p) for j in range(q)], 1
+                     ).reshape(-1, wh, ww, x.shape[-1])
+
+
+def vgg_valid():
+    """A small VGG-style net whose convolutions do not pad: 28 -> 24 -> 12 -> 8 -> 4, stride 4."""
+    conv = dict(kernel=3, w_init="msra")
+    return Net([Conv("conv1_1", 8, **conv), ReLU("relu1_1"), Conv("conv1_2", 8, **conv), ReLU("relu1_2"),
+                MaxPool("pool1", 2), Conv("conv2_1", 16, **conv), ReLU("relu2_1"), Conv("conv2_2", 16, **conv),
+                ReLU("relu2_2"), MaxPool("pool2", 2), Flatten("flatten"), Dense("fc6", 32), ReLU("relu6"),
+                Dropout("drop6"), Dense("fc7", 32), ReLU("relu7"), Dropout("drop7"), Dense("fc8", 10)],
+               (28, 28, 3), "vgg_valid")
+
+
+def convnet_local_valid():
+    """cuda-convnet's CIFAR-10 net (LRN, ceil pooling, local layers) with unpadded convolutions, at 35x35, where
+    no pooling window overhangs: 35 -> 31 -> 15 -> 11 -> 5, stride 4."""
+    net = zoo.cifar10_local(input_shape=(35, 35, 3))
+    layers = [dataclasses.replace(l, padding=0) if isinstance(l, Conv) else l for l in net.layers]
+    return Net(layers, net.input_shape, "cifar10_local_valid")
+
+
+def local_head():
+    """A head of every convertible kind: Local with stride, padding and per-filter bias, Local without bias,
+    Dense, BatchNorm and Scale on a Dense output, Tanh, Dense without bias. 11 -> 9 -> 5 -> 4, stride 1."""
+    return Net([Conv("conv1", 4, 3), Local("local2", 6, 3, stride=2, padding=1, bias="filter"), ReLU("relu2"),
+                Local("local3", 5, 2, bias=None), Flatten("flatten"), Dense("ip1", 7), BatchNorm("bn1"),
+                Scale("scale1"), Tanh("tanh1"), Dense("ip2", 3, bias=False)], (11, 11, 2), "local_head")
+
+
+def mlp():
+    """Flatten first: the whole image is the window and the net slides pixel by pixel."""
+    return Net([Flatten("flatten"), Dense("ip1", 16), ReLU("relu1"), Dense("ip2", 4)], (6, 6, 1), "mlp")
+
+
+TRAINING_SIZE = {
+    "lenet_caffe": zoo.lenet_caffe,
+    "lenet5": zoo.lenet5,
+    "lenet5_32": lambda: zoo.lenet5(input_shape=(32, 32, 1)),
+    "cifar10_local": zoo.cifar10_local,
+    # AlexNet and VGG16 at smaller inputs (2x2 maps into fc6) and 10 classes, to keep the test fast; the
+    # experiment runs VGG16 at 224.
+    "alexnet": lambda: zoo.alexnet(10, (99, 99, 3)),
+    "vgg16": lambda: zoo.vgg16(10, (64, 64, 3)),
+    "local_head": local_head,
+    "mlp": mlp,
+}
+
+
+@pytest.mark.parametrize("name", TRAINING_SIZE)
+def test_training_size_output_equals_original(name):
+    net = TRAINING_SIZE[name]()
+    params, state = randomized(net)
+    conv_net, conv_params = fc_to_conv(net, params)
+    assert not any(isinstance(l, (Dense, Flatten, Local)) for l in conv_net.layers)
+    x = jax.random.normal(jax.random.key(1), (3, *net.input_shape))
+    want = forward(net, params, state, x)
+    got = forward(conv_net, conv_params, state, x)
+    assert got.shape == (3, 1, 1, want.shape[-1])
+    assert rel_diff(got[:, 0, 0], want) <= TOL
+
+
+def test_geometry_of_the_zoo():
+    """Stride = product of the trunk's strides; the layers that pad at the training size are named."""
+    expect = {
+        "lenet_caffe": ((28, 28), (4, 4), ()),
+        "lenet5": ((28, 28), (4, 4), ()),
+        "cifar10_local": ((32, 32), (4, 4), ("conv1", "pool1", "conv2", "pool2")),
+        "alexnet": ((227, 227), (32, 32), ("conv2", "conv3", "conv4", "conv5")),
+        "vgg16": ((224, 224), (32, 32), tuple(l.name for l in zoo.vgg16().layers if isinstance(l, Conv))),
+    }
+    for name, want in expect.items():
+        assert tuple(sliding_geometry(zoo.get(name))) == want, name
+    assert sliding_geometry(zoo.vgg16()).positions((384, 384)) == (6, 6)  # seed 002: 36 crops of 224
+
+
+@pytest.mark.parametrize("make, big", [
+    (zoo.lenet5, 44), (zoo.lenet_caffe, 40), (vgg_valid, 44), (convnet_local_valid, 47), (local_head, 14),
+    (mlp, 9),
+])
+def test_positions_equal_isolated_crops(make, big):
+    """Trunks that read no padding at the training size: every position is the net on its crop, at offsets
+    multiple of the stride. Sizes are the training size plus a multiple of the stride."""
+    net = make()
+    geometry = sliding_geometry(net)
+    assert geometry.padded == ()
+    params, state = randomized(net)
+    conv_net, conv_params = fc_to_conv(net, params)
+    positions = geometry.positions((big, big))
+    x = jax.random.normal(jax.random.key(2), (2, big, big, net.input_shape[-1]))
+    got = forward(conv_net, conv_params, state, x)
+    want = forward(net, params, state, windows(x, geometry.window, geometry.stride, positions))
+    assert got.shape[1:3] == positions and positions[0] > 1
+    assert rel_diff(got.reshape(want.shape), want) <= TOL
+
+
+@pytest.mark.parametrize("make, big", [(zoo.cifar10_local, 48), (lambda: zoo.alexnet(10, (99, 99, 3)), 163)])
+def test_padded_trunk_positions_equal_head_on_trunk_windows(make, big):
+    """Where the trunk pads, a position is the original head on the trunk's window of the whole image; the
+    isolated crop, which sees zero padding instead of its surroundings, differs."""
+    net = make()
+    params, state = randomized(net)
+    conv_net, conv_params = fc_to_conv(net, params)
+    geometry, (trunk, head) = sliding_geometry(net), split(net)
+    positions = geometry.positions((big, big))
+    x = jax.random.normal(jax.random.key(3), (2, big, big, 3))
+    got = forward(conv_net, conv_params, state, x)
+    trunk_map = forward(trunk, params, state, x)
+    want = forward(head, params, state, windows(trunk_map, head.input_shape[:2], (1, 1), positions))
+    assert rel_diff(got.reshape(want.shape), want) <= TOL
+    isolated = forward(net, params, state, windows(x, geometry.window, geometry.stride, positions))
+    assert rel_diff(got.reshape(want.shape), isolated) > 1e-3
+
+
+def test_crops_are_the_strided_windows():
+    x = jax.random.normal(jax.random.key(4), (2, 10, 9, 3))
+    got = crops(x, (4, 3), (2, 3))
+    assert got.shape == (2, 4, 3, 4, 3, 3)
+    np.testing.assert_array_equal(got.reshape(-1, 4, 3, 3), windows(x, (4, 3), (2, 3), (4, 3)))
+
+
+def test_positions_reject_inexact_sizes():
+    geometry = sliding_geometry(zoo.vgg16())
+    with pytest.raises(ValueError, match=r"400x400 is not the training size 224x224 plus a multiple of the stride"):
+        geometry.positions((400, 400))
+    with pytest.raises(ValueError, match="not the training size"):
+        geometry.positions((192, 224))
+
+
+def _convert(layers, input_shape):
+    net = Net(layers, input_shape)
+    return fc_to_conv(net, randomized(net)[0])
+
+
+def test_dense_on_a_flat_input_is_an_error():
+    with pytest.raises(LayerError, match=r"ip1 \(Dense\): its input \(784,\) has no \(H, W, C\) map"):
+        _convert([Dense("ip1", 10)], (784,))
+
+
+def test_pooling_after_a_local_layer_is_an_error():
+    with pytest.raises(LayerError, match=r"pool2 \(MaxPool\): cannot be converted"):
+        _convert([Local("local1", 4, 3), MaxPool("pool2", 2), Flatten("flatten"), Dense("ip", 2)], (8, 8, 1))
+
+
+@pytest.mark.parametrize("layers", [
+    [Conv("conv1", 4, 3), Flatten("flatten"), BatchNorm("bn"), Dense("ip", 2)],  # statistics per map pixel
+    [Local("local1", 4, 3), Scale("bn"), Flatten("flatten"), Dense("ip", 2)],  # per channel of a local map
+])
+def test_per_channel_layer_on_a_map_in_the_head_is_an_error(layers):
+    with pytest.raises(LayerError, match=r"bn \((BatchNorm|Scale)\): a per-channel layer on a \(.*\) input"):
+        _convert(layers, (8, 8, 3))
+
+
+def test_params_that_do_not_fit_are_errors():
+    net = zoo.lenet5()
+    params = randomized(net)[0]
+    with pytest.raises(LayerError, match=r"fc1 \(Dense\): params have no entry 'fc1'"):
+        fc_to_conv(net, {k: v for k, v in params.items() if k != "fc1"})
+    with pytest.raises(LayerError, match=r"fc1 \(Dense\): params .* do not fit the net at input \(32, 32, 1\)"):
+        fc_to_conv(net, params, (32, 32, 1))  # built for 28x28: fc1 has 256 inputs, not 400
+
+
+def test_trunk_layer_of_unknown_stride_is_an_error():
+    @dataclasses.dataclass(frozen=True)
+    class Shift(Layer):
+        def forward(self, params, state, x, *, train, rng):
+            return x + 1.0, state
+
+    with pytest.raises(LayerError, match=r"shift \(Shift\): not a layer whose sliding stride is known"):
+        sliding_geometry(Net([Shift("shift"), Flatten("flatten"), Dense("ip", 2)], (4, 4, 1)))
+
+
+def _mnist_dir(tmp_path, n=12):
+    """A small MNIST test set in IDX format: bright random strokes on black, labels 0..9."""
+    rng = np.random.default_rng(0)
+    images = (rng.random((n, 28, 28)) > 0.8).astype(np.uint8) * 255
+    write_mnist(tmp_path / "mnist", "test", images, np.arange(n) % 10)
+    return str(tmp_path / "mnist")
+
+
+def test_experiment_canvas_results_and_heatmap(tmp_path):
+    out = tmp_path / "out"
+    args = ["--model", "lenet5", "--size", "100", "--digits", "3", "--repeats", "1",
+            "--data-dir", _mnist_dir(tmp_path), "--out", str(out)]
+    results = fc_as_conv.main(args)
+    assert json.loads((out / "results.json").read_text()) == results
+    assert results["score_map_shape"] == [19, 19, 10]  # (100 - 28) / 4 + 1
+    assert results["positions"] == 361 and results["padded_layers"] == []
+    assert results["rel_max_abs_diff"] <= TOL and results["rel_max_abs_diff_in_context"] <= TOL
+    assert results["flop_ratio"] > 1 and results["speedup"] > 0
+    assert len(results["mean_class_scores"]) == 10
+    assert len(results["digits"]) == 3
+    assert all(d["row"] % 4 == 0 and d["col"] % 4 == 0 and d["row"] + 28 <= 100 for d in results["digits"])
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_experiment_restores_a_checkpoint(tmp_path, capsys):
+    net = zoo.lenet5()
+    params, state = randomized(net, seed=5)
+    ckpt = Checkpointer(tmp_path / "run" / "checkpoints")
+    ckpt.save(1, {"params": params, "state": state}, {"model": "lenet5"})
+    ckpt.close()
+    data_dir = _mnist_dir(tmp_path)
+    args = ["--size", "64", "--digits", "1", "--repeats", "1", "--data-dir", data_dir,
+            "--checkpoint", str(tmp_path / "run")]
+    results = fc_as_conv.main(args)
+    assert results["model"] == "lenet5" and results["weights"] == f"checkpoint {tmp_path / 'run'}"
+    # the saved weights on every crop of the same canvas (same seed), averaged over positions
+    canvas, _ = fc_as_conv.mnist_canvas(64, 1, data_dir, np.random.default_rng(0), (4, 4))
+    x = jnp.asarray(canvas[None] * fc_as_conv.PIXEL_SCALE, jnp.float32)
+    want = forward(net, params, state, windows(x, (28, 28), (4, 4), (10, 10))).mean(0)
+    assert rel_diff(jnp.asarray(results["mean_class_scores"]), want) <= TOL
+    with pytest.raises(SystemExit):
+        fc_as_conv.main([*args, "--model", "lenet_caffe"])
+    assert "holds a 'lenet5' net, not --model 'lenet_caffe'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "lenet5", "--size", "30"], "--size 30: input 30x30 is not the training size 28x28"),
+    (["--repeats", "0"], "--repeats must be at least 1"),
+    (["--model", "lenet5", "--size", "40", "--data-dir", "{mnist}"], "--digits 8: must be at least 1, and a 40x40 "
+     "canvas has room for 0"),
+    (["--model", "lenet5", "--size", "40", "--data-dir", "{missing}"], "--data-dir {missing}:"),
+    (["--checkpoint", "{missing}"], "--checkpoint {missing}: checkpoint path"),
+])
+def test_experiment_flag_errors(argv, message, capsys, tmp_path):
+    paths = {"mnist": _mnist_dir(tmp_path), "missing": str(tmp_path / "missing")}
+    with pytest.raises(SystemExit):
+        fc_as_conv.main([a.format(**paths) for a in argv])
+    assert message.format(**paths) in capsys.readouterr().err
