@@ -3,8 +3,14 @@
     python -m experiments.mnist --data-dir ../shared/data/mnist
     python -m experiments.mnist --dataset fashion_mnist          # after apt-get install dataset-fashion-mnist
     python -m experiments.mnist --lr 0.01 --schedule inv --gamma 1e-4 --power 0.75   # Caffe's lenet_solver
+Augmentation (default): each training image shifted by up to 2 pixels (a random 28x28 crop of the 2-pixel
+zero-padded image), inside the jitted step; --augment none trains on the images as they are, as Caffe's example.
 """
+import functools
+
 import jax.numpy as jnp
+
+from jaxcnn.augment import random_crop_flip
 
 from .common import parser, run
 
@@ -16,15 +22,22 @@ def caffe_scale(train_images):
     return lambda x: x.astype(jnp.float32) * 0.00390625
 
 
+AUGMENTATIONS = {"shift": functools.partial(random_crop_flip, pad=2, flip=False), "none": None}
+
+
 def arguments(argv=None):
     """The parsed command line (defaults: the measured LeNet-BN recipe)."""
-    return parser(__doc__.splitlines()[0], model="lenet_caffe", datasets=["mnist", "fashion_mnist"], epochs=12,
-                  batch_size=64, lr=0.05, out="runs/mnist").parse_args(argv)
+    p = parser(__doc__.splitlines()[0], model="lenet_caffe", datasets=["mnist", "fashion_mnist"], epochs=12,
+               batch_size=64, lr=0.05, out="runs/mnist")
+    p.add_argument("--augment", default="shift", choices=list(AUGMENTATIONS),
+                   help="shift: random translations of up to 2 pixels; none: the images as they are")
+    return p.parse_args(argv)
 
 
 def main(argv=None):
     args = arguments(argv)
-    return run(args, preprocess_for=caffe_scale, class_names=FASHION if args.dataset == "fashion_mnist" else None)
+    return run(args, preprocess_for=caffe_scale, augment=AUGMENTATIONS[args.augment],
+               class_names=FASHION if args.dataset == "fashion_mnist" else None)
 
 
 if __name__ == "__main__":
