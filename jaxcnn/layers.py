@@ -251,8 +251,12 @@ class LRN(Layer):
 class BatchNorm(Layer):
     """Batch normalisation without affine (Caffe's BatchNorm; follow it with Scale).
 
-    state: mean (C,), var (C,) running statistics, updated in training (momentum, see ops.batch_norm). The
-    default 0.99 (Keras, Flax) averages ~100 batches; Caffe's moving_average_fraction is 0.999, PyTorch's 0.9.
+    state: mean (C,), var (C,), the running statistics used in evaluation, and count (), the decayed number of
+    batches behind them. As in Caffe, they are a normalised decaying average: after t training batches each is
+    sum_k momentum**(t-k) * batch_k / sum_k momentum**(t-k) (Caffe keeps the sums and the count as its three
+    blobs). Unlike a plain moving average started at 0 and 1, it is right after the first batch, so a short run
+    evaluates with real statistics. The default momentum 0.99 (Keras, Flax) averages ~100 batches; Caffe's
+    moving_average_fraction is 0.999.
     """
 
     momentum: float = 0.99
@@ -261,11 +265,15 @@ class BatchNorm(Layer):
 
     def create(self, rng, input_shape):
         c = input_shape[-1]
-        return {}, {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32)}
+        return {}, {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32),
+                    "count": jnp.zeros((), jnp.float32)}
 
     def forward(self, params, state, x, *, train, rng):
-        y, mean, var = ops.batch_norm(x, state["mean"], state["var"], train=train, momentum=self.momentum, eps=self.eps)
-        return y, {"mean": mean, "var": var}
+        count = self.momentum * state["count"] + 1 if train else state["count"]
+        # the old average's share of the new one: ops.batch_norm's momentum, 0 on the first batch
+        keep = self.momentum * state["count"] / count if train else self.momentum
+        y, mean, var = ops.batch_norm(x, state["mean"], state["var"], train=train, momentum=keep, eps=self.eps)
+        return y, {"mean": mean, "var": var, "count": count}
 
     def cost(self, in_shape, out_shape):
         return 0, 2 * math.prod(out_shape)

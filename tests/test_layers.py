@@ -71,7 +71,7 @@ def test_parameter_shapes():
     assert shapes(Local("l", 4, 3, bias=None), (5, 5, 2)) == {"w": (3, 3, 3, 3, 2, 4)}
     assert shapes(Dense("d", 3, bias=False), (10,)) == {"w": (10, 3)}
     assert shapes(Scale("s", bias=False), (2, 2, 5)) == {"gamma": (5,)}
-    assert _shapes(abstract_init(BatchNorm("bn"), (2, 2, 5))[1]) == {"mean": (5,), "var": (5,)}
+    assert _shapes(abstract_init(BatchNorm("bn"), (2, 2, 5))[1]) == {"mean": (5,), "var": (5,), "count": ()}
 
 
 def test_layers_apply_their_ops():
@@ -81,14 +81,26 @@ def test_layers_apply_their_ops():
     _, p, s = conv.init(KEY, (7, 6, 4))
     np.testing.assert_array_equal(p["b"], 0.5)
     np.testing.assert_allclose(conv.apply(p, s, x)[0], ops.conv2d(x, p["w"], p["b"], stride=2, padding=1, groups=2))
-    bn = BatchNorm("bn", momentum=0.5)
-    _, p, s = bn.init(KEY, (7, 6, 4))
-    y, s2 = bn.apply(p, s, x, train=True)
-    y_op, mean, var = ops.batch_norm(x, s["mean"], s["var"], train=True, momentum=0.5)
-    np.testing.assert_allclose(y, y_op)
-    np.testing.assert_allclose(s2["mean"], mean)
-    np.testing.assert_allclose(s2["var"], var)
-    np.testing.assert_array_equal(bn.apply(p, s2, x, train=False)[1]["var"], s2["var"])  # eval: unchanged
+
+
+def test_batch_norm_keeps_caffes_normalised_running_average():
+    """After batches b1, b2, b3 with momentum m the statistics are (m^2 b1 + m b2 + b3) / (m^2 + m + 1)."""
+    rng = np.random.default_rng(1)
+    bn, m = BatchNorm("bn", momentum=0.5), 0.5
+    _, p, s = bn.init(KEY, (3, 2, 4))
+    batches = [rng.normal(k, 1 + k, (5, 3, 2, 4)).astype(np.float32) for k in range(3)]
+    for k, x in enumerate(batches):
+        y, s = bn.apply(p, s, x, train=True)
+        np.testing.assert_allclose(y, ops.batch_norm(x, s["mean"], s["var"], train=True)[0], rtol=1e-6)
+        weights = m ** np.arange(k, -1, -1.0)
+        means = [b.mean(axis=(0, 1, 2)) for b in batches[:k + 1]]
+        variances = [b.var(axis=(0, 1, 2), ddof=1) for b in batches[:k + 1]]  # unbiased, as Caffe
+        np.testing.assert_allclose(s["mean"], np.average(means, axis=0, weights=weights), rtol=1e-5)
+        np.testing.assert_allclose(s["var"], np.average(variances, axis=0, weights=weights), rtol=1e-5)
+        np.testing.assert_allclose(s["count"], weights.sum())
+    y, s_eval = bn.apply(p, s, batches[0], train=False)  # evaluation: the running statistics, unchanged
+    np.testing.assert_allclose(y, (batches[0] - s["mean"]) / np.sqrt(s["var"] + bn.eps), rtol=1e-5, atol=1e-5)
+    jax.tree.map(np.testing.assert_array_equal, s_eval, s)
 
 
 # ---------------------------------------------------------------------------------------------- errors at init

@@ -2,9 +2,10 @@
 import jax.numpy as jnp
 from jax import lax
 
+from . import conv_cpu
 from .geometry import check_nhwc, dilated, pair, resolve_padding, window_output
-
-_DIMS = ("NHWC", "HWIO", "NHWC")
+from .lowering import resolve
+from .windows import patches
 
 
 def conv_geometry(in_shape, kernel, stride=1, padding="VALID", dilation=1):
@@ -28,12 +29,14 @@ def check_groups(in_channels: int, out_channels: int, groups: int) -> None:
         raise ValueError(f"groups={groups} does not divide {out_channels} output channels")
 
 
-def conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1):
+def conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1, lowering=None):
     """2-d convolution (cross-correlation, as in Caffe and XLA).
 
     x: (N, H, W, C); w: (KH, KW, C // groups, O); b: (O,) or None -> (N, OH, OW, O).
     groups splits C and O into that many independent convolutions (XLA's feature_group_count):
     output channels [g*O/groups, (g+1)*O/groups) see input channels [g*C/groups, (g+1)*C/groups).
+    lowering (see ops.lowering): 'native' is lax.conv_general_dilated with feature_group_count; 'cpu' runs
+    each group on its own (XLA:CPU's grouped convolution is ~6x slower) through ops.conv_cpu.conv.
     """
     check_nhwc(x.shape)
     kh, kw, cin_g, cout = w.shape
@@ -44,33 +47,23 @@ def conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1):
             f"expects {cin_g * groups}"
         )
     _, pads, stride, dilation = conv_geometry(x.shape[1:], (kh, kw), stride, padding, dilation)
-    y = lax.conv_general_dilated(
-        x, w, stride, pads, rhs_dilation=dilation, dimension_numbers=_DIMS, feature_group_count=groups
-    )
+    if resolve(lowering, x) == "native":
+        y = lax.conv_general_dilated(
+            x, w, stride, pads, rhs_dilation=dilation, dimension_numbers=conv_cpu.DIMS, feature_group_count=groups
+        )
+    else:
+        split = zip(jnp.split(x, groups, axis=-1), jnp.split(w, groups, axis=-1))
+        y = jnp.concatenate([conv_cpu.conv(xg, wg, stride, pads, dilation) for xg, wg in split], axis=-1)
     return y if b is None else y + b
 
 
-def patches(x, kernel, stride, pads, dilation=(1, 1)):
-    """Sliding-window patches by strided slicing: (N, H, W, C) -> (N, OH, OW, KH, KW, C)."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    out_hw, _ = window_output(x.shape[1:3], dilated(kernel, dilation), stride, pads)
-    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    oh, ow = out_hw
-    rows = []
-    for i in range(kh):
-        cols = []
-        for j in range(kw):
-            r, c = i * dh, j * dw
-            cols.append(xp[:, r : r + (oh - 1) * sh + 1 : sh, c : c + (ow - 1) * sw + 1 : sw, :])
-        rows.append(jnp.stack(cols, axis=3))
-    return jnp.stack(rows, axis=3)
-
-
-def local2d(x, w, b=None, *, stride=1, padding="VALID"):
+def local2d(x, w, b=None, *, stride=1, padding="VALID", lowering=None):
     """Locally-connected layer: a convolution whose weights differ at every output position.
 
     x: (N, H, W, C); w: (OH, OW, KH, KW, C, O) -> (N, OH, OW, O).
     b: (O,) (one bias per filter, shared over positions), (OH, OW, O) (one per output position), or None.
+    Both lowerings contract patches (by strided slicing) with the weights: 'native' as one einsum, 'cpu' (see
+    ops.lowering) as a batched matmul over output positions laid out first, which XLA:CPU runs ~1.5x faster.
     """
     check_nhwc(x.shape)
     oh, ow, kh, kw, cin, cout = w.shape
@@ -82,5 +75,11 @@ def local2d(x, w, b=None, *, stride=1, padding="VALID"):
             f"input {x.shape[1]}x{x.shape[2]} gives {out_hw[0]}x{out_hw[1]} output positions but the local "
             f"kernel was built for {oh}x{ow}"
         )
-    y = jnp.einsum("nhwijc,hwijco->nhwo", patches(x, (kh, kw), stride, pads), w)
+    p = patches(x, (kh, kw), stride, pads)
+    if resolve(lowering, x) == "native":
+        y = jnp.einsum("nhwijc,hwijco->nhwo", p, w)
+    else:
+        by_position = p.reshape(x.shape[0], oh * ow, -1).transpose(1, 0, 2)  # (OH*OW, N, KH*KW*C)
+        y = lax.dot_general(by_position, w.reshape(oh * ow, -1, cout), (((2,), (1,)), ((0,), (0,))))
+        y = y.transpose(1, 0, 2).reshape(x.shape[0], oh, ow, cout)
     return y if b is None else y + b

@@ -1,8 +1,13 @@
 """Max and average pooling with floor or ceil (Caffe, cuda-convnet) output rounding."""
+import functools
+
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from .geometry import check_nhwc, pair, resolve_padding, window_output
+from .lowering import resolve
+from .windows import window_views
 
 
 def pool_geometry(in_shape, kernel, stride=None, padding="VALID", ceil_mode=False):
@@ -19,19 +24,56 @@ def pool_geometry(in_shape, kernel, stride=None, padding="VALID", ceil_mode=Fals
     return out_hw, kernel, stride, pads, extra
 
 
+def _full_pads(pads, extra):
+    return ((0, 0), (pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1]), (0, 0))
+
+
 def _windows(x, init, op, kernel, stride, pads, extra):
-    padding = ((0, 0), (pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1]), (0, 0))
-    return lax.reduce_window(x, init, op, (1, *kernel, 1), (1, *stride, 1), padding)
+    return lax.reduce_window(x, init, op, (1, *kernel, 1), (1, *stride, 1), _full_pads(pads, extra))
 
 
-def max_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _max_of_views(xp, kernel, stride):
+    """Max over the KH*KW strided views of a padded (N, H, W, C) input: one elementwise pass."""
+    return functools.reduce(jnp.maximum, window_views(xp, kernel, stride))
+
+
+def _first_max(xp, kernel, stride):
+    """-> (max, flat index into xp of each window's first maximum in row-major order), both (N, OH, OW, C)."""
+    views = window_views(xp, kernel, stride)
+    _, hp, wp, c = xp.shape
+    iota = functools.partial(lax.broadcasted_iota, jnp.int32, views[0].shape)
+    y, offset = views[0], jnp.zeros(views[0].shape, jnp.int32)
+    for t, view in enumerate(views[1:], start=1):
+        i, j = divmod(t, kernel[1])
+        offset = jnp.where(view > y, (i * wp + j) * c, offset)
+        y = jnp.maximum(y, view)
+    return y, ((iota(0) * hp + iota(1) * stride[0]) * wp + iota(2) * stride[1]) * c + iota(3) + offset
+
+
+@_max_of_views.defjvp
+def _max_of_views_jvp(kernel, stride, primals, tangents):
+    """Each window passes on the tangent of its first maximum (row-major), the element XLA's select-and-scatter
+    (reduce_window max's gradient) picks: a gather, which reverse mode transposes to a scatter-add."""
+    y, index = _first_max(primals[0], kernel, stride)
+    return y, tangents[0].reshape(-1).at[index].get(mode="promise_in_bounds")
+
+
+def max_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, lowering=None):
     """Max pooling. x: (N, H, W, C) -> (N, OH, OW, C); stride defaults to the kernel.
 
     Padding never wins a max (it is -inf). ceil_mode=True rounds the output size up as Caffe and
     cuda-convnet do (32x32, 3x3 window, stride 2 -> 16x16); the last window then overhangs the input.
+    lowering (see ops.lowering): 'native' is lax.reduce_window, whose gradient XLA:CPU runs as a slow
+    select-and-scatter; 'cpu' takes the max over the KH*KW strided views in one elementwise pass, and its
+    gradient is a scatter-add to each window's first maximum, the element select-and-scatter picks.
     """
     check_nhwc(x.shape)
     _, kernel, stride, pads, extra = pool_geometry(x.shape[1:], kernel, stride, padding, ceil_mode)
+    if resolve(lowering, x) == "cpu":
+        xp = jnp.pad(x, _full_pads(pads, extra), constant_values=-jnp.inf)
+        if xp.size < 2**31:  # the gradient's flat indices are int32
+            return _max_of_views(xp, kernel, stride)
     return _windows(x, -jnp.inf, lax.max, kernel, stride, pads, extra)
 
 

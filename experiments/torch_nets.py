@@ -1,0 +1,116 @@
+"""PyTorch eager twins of jaxcnn nets, for experiments.bench: the same layers, built from a jaxcnn net and its
+params (so both sides compute the same function), NCHW inside as PyTorch users run it.
+
+Conv -> nn.Conv2d, Dense -> nn.Linear, MaxPool -> nn.MaxPool2d, LRN -> nn.LocalResponseNorm, BatchNorm + Scale
+-> nn.BatchNorm2d(affine=True), Local -> unfold + einsum (PyTorch has no locally-connected layer). Flatten
+permutes to NHWC first, so a Dense layer's rows keep jaxcnn's (h, w, c) order.
+"""
+import numpy as np
+import torch
+from torch import nn
+
+from jaxcnn import layers as L
+from jaxcnn.ops.geometry import pair, resolve_padding
+
+
+def _t(a):
+    return torch.from_numpy(np.array(a, np.float32))
+
+
+class Local(nn.Module):
+    """Locally-connected layer: (N, C, H, W) -> (N, O, OH, OW); weight (OH*OW, C*KH*KW, O), bias (OH, OW, O) or (O,)."""
+
+    def __init__(self, w, b, stride, padding):
+        super().__init__()
+        oh, ow, kh, kw, c, o = w.shape
+        self.kernel, self.stride, self.padding, self.out_hw = (kh, kw), stride, padding, (oh, ow)
+        self.weight = nn.Parameter(_t(np.transpose(w, (0, 1, 4, 2, 3, 5)).reshape(oh * ow, c * kh * kw, o)))
+        self.bias = nn.Parameter(_t(b)) if b is not None else None
+
+    def forward(self, x):
+        cols = nn.functional.unfold(x, self.kernel, padding=self.padding, stride=self.stride)  # (N, C*KH*KW, OH*OW)
+        y = torch.einsum("nkl,lko->nlo", cols, self.weight).unflatten(1, self.out_hw)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.permute(0, 3, 1, 2)
+
+
+class NHWCFlatten(nn.Module):
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).flatten(1)
+
+
+def _padding(layer, in_shape, window, stride):
+    (top, bottom), (left, right) = resolve_padding(layer.padding, in_shape[:2], window, stride)
+    if top != bottom or left != right:
+        raise ValueError(f"{layer.name}: asymmetric padding has no nn twin")
+    return top, left
+
+
+def _module(layer, shape_row, params, skip):
+    """The nn.Module for one jaxcnn layer (None: folded into the previous module)."""
+    p, in_shape = params.get(layer.name, {}), shape_row.in_shape
+    if isinstance(layer, L.Conv):
+        kernel, stride = pair(layer.kernel, "kernel"), pair(layer.stride, "stride")
+        m = nn.Conv2d(in_shape[-1], layer.features, kernel, stride, _padding(layer, in_shape, kernel, stride),
+                      pair(layer.dilation, "dilation"), layer.groups, bias=layer.bias)
+        m.weight.data = _t(np.transpose(p["w"], (3, 2, 0, 1)))
+        if layer.bias:
+            m.bias.data = _t(p["b"])
+        return m
+    if isinstance(layer, L.Dense):
+        m = nn.Linear(in_shape[0], layer.features, bias=layer.bias)
+        m.weight.data = _t(np.transpose(p["w"]))
+        if layer.bias:
+            m.bias.data = _t(p["b"])
+        return m
+    if isinstance(layer, L.Local):
+        kernel, stride = pair(layer.kernel, "kernel"), pair(layer.stride, "stride")
+        return Local(np.asarray(p["w"]), p.get("b"), stride, _padding(layer, in_shape, kernel, stride))
+    if isinstance(layer, L.MaxPool):
+        kernel = pair(layer.kernel, "kernel")
+        stride = kernel if layer.stride is None else pair(layer.stride, "stride")
+        return nn.MaxPool2d(kernel, stride, _padding(layer, in_shape, kernel, stride), ceil_mode=layer.ceil_mode)
+    if isinstance(layer, L.LRN) and layer.region == "across":
+        return nn.LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k)
+    if isinstance(layer, L.BatchNorm):
+        return nn.BatchNorm2d(in_shape[-1], layer.eps, 1 - layer.momentum, affine=False)
+    if isinstance(layer, L.Scale) and isinstance(skip, nn.BatchNorm2d) and layer.bias:
+        skip.affine = True  # BatchNorm + Scale is BatchNorm2d(affine=True)
+        skip.weight, skip.bias = nn.Parameter(_t(p["gamma"])), nn.Parameter(_t(p["beta"]))
+        skip.jaxcnn = {"weight": (layer.name, "gamma"), "bias": (layer.name, "beta")}
+        return None
+    if isinstance(layer, L.ReLU):
+        return nn.ReLU()
+    if isinstance(layer, L.Dropout):
+        return nn.Dropout(layer.rate)
+    if isinstance(layer, L.Flatten):
+        return NHWCFlatten()
+    raise ValueError(f"{layer.name}: no PyTorch twin for {type(layer).__name__}")
+
+
+def twin(net, params, input_shape=None) -> nn.Sequential:
+    """nn.Sequential computing what net.apply does with params; it takes NCHW input. Each module with
+    parameters carries `jaxcnn`: {torch parameter name: (layer name, jaxcnn parameter name)}."""
+    modules = []
+    for row in net.shapes(input_shape):
+        m = _module(row.layer, row, params, modules[-1] if modules else None)
+        if m is not None:
+            if row.layer.name in params:
+                m.jaxcnn = {"weight": (row.layer.name, "w"), "bias": (row.layer.name, "b")}
+            modules.append(m)
+    return nn.Sequential(*modules)
+
+
+def sgd(model, lr_mult, lr, momentum, weight_decay):
+    """torch.optim.SGD matching jaxcnn's Caffe SGD: each parameter's learning rate is lr times its lr_mult
+    (lr_mult: the pytree of Net.multipliers). Equal because PyTorch's momentum buffer then differs only by
+    that constant factor."""
+    groups = {}
+    for module in model.modules():
+        for attr, (layer, key) in getattr(module, "jaxcnn", {}).items():
+            param = getattr(module, attr)
+            if param is not None:
+                groups.setdefault(lr_mult[layer][key], []).append(param)
+    return torch.optim.SGD([{"params": ps, "lr": lr * m} for m, ps in groups.items()], lr=lr,
+                           momentum=momentum, weight_decay=weight_decay)

@@ -1,0 +1,108 @@
+"""Convolution on XLA:CPU: the 'cpu' lowering of conv2d (see ops.lowering), one group at a time.
+
+XLA:CPU (jaxlib 0.10) runs convolutions, and their gradients as convolutions over transposed operands, with
+YNNPACK kernels that are 2-10x slower on the classic nets' layers than these equivalent computations:
+
+  forward          `wide`: the convolution with enough extra right padding that its output is wider than its
+                   input, cropped after; XLA then uses its Eigen kernels, not YNNPACK (stride 1, >= 16 channels).
+  input gradient   the transpose of `im2col` (patches by strided slices x one matmul): a matmul and a col2im of
+                   strided pads, while the patches stay small; else the transpose of `wide_input`, a convolution
+                   one column wider than its input (Eigen again), when there is right padding to take it from.
+  weight gradient  the transpose of `im2col_chunked`: patches^T x output gradient, summed over batch chunks whose
+                   patches stay in cache (a lax.scan), not a convolution contracting over the batch.
+
+`conv` ties them together with a custom JVP, so forward mode, reverse mode and vmap work as for the native op;
+every form computes exactly the convolution (tests/test_lowering.py).
+"""
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+from .geometry import dilated, window_output
+from .windows import patches
+
+DIMS = ("NHWC", "HWIO", "NHWC")
+CHUNK_BYTES = 2 << 20  # patches per im2col_chunked step: a cache-sized block
+IM2COL_BYTES = 16 << 20  # largest patch matrix the input gradient builds whole
+
+
+def native(x, w, stride, pads, dilation):
+    """XLA's convolution: x (N, H, W, C), w (KH, KW, C, O) -> (N, OH, OW, O)."""
+    return lax.conv_general_dilated(x, w, stride, pads, rhs_dilation=dilation, dimension_numbers=DIMS)
+
+
+def _out_hw(x, w, stride, pads, dilation):
+    return window_output(x.shape[1:3], dilated(w.shape[:2], dilation), stride, pads)[0]
+
+
+def wide(x, w, stride, pads, dilation):
+    """The native convolution computed at least one column wider than its input, then cropped (see above)."""
+    out_w = _out_hw(x, w, stride, pads, dilation)[1]
+    (top, bottom), (left, right) = pads
+    extra = max(x.shape[2] + 1 - out_w, 0) * stride[1]
+    return native(x, w, stride, ((top, bottom), (left, right + extra)), dilation)[:, :, :out_w]
+
+
+def wide_input(x, w, stride, pads, dilation):
+    """The native convolution of x with one zero column appended and one column less of right padding (needs
+    right padding >= 1): the same output; its transpose yields the input gradient one column wider, cropped."""
+    (top, bottom), (left, right) = pads
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 1), (0, 0)))
+    return native(x, w, stride, ((top, bottom), (left, right - 1)), dilation)
+
+
+def im2col(x, w, stride, pads, dilation):
+    """Patches (N, OH, OW, KH*KW*C) times the kernel as a (KH*KW*C, O) matrix."""
+    p = patches(x, w.shape[:2], stride, pads, dilation)
+    return p.reshape(*p.shape[:3], -1) @ w.reshape(-1, w.shape[-1])
+
+
+def _patch_bytes(x, w, stride, pads, dilation, n):
+    return n * math.prod(_out_hw(x, w, stride, pads, dilation)) * math.prod(w.shape[:3]) * x.dtype.itemsize
+
+
+def im2col_chunked(x, w, stride, pads, dilation):
+    """im2col over batch chunks of at most CHUNK_BYTES of patches (the largest divisor of N that fits), each
+    rematerialised in the backward pass rather than stored."""
+    n = x.shape[0]
+    per_image = _patch_bytes(x, w, stride, pads, dilation, 1)
+    chunk = max((d for d in range(2, n + 1) if n % d == 0 and d * per_image <= CHUNK_BYTES), default=1)
+    one = jax.checkpoint(lambda xc, w: im2col(xc, w, stride, pads, dilation))
+    _, ys = lax.scan(lambda _, xc: (None, one(xc, w)), None, x.reshape(n // chunk, chunk, *x.shape[1:]))
+    return ys.reshape(n, *ys.shape[2:])
+
+
+def forward_form(w, stride):
+    """The form that computes the output: `wide` for stride 1 and >= 16 input channels, else `native`."""
+    return wide if stride == (1, 1) and w.shape[2] >= 16 else native
+
+
+def input_form(x, w, stride, pads, dilation):
+    """The form whose transpose gives the input gradient: `im2col` while its patches are small, else
+    `wide_input` where there is right padding, else `native`."""
+    if _patch_bytes(x, w, stride, pads, dilation, x.shape[0]) <= IM2COL_BYTES:
+        return im2col
+    return wide_input if pads[1][1] >= 1 else native
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def conv(x, w, stride, pads, dilation):
+    """One-group convolution: x (N, H, W, C), w (KH, KW, C, O) -> (N, OH, OW, O); explicit pads, pair stride
+    and dilation. Equal to `native`, with the forms above for the output and the two gradients."""
+    return forward_form(w, stride)(x, w, stride, pads, dilation)
+
+
+@functools.partial(conv.defjvp, symbolic_zeros=True)
+def _conv_jvp(stride, pads, dilation, primals, tangents):
+    (x, w), (t_x, t_w) = primals, tangents
+    y = conv(x, w, stride, pads, dilation)
+    terms = []
+    if not isinstance(t_x, SymbolicZero):
+        terms.append(input_form(x, w, stride, pads, dilation)(t_x, w, stride, pads, dilation))
+    if not isinstance(t_w, SymbolicZero):
+        terms.append(im2col_chunked(x, t_w, stride, pads, dilation))
+    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)

@@ -1,0 +1,200 @@
+"""Every 'cpu' lowering against the 'native' one (XLA's own ops), forward and gradient, on odd shapes; the policy."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from jaxcnn import ops, zoo
+from jaxcnn.ops import conv_cpu, lowering
+from jaxcnn.ops.conv import conv_geometry
+
+
+def f64(rng, *shape):
+    return jnp.asarray(rng.standard_normal(shape), jnp.float64)
+
+
+def assert_same(actual, expected, rtol=1e-10, atol=None):
+    """Trees of float64 arrays equal up to summation-order rounding (atol: default rtol x each leaf's largest)."""
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        tol = rtol * float(np.abs(e).max()) if atol is None else atol
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=tol)
+
+
+def assert_lowerings_agree(op, args, rng, rtol=1e-10):
+    """op(*args, lowering='cpu') equals lowering='native', and so do the gradients to every arg of
+    <op(*args), a random cotangent>."""
+    cotangent = f64(rng, *jax.eval_shape(op, *args).shape)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def value_and_grads(name):
+        fn = functools.partial(op, lowering=name)
+        loss = lambda *a: jnp.vdot(fn(*a), cotangent)  # noqa: E731
+        return fn(*args), jax.grad(loss, argnums=tuple(range(len(args))))(*args)
+
+    assert_same(value_and_grads("cpu"), value_and_grads("native"), rtol)
+
+
+# ---------------------------------------------------------------------------------------------- policy
+
+def test_auto_picks_cpu_on_cpu_and_overrides_nest():
+    x = jnp.ones((1, 2, 2, 1))
+    assert jax.default_backend() == "cpu"
+    assert lowering.resolve(None, x) == "cpu"
+    with ops.use_lowering("native"):
+        assert lowering.resolve(None, x) == "native"
+        assert lowering.resolve("cpu", x) == "cpu"  # the per-call argument wins
+        with ops.use_lowering("auto"):
+            assert lowering.resolve(None, jax.ShapeDtypeStruct(x.shape, x.dtype)) == "cpu"
+        assert ops.get_lowering() == "native"
+    assert ops.get_lowering() == "auto"
+
+
+def test_set_lowering_and_bad_names():
+    try:
+        ops.set_lowering("native")
+        assert lowering.resolve(None, jnp.ones(2)) == "native"
+    finally:
+        ops.set_lowering("auto")
+    with pytest.raises(ValueError, match="lowering must be one of"):
+        ops.set_lowering("gpu")
+    with pytest.raises(ValueError, match="lowering must be one of"):
+        ops.conv2d(jnp.ones((1, 3, 3, 1)), jnp.ones((2, 2, 1, 1)), lowering="fast")
+
+
+def test_lowering_is_fixed_when_traced():
+    """The policy applies when an op is traced: a jitted function keeps its first trace's lowering."""
+    x = jnp.ones((1, 4, 4, 1))
+    traced = lambda: jax.jit(lambda x: ops.max_pool(x, 2))  # noqa: E731
+    pool = traced()
+    with ops.use_lowering("native"):
+        assert "reduce_window" in pool.lower(x).as_text()
+    assert "reduce_window" in pool.lower(x).as_text()  # the cached native trace
+    assert "reduce_window" not in traced().lower(x).as_text()  # a fresh jit traces under 'auto': cpu here
+
+
+# ---------------------------------------------------------------------------------------------- conv2d
+
+CONV_CASES = [  # x shape, (KH, KW, C/groups, O), stride, padding, dilation, groups
+    ((2, 7, 9, 3), (3, 2, 3, 4), 1, "VALID", 1, 1),
+    ((2, 8, 7, 18), (3, 3, 18, 5), 1, "SAME", 1, 1),  # >= 16 channels: the wide forward
+    ((1, 9, 10, 2), (2, 3, 2, 3), 3, "SAME", 1, 1),
+    ((2, 6, 5, 4), (3, 3, 2, 4), (2, 1), 2, 1, 2),
+    ((3, 5, 8, 3), (3, 4, 1, 6), (1, 3), (1, 2), 1, 3),
+    ((2, 7, 6, 32), (3, 3, 16, 4), 2, ((0, 2), (1, 0)), 1, 2),
+    ((2, 9, 8, 17), (3, 2, 17, 3), 1, "SAME", (2, 1), 1),
+    ((1, 11, 10, 2), (3, 3, 2, 2), 2, ((1, 2), (2, 1)), 2, 1),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation, groups", CONV_CASES)
+def test_conv2d_cpu_equals_native(x64, rng, x_shape, w_shape, stride, padding, dilation, groups):
+    args = (f64(rng, *x_shape), f64(rng, *w_shape), f64(rng, w_shape[-1]))
+    op = functools.partial(ops.conv2d, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    assert_lowerings_agree(op, args, rng)
+
+
+@pytest.mark.parametrize("form", [conv_cpu.wide, conv_cpu.wide_input, conv_cpu.im2col, conv_cpu.im2col_chunked])
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation", [  # right padding >= 1 for wide_input
+    ((4, 7, 9, 3), (3, 2, 3, 4), (2, 1), ((1, 0), (0, 2)), (1, 2)),
+    ((6, 5, 5, 2), (3, 3, 2, 3), 1, ((0, 0), (0, 1)), 1),
+    ((3, 6, 7, 5), (2, 3, 5, 2), 3, "SAME", 1),
+])
+def test_each_conv_form_and_its_transposes_equal_native(x64, rng, form, x_shape, w_shape, stride, padding,
+                                                        dilation, monkeypatch):
+    monkeypatch.setattr(conv_cpu, "CHUNK_BYTES", 3000)  # batch chunks of one image, and of two (6 x 5 x 5)
+    x, w = f64(rng, *x_shape), f64(rng, *w_shape)
+    _, pads, stride, dilation = conv_geometry(x_shape[1:], w_shape[:2], stride, padding, dilation)
+    conv = lambda form: lambda x, w: form(x, w, stride, pads, dilation)  # noqa: E731
+    y, pullback = jax.vjp(conv(form), x, w)
+    y_native, pullback_native = jax.vjp(conv(conv_cpu.native), x, w)
+    g = f64(rng, *y.shape)
+    assert_same((y, pullback(g)), (y_native, pullback_native(g)))
+
+
+@pytest.mark.parametrize("padding, form", [(((1, 2), (1, 1)), conv_cpu.wide_input),
+                                           (((1, 2), (1, 0)), conv_cpu.native)])
+def test_conv_input_gradient_without_im2col_for_large_patches(x64, rng, monkeypatch, padding, form):
+    x, w = f64(rng, 2, 6, 6, 3), f64(rng, 3, 3, 3, 2)
+    args = (x, w, (1, 1), padding, (1, 1))
+    assert conv_cpu.input_form(*args) is conv_cpu.im2col
+    monkeypatch.setattr(conv_cpu, "IM2COL_BYTES", 0)
+    assert conv_cpu.input_form(*args) is form
+    assert_lowerings_agree(functools.partial(ops.conv2d, padding=padding), (x, w), rng)
+
+
+def test_conv2d_cpu_forward_mode_and_vmap(x64, rng):
+    x, w = f64(rng, 2, 6, 5, 3), f64(rng, 3, 3, 3, 4)
+    conv = functools.partial(ops.conv2d, padding="SAME", lowering="cpu")
+    check_grads(conv, (x, w), order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
+    per_example = jax.vmap(jax.grad(lambda x, w: jnp.sum(conv(x[None], w) ** 2), argnums=1), in_axes=(0, None))
+    native = jax.vmap(jax.grad(lambda x, w: jnp.sum(ops.conv2d(x[None], w, padding="SAME", lowering="native") ** 2),
+                               argnums=1), in_axes=(0, None))
+    assert_same(per_example(x, w), native(x, w))
+
+
+# ---------------------------------------------------------------------------------------------- max_pool
+
+POOL_CASES = [  # x shape, kernel, stride, padding, ceil_mode
+    ((2, 8, 8, 3), 2, None, 0, False),
+    ((2, 7, 9, 2), 3, 2, 0, True),
+    ((1, 9, 8, 2), (3, 2), (2, 3), ((1, 0), (0, 1)), True),
+    ((2, 6, 7, 3), 3, 1, 1, False),
+    ((2, 11, 10, 1), (2, 4), (3, 2), 1, True),
+    ((3, 5, 5, 2), 5, 1, 0, False),
+]
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
+@pytest.mark.parametrize("x_shape, kernel, stride, padding, ceil_mode", POOL_CASES)
+def test_max_pool_cpu_equals_native(x64, rng, x_shape, kernel, stride, padding, ceil_mode, ties):
+    """Ties (values from {0, 1, 2}, as after ReLU) route the gradient to the first maximum, as native does."""
+    x = jnp.asarray(rng.integers(0, 3, x_shape), jnp.float64) if ties else f64(rng, *x_shape)
+    op = functools.partial(ops.max_pool, kernel=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
+    assert_lowerings_agree(op, (x,), rng, rtol=0)
+
+
+def test_max_pool_cpu_forward_mode_and_vmap(x64, rng):
+    x = f64(rng, 2, 7, 7, 2)
+    pool = functools.partial(ops.max_pool, kernel=3, stride=2, ceil_mode=True)
+    t = f64(rng, *x.shape)
+    assert_same(jax.jvp(functools.partial(pool, lowering="cpu"), (x,), (t,)),
+                jax.jvp(functools.partial(pool, lowering="native"), (x,), (t,)))
+    grads = lambda low: jax.vmap(jax.grad(lambda x: jnp.sum(pool(x[None], lowering=low) ** 3)))(x)  # noqa: E731
+    assert_same(grads("cpu"), grads("native"))
+
+
+# ---------------------------------------------------------------------------------------------- local2d
+
+@pytest.mark.parametrize("x_shape, kernel, out, stride, padding, bias", [
+    ((2, 5, 6, 3), (3, 2), (3, 5), 1, 0, (3, 5, 4)),
+    ((3, 7, 7, 2), 3, (3, 3), 2, 0, (4,)),
+    ((2, 6, 5, 4), (2, 3), (4, 2), (2, 3), ((1, 2), (0, 2)), None),
+])
+def test_local2d_cpu_equals_native(x64, rng, x_shape, kernel, out, stride, padding, bias):
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    args = (f64(rng, *x_shape), f64(rng, *out, kh, kw, x_shape[-1], 4))
+    args += (f64(rng, *bias),) if bias else ()
+    op = functools.partial(ops.local2d, stride=stride, padding=padding)
+    assert_lowerings_agree(op, args, rng)
+
+
+# ---------------------------------------------------------------------------------------------- whole nets
+
+@pytest.mark.parametrize("name, input_shape", [("lenet_caffe", (28, 28, 1)), ("cifar10_local", (32, 32, 3))])
+def test_zoo_training_loss_and_gradients_equal_across_lowerings(x64, rng, name, input_shape):
+    net = zoo.get(name)
+    _, params, state = net.init(jax.random.key(0), input_shape)
+    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+    x, labels = f64(rng, 3, *input_shape), jnp.asarray([1, 7, 3])
+
+    def loss(params, low):
+        with ops.use_lowering(low):
+            logits, _ = net.apply(params, state, x, train=True)
+        return ops.softmax_cross_entropy(logits, labels)
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    # atol: conv biases feeding BatchNorm get gradients that are zero up to rounding
+    assert_same(value_and_grad(params, "cpu"), value_and_grad(params, "native"), 1e-8, 1e-12)
