@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", help="--out directory of experiments.mnist (or its checkpoints/ directory)")
     p.add_argument("--out", help="directory for results.json (and heatmap.png); nothing is written without it")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights, image and canvas")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs of each path after a warm-up (default 3)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs of each path after a warm-up (default 5)")
     p.add_argument("--digits", type=int, default=8, help="MNIST test digits on the canvas (default 8)")
     p.add_argument("--data-dir", help="directory with the MNIST IDX files (see jaxcnn.data.load)")
     args = p.parse_args(argv)

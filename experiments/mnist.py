@@ -4,7 +4,8 @@
     python -m experiments.mnist --dataset fashion_mnist          # after apt-get install dataset-fashion-mnist
     python -m experiments.mnist --lr 0.01 --schedule inv --gamma 1e-4 --power 0.75   # Caffe's lenet_solver
 Augmentation (default): each training image shifted by up to 2 pixels (a random 28x28 crop of the 2-pixel
-zero-padded image), inside the jitted step; --augment none trains on the images as they are, as Caffe's example.
+zero-padded image), inside the jitted step; --augment flip mirrors them left-right instead (clothes, not digits),
+shift_flip does both, and none trains on the images as they are, as Caffe's example.
 """
 import functools
 
@@ -22,7 +23,9 @@ def caffe_scale(train_images):
     return lambda x: x.astype(jnp.float32) * 0.00390625
 
 
-AUGMENTATIONS = {"shift": functools.partial(random_crop_flip, pad=2, flip=False), "none": None}
+AUGMENTATIONS = {"shift": functools.partial(random_crop_flip, pad=2, flip=False),
+                 "shift_flip": functools.partial(random_crop_flip, pad=2, flip=True),
+                 "flip": functools.partial(random_crop_flip, pad=0, flip=True), "none": None}
 
 
 def arguments(argv=None):
@@ -30,7 +33,8 @@ def arguments(argv=None):
     p = parser(__doc__.splitlines()[0], model="lenet_caffe", datasets=["mnist", "fashion_mnist"], epochs=12,
                batch_size=64, lr=0.05, out="runs/mnist")
     p.add_argument("--augment", default="shift", choices=list(AUGMENTATIONS),
-                   help="shift: random translations of up to 2 pixels; none: the images as they are")
+                   help="shift: random translations of up to 2 pixels; flip: random left-right mirroring (for "
+                        "Fashion-MNIST, not digits); shift_flip: both; none: the images as they are")
     return p.parse_args(argv)
 
 

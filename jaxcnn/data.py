@@ -7,6 +7,7 @@ dataset (`mnist/`, `fashion-mnist/`, `cifar-10-batches-py/`, ...). Otherwise Ten
 and caches under $TFDS_DATA_DIR (default ~/tensorflow_datasets); it needs TensorFlow to prepare the data and
 Pillow to decode it.
 """
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .datasets_io import (  # the writers are re-exported for tests and offline 
 
 __all__ = ["DataFormatError", "load", "write_cifar10", "write_idx", "write_mnist"]
 
+log = logging.getLogger(__name__)
 ENV_VAR = "JAXCNN_DATA_DIR"
 DEBIAN_ROOT = Path("/usr/share/datasets")
 DEBIAN_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}
@@ -52,6 +54,8 @@ def load(name, split, data_dir=None):
             if found is not None:
                 return _checked(*found, name, directory)
         places.append(f"{where}: {', '.join(str(root / sub) for sub in subdirs)}" if root else where)
+    log.warning("no local copy of %s %r; asking TensorFlow Datasets (it downloads on first use; without a "
+                "network it retries for a few minutes, then fails)", name, split)
     try:
         source = _tfds_source(name, split)
     except Exception as e:  # TFDS fails in many ways offline: missing TensorFlow, DownloadError, ConnectionError

@@ -102,6 +102,7 @@ class Net:
         pairs = {name: {k: self[name].mults(k) for k in p} for name, p in params.items()}
         return tuple({name: {k: m[i] for k, m in p.items()} for name, p in pairs.items()} for i in (0, 1))
 
+
 def count(tree) -> int:
     """Number of scalars in a pytree of arrays or ShapeDtypeStructs."""
     return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))

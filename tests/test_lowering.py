@@ -80,6 +80,7 @@ def test_lowering_is_fixed_when_traced():
 CONV_CASES = [  # x shape, (KH, KW, C/groups, O), stride, padding, dilation, groups
     ((2, 7, 9, 3), (3, 2, 3, 4), 1, "VALID", 1, 1),
     ((2, 8, 7, 18), (3, 3, 18, 5), 1, "SAME", 1, 1),  # >= 16 channels: the wide forward
+    ((2, 5, 6, 16), (4, 4, 16, 3), 1, "VALID", 1, 1),  # a kernel nearly as large as the input: im2col forward
     ((1, 9, 10, 2), (2, 3, 2, 3), 3, "SAME", 1, 1),
     ((2, 6, 5, 4), (3, 3, 2, 4), (2, 1), 2, 1, 2),
     ((3, 5, 8, 3), (3, 4, 1, 6), (1, 3), (1, 2), 1, 3),
@@ -114,6 +115,19 @@ def test_each_conv_form_and_its_transposes_equal_native(x64, rng, form, x_shape,
     assert_same((y, pullback(g)), (y_native, pullback_native(g)))
 
 
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding, form", [
+    ((2, 8, 7, 3), (3, 3, 3, 5), 1, 1, conv_cpu.native),  # few input channels
+    ((2, 8, 7, 18), (3, 3, 18, 5), 2, 1, conv_cpu.native),  # strided
+    ((2, 8, 7, 18), (3, 3, 18, 5), 1, 1, conv_cpu.wide),
+    ((1, 8, 65, 18), (3, 3, 18, 5), 1, 1, conv_cpu.native),  # wider than WIDE_MAX_WIDTH
+    ((1, 12, 12, 32), (7, 7, 32, 8), 1, 0, conv_cpu.im2col),  # fc6 as a convolution, slid over a larger map
+])
+def test_conv_forward_form(x_shape, w_shape, stride, padding, form):
+    x, w = jax.ShapeDtypeStruct(x_shape, jnp.float32), jax.ShapeDtypeStruct(w_shape, jnp.float32)
+    _, pads, stride, dilation = conv_geometry(x_shape[1:], w_shape[:2], stride, padding)
+    assert conv_cpu.forward_form(x, w, stride, pads, dilation) is form
+
+
 @pytest.mark.parametrize("padding, form", [(((1, 2), (1, 1)), conv_cpu.wide_input),
                                            (((1, 2), (1, 0)), conv_cpu.native)])
 def test_conv_input_gradient_without_im2col_for_large_patches(x64, rng, monkeypatch, padding, form):
@@ -139,6 +153,8 @@ def test_conv2d_cpu_forward_mode_and_vmap(x64, rng):
 
 POOL_CASES = [  # x shape, kernel, stride, padding, ceil_mode
     ((2, 8, 8, 3), 2, None, 0, False),
+    ((2, 9, 7, 2), (2, 3), None, 0, False),  # non-overlapping windows, a remainder that no window reads
+    ((1, 7, 8, 2), 3, 3, 1, True),  # non-overlapping, padded, the last window overhanging
     ((2, 7, 9, 2), 3, 2, 0, True),
     ((1, 9, 8, 2), (3, 2), (2, 3), ((1, 0), (0, 1)), True),
     ((2, 6, 7, 3), 3, 1, 1, False),
