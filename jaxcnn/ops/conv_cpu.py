@@ -7,7 +7,7 @@ YNNPACK kernels that are 2-10x slower on the classic nets' layers than these equ
                    input, cropped after; XLA then uses its Eigen kernels, not YNNPACK (stride 1, >= 16 channels,
                    inputs up to 64 wide: VGG16 at 224, batch 8: 20% faster at 56 and 28 wide, 25% slower at 224);
                    `im2col` instead where that padding would more than double the work (VGG16's fc6 as a 7x7
-                   convolution on a 12x12 map: 3x faster than native, 1.5x faster than wide).
+                   convolution on a 12x12 map: about 4x faster than native, 1.5x faster than wide).
   input gradient   the transpose of `im2col` (patches by strided slices x one matmul): a matmul and a col2im of
                    strided pads, while the patches stay small; else the transpose of `wide_input`, a convolution
                    one column wider than its input (Eigen again), when there is right padding to take it from.
