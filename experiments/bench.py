@@ -1,5 +1,6 @@
-"""CPU speed, side by side: jaxcnn (lowering 'auto'), the same net on plain XLA ops (lowering 'native':
-lax.conv_general_dilated with feature_group_count, lax.reduce_window) and PyTorch eager, in one process.
+"""CPU speed, side by side: jaxcnn (lowering 'auto', ops.compiler_options()), the same net on plain XLA ops
+(lowering 'native': lax.conv_general_dilated with feature_group_count, lax.reduce_window; XLA's default options)
+and PyTorch eager, in one process.
 
     python -m experiments.bench [--out DIR] [--quick]     # needs PyTorch: pip install -e .[bench]
 
@@ -39,6 +40,11 @@ SOLVER = SolverConfig(lr=0.01, schedule="fixed", momentum=0.9, weight_decay=5e-4
 PIXEL_SCALE = 1 / 256
 
 
+def jit_options(variant):
+    """XLA options: jaxcnn's (ops.compiler_options) for jaxcnn, XLA's defaults for plain XLA."""
+    return ops.compiler_options() if variant == "jaxcnn" else {}
+
+
 def threads() -> int:
     """Cores this process may use: XLA:CPU's thread pool spans them all; PyTorch is set to the same."""
     return len(os.sched_getaffinity(0))
@@ -75,7 +81,8 @@ def train_case(net, batch, steps, seed=0):
     runners = {}
     for variant, lowering in VARIANTS.items():
         trainer = Trainer(net, optimizer(SOLVER, 10**6, lr_mult, decay_mult), batch_size=batch,
-                          preprocess=lambda x: x.astype(jnp.float32) * PIXEL_SCALE)
+                          preprocess=lambda x: x.astype(jnp.float32) * PIXEL_SCALE,
+                          compiler_options=jit_options(variant))
         box = {"ts": trainer.init(seed)}
         data = trainer.put((images, labels))
         perm = trainer.permutation(box["ts"], 0, n)
@@ -119,7 +126,7 @@ def grouped_conv_case(batch=8, seed=0):
     g = rs.standard_normal((batch, *jax.eval_shape(conv, x, w, b).shape[1:])).astype(np.float32)
     runners = {}
     for variant, lowering in VARIANTS.items():
-        fwd_bwd = jax.jit(lambda x, w, b, g: jax.vjp(conv, x, w, b)[1](g))
+        fwd_bwd = jax.jit(lambda x, w, b, g: jax.vjp(conv, x, w, b)[1](g), compiler_options=jit_options(variant))
         runners[variant] = in_policy(lowering, lambda f=fwd_bwd: f(x, w, b, g))
     tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (nchw(x).numpy(), w.transpose(3, 2, 0, 1).copy(), b))
     tg = nchw(g)
@@ -145,7 +152,7 @@ def fcn_case(size, seed=0):
     x = np.random.default_rng(seed).standard_normal((1, size, size, 3)).astype(np.float32)
     runners = {}
     for variant, lowering in VARIANTS.items():
-        fwd = jax.jit(lambda p, x: conv_net.apply(p, state, x)[0])
+        fwd = jax.jit(lambda p, x: conv_net.apply(p, state, x)[0], compiler_options=jit_options(variant))
         runners[variant] = in_policy(lowering, lambda f=fwd: f(conv_params, x))
     model = torch_nets.twin(conv_net, conv_params, (size, size, 3)).eval()
     tx = nchw(x)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import checkpoint, data, zoo
+from jaxcnn import checkpoint, data, ops, zoo
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
 from jaxcnn.summary import summary
 
@@ -81,7 +81,7 @@ def mnist_canvas(size, count, data_dir, rng, step):
 
 def compiled(fn, *args):
     """fn jit-compiled for args -> (callable, XLA's buffer-assignment peak memory in bytes)."""
-    exe = jax.jit(fn).lower(*args).compile()
+    exe = jax.jit(fn, compiler_options=ops.compiler_options()).lower(*args).compile()
     return exe, exe.memory_analysis().peak_memory_in_bytes
 
 

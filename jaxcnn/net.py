@@ -76,7 +76,8 @@ class Net:
         new_state = {}
         for i, layer in enumerate(self.layers):
             key = None if rng is None else jax.random.fold_in(rng, i)
-            x, s = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), x, train=train, rng=key)
+            with jax.named_scope(layer.name):  # profiles and compiled HLO name each op's layer
+                x, s = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), x, train=train, rng=key)
             if s:
                 new_state[layer.name] = s
         return x, new_state

@@ -231,6 +231,15 @@ def test_net_init_shapes_match_apply_and_eval_shape(lenet_caffe_init):
         assert y.shape == (2, *row.out_shape)
 
 
+def test_compiled_ops_name_their_layer(lenet_caffe_init):
+    net, params, state = lenet_caffe_init
+    x = jnp.zeros((2, 28, 28, 1))
+    hlo = jax.jit(lambda p: net.apply(p, state, x, train=True)[0]).lower(params).compile().as_text()
+    for layer in net.layers:
+        if layer.name != "flatten":  # a reshape, which compiles to no op
+            assert f"/{layer.name}/" in hlo, layer.name
+
+
 def test_lenet_caffe_multipliers(lenet_caffe_init):
     net, params, _ = lenet_caffe_init
     lr, decay = net.multipliers(params)

@@ -87,6 +87,7 @@ CONV_CASES = [  # x shape, (KH, KW, C/groups, O), stride, padding, dilation, gro
     ((2, 7, 6, 32), (3, 3, 16, 4), 2, ((0, 2), (1, 0)), 1, 2),
     ((2, 9, 8, 17), (3, 2, 17, 3), 1, "SAME", (2, 1), 1),
     ((1, 11, 10, 2), (3, 3, 2, 2), 2, ((1, 2), (2, 1)), 2, 1),
+    ((2, 8, 7, 1), (3, 3, 1, 4), 1, ((1, 0), (0, 2)), (1, 2), 1),  # one input channel: the wide weight gradient
 ]
 
 
@@ -130,13 +131,21 @@ def test_conv_forward_form(x_shape, w_shape, stride, padding, form):
 
 @pytest.mark.parametrize("padding, form", [(((1, 2), (1, 1)), conv_cpu.wide_input),
                                            (((1, 2), (1, 0)), conv_cpu.native)])
-def test_conv_input_gradient_without_im2col_for_large_patches(x64, rng, monkeypatch, padding, form):
+def test_conv_gradients_without_im2col_for_large_patches(x64, rng, monkeypatch, padding, form):
     x, w = f64(rng, 2, 6, 6, 3), f64(rng, 3, 3, 3, 2)
     args = (x, w, (1, 1), padding, (1, 1))
     assert conv_cpu.input_form(*args) is conv_cpu.im2col
+    assert conv_cpu.weight_form(*args) is conv_cpu.im2col_chunked
     monkeypatch.setattr(conv_cpu, "IM2COL_BYTES", 0)
+    monkeypatch.setattr(conv_cpu, "CHUNK_BYTES", 0)
     assert conv_cpu.input_form(*args) is form
+    assert conv_cpu.weight_form(*args) is form
     assert_lowerings_agree(functools.partial(ops.conv2d, padding=padding), (x, w), rng)
+
+
+def test_conv_weight_gradient_of_single_channel_input_is_wide():
+    x, w = jax.ShapeDtypeStruct((8, 28, 28, 1), jnp.float32), jax.ShapeDtypeStruct((5, 5, 1, 20), jnp.float32)
+    assert conv_cpu.weight_form(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1)) is conv_cpu.wide
 
 
 def test_conv2d_cpu_forward_mode_and_vmap(x64, rng):

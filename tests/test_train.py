@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcnn import Conv, Dense, Flatten, MaxPool, Net, ReLU, checkpoint, zoo
+from jaxcnn import Conv, Dense, Flatten, MaxPool, Net, ReLU, checkpoint, ops, zoo
 from jaxcnn.augment import random_crop_flip
 from jaxcnn.train import SolverConfig, Trainer, fit, optimizer, schedule
 
@@ -94,11 +94,11 @@ def _tiny_net():
                 Flatten("flatten"), Dense("fc", 10)], (28, 28, 1), "tiny")
 
 
-def _trainer(net, compute_dtype=jnp.float32, batch_size=32, steps=64):
+def _trainer(net, compute_dtype=jnp.float32, batch_size=32, steps=64, **kwargs):
     _, params, _ = net.init(jax.random.key(0))
     tx = optimizer(SolverConfig(lr=0.05, schedule="cosine"), steps, *net.multipliers(params))
     return Trainer(net, tx, batch_size=batch_size, preprocess=lambda x: x.astype(jnp.float32) / 256,
-                   compute_dtype=compute_dtype, steps_per_dispatch=8)
+                   compute_dtype=compute_dtype, steps_per_dispatch=8, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,14 @@ def test_scan_and_per_step_dispatch_agree(data):
         tr.scan = scan
         results.append(fit(tr, train, test, epochs=1, seed=0, progress=False)[0].params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
+
+
+def test_cpu_compiler_options_give_the_default_options_result(data):
+    train, test = data
+    assert ops.compiler_options("cpu") == {"xla_cpu_prefer_vector_width": 512} and ops.compiler_options("gpu") == {}
+    results = [fit(_trainer(zoo.lenet_caffe(), compiler_options=options), train, test, epochs=1, seed=0,
+                   progress=False)[0].params for options in (None, {})]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), *results)
 
 
 def test_bfloat16_compute_trains_with_float32_master_weights(data):

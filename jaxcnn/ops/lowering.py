@@ -14,6 +14,9 @@ lowering explicitly. The choice is made when an op is traced: a jitted function 
 first trace, so set the policy before the first call (or jit afresh).
 
     with jaxcnn.ops.use_lowering("native"): ...   # or set_lowering("native"); or conv2d(..., lowering="native")
+
+compiler_options() gives the XLA options jaxcnn's own jitted functions (the Trainer's steps, the experiments)
+compile with on each backend; pass them to jax.jit(..., compiler_options=...) in your own code too.
 """
 import contextlib
 import contextvars
@@ -21,6 +24,10 @@ import contextvars
 import jax
 
 LOWERINGS = ("auto", "native", "cpu")
+# XLA:CPU prefers 256-bit vectors; 512 where the CPU has them (LLVM caps the width at what it supports), paired
+# runs on this repo's 2-core AMD EPYC (Zen 4): AlexNet's conv2 forward + backward +10%, the LeNet-BN training step
+# -2% to +15% (median +3.5%), elementwise chains up to 1.8x.
+CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 _policy = contextvars.ContextVar("jaxcnn_lowering", default="auto")
 
 
@@ -60,3 +67,9 @@ def resolve(lowering, x) -> str:
     else:
         platform = jax.default_backend()
     return "cpu" if platform == "cpu" else "native"
+
+
+def compiler_options(backend=None) -> dict:
+    """XLA compiler options for jax.jit on `backend` (default: JAX's default backend): CPU_COMPILER_OPTIONS on
+    the CPU, none elsewhere."""
+    return dict(CPU_COMPILER_OPTIONS) if (backend or jax.default_backend()) == "cpu" else {}

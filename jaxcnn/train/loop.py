@@ -8,6 +8,7 @@ the host waits once per chunk. With
 several devices (or processes) the batch is sharded over a 1-d 'data' mesh and params are replicated;
 XLA inserts the gradient all-reduce, so the numbers match one device up to float rounding.
 """
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -18,6 +19,7 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ..net import Net
+from .. import ops
 from ..ops import softmax_cross_entropy
 
 
@@ -48,11 +50,13 @@ class Trainer:
     augment: optional (key, float batch) -> float batch, jit-compiled into the step.
     compute_dtype: float32, or bfloat16 for mixed precision (params and gradients stay float32).
     scan: run a chunk of steps as one lax.scan (default: on every backend but CPU).
+    compiler_options: XLA options for the jitted steps (default: ops.compiler_options() for the backend).
     """
 
     def __init__(self, net: Net, tx: optax.GradientTransformation, *, batch_size: int,
                  preprocess: Callable, augment: Callable | None = None, compute_dtype=jnp.float32,
-                 steps_per_dispatch: int = 50, eval_batch_size: int = 1000, mesh=None, scan=None):
+                 steps_per_dispatch: int = 50, eval_batch_size: int = 1000, mesh=None, scan=None,
+                 compiler_options: dict | None = None):
         self.net, self.tx, self.batch_size = net, tx, batch_size
         self.preprocess, self.augment = preprocess, augment
         self.compute_dtype = jnp.dtype(compute_dtype)
@@ -66,9 +70,11 @@ class Trainer:
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
         self.scan = jax.default_backend() != "cpu" if scan is None else scan
-        self._chunk = jax.jit(self._train_chunk, static_argnums=(5,), donate_argnums=(0,))
-        self._one = jax.jit(self._train_one, donate_argnums=(0,))
-        self._eval = jax.jit(self._eval_all, out_shardings=self.replicated)
+        jit = functools.partial(jax.jit, compiler_options=ops.compiler_options() if compiler_options is None
+                                else compiler_options)
+        self._chunk = jit(self._train_chunk, static_argnums=(5,), donate_argnums=(0,))
+        self._one = jit(self._train_one, donate_argnums=(0,))
+        self._eval = jit(self._eval_all, out_shardings=self.replicated)
         self._perm = jax.jit(lambda key, epoch, n: jax.random.permutation(jax.random.fold_in(key, epoch), n),
                              static_argnums=(2,), out_shardings=self.replicated)
 
