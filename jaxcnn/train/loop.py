@@ -18,9 +18,8 @@ import optax
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ..net import Net
 from .. import ops
-from ..ops import softmax_cross_entropy
+from ..net import Net
 
 
 class TrainState(NamedTuple):
@@ -50,7 +49,7 @@ class Trainer:
     augment: optional (key, float batch) -> float batch, jit-compiled into the step.
     compute_dtype: float32, or bfloat16 for mixed precision (params and gradients stay float32).
     scan: run a chunk of steps as one lax.scan (default: on every backend but CPU).
-    compiler_options: XLA options for the jitted steps (default: ops.compiler_options() for the backend).
+    compiler_options: XLA options for the jitted steps (default: ops.compiler_options() for the mesh's platform).
     """
 
     def __init__(self, net: Net, tx: optax.GradientTransformation, *, batch_size: int,
@@ -70,8 +69,9 @@ class Trainer:
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
         self.scan = jax.default_backend() != "cpu" if scan is None else scan
-        jit = functools.partial(jax.jit, compiler_options=ops.compiler_options() if compiler_options is None
-                                else compiler_options)
+        if compiler_options is None:
+            compiler_options = ops.compiler_options(self.mesh.devices.flat[0].platform)
+        jit = functools.partial(jax.jit, compiler_options=compiler_options)
         self._chunk = jit(self._train_chunk, static_argnums=(5,), donate_argnums=(0,))
         self._one = jit(self._train_one, donate_argnums=(0,))
         self._eval = jit(self._eval_all, out_shardings=self.replicated)
@@ -98,7 +98,7 @@ class Trainer:
     def _loss(self, params, state, x, y, key):
         logits, new_state = self.net.apply(_cast(params, self.compute_dtype), state,
                                            x.astype(self.compute_dtype), train=True, rng=key)
-        return softmax_cross_entropy(logits.astype(jnp.float32), y), _cast(new_state, jnp.float32)
+        return ops.softmax_cross_entropy(logits.astype(jnp.float32), y), _cast(new_state, jnp.float32)
 
     def _step(self, ts: TrainState, x, y):
         key = jax.random.fold_in(jax.random.wrap_key_data(ts.rng), ts.step)
