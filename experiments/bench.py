@@ -1,6 +1,6 @@
 """CPU speed, side by side: jaxcnn (lowering 'auto', ops.compiler_options()), the same net on plain XLA ops
 (lowering 'native': lax.conv_general_dilated with feature_group_count, lax.reduce_window; XLA's default options)
-and PyTorch eager, in one process.
+and PyTorch eager, in one process, which keeps freed memory for reuse (jaxcnn.hostmem, for all three alike).
 
     python -m experiments.bench [--out DIR] [--quick]     # needs PyTorch: pip install -e .[bench]
 
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import fc_to_conv, ops, zoo
+from jaxcnn.hostmem import keep_freed_memory
 from jaxcnn.train import SolverConfig, Trainer, optimizer
 
 try:
@@ -211,6 +212,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if torch is None:
         p.error("PyTorch is needed for the comparison: pip install -e .[bench]")
+    kept = keep_freed_memory()  # for both frameworks, before JAX's first computation (jaxcnn.hostmem)
     if jax.default_backend() != "cpu":
         p.error(f"this benchmark compares CPU lowerings; JAX's default backend is {jax.default_backend()}")
     n_threads = threads()
@@ -240,7 +242,7 @@ def main(argv=None):
         "cases": results, "quick": args.quick, "versions": versions(),
         "threads": {"xla": n_threads, "torch": torch.get_num_threads(),
                     "torch_interop": torch.get_num_interop_threads()},
-        "load_average_1min": load,
+        "load_average_1min": load, "keep_freed_memory": kept,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import LayerError, data, plots, summary, zoo
+from jaxcnn.hostmem import keep_freed_memory
 from jaxcnn.train import OPTIMIZERS, SCHEDULES, Interrupted, SolverConfig, Trainer, fit, optimizer
 from jaxcnn.train.distributed import initialize
 
@@ -54,6 +55,7 @@ def _solver(args):
 def run(args, *, preprocess_for, augment=None, class_names=None):
     """Train args.model on args.dataset and write --out. preprocess_for(train_images) -> uint8-to-float fn.
     Returns the results dict (also written to --out/results.json)."""
+    keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
     if args.coordinator:
         initialize(args.coordinator, args.num_processes, args.process_id)
     main = jax.process_index() == 0

@@ -143,6 +143,17 @@ def test_conv_gradients_without_im2col_for_large_patches(x64, rng, monkeypatch, 
     assert_lowerings_agree(functools.partial(ops.conv2d, padding=padding), (x, w), rng)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, padding, form", [
+    ((256, 12, 12, 20), (5, 5, 20, 50), 0, conv_cpu.im2col),  # LeNet's conv2: 33 MB of small patches
+    ((1024, 12, 12, 20), (5, 5, 20, 50), 0, conv_cpu.native),  # 131 MB: over IM2COL_BYTES
+    ((8, 27, 27, 48), (5, 5, 48, 128), 2, conv_cpu.wide_input),  # AlexNet's conv2 group: 3.5 MB per image
+])
+def test_conv_input_gradient_form(x_shape, w_shape, padding, form):
+    x, w = jax.ShapeDtypeStruct(x_shape, jnp.float32), jax.ShapeDtypeStruct(w_shape, jnp.float32)
+    _, pads, stride, dilation = conv_geometry(x_shape[1:], w_shape[:2], 1, padding)
+    assert conv_cpu.input_form(x, w, stride, pads, dilation) is form
+
+
 def test_conv_weight_gradient_of_single_channel_input_is_wide():
     x, w = jax.ShapeDtypeStruct((8, 28, 28, 1), jnp.float32), jax.ShapeDtypeStruct((5, 5, 1, 20), jnp.float32)
     assert conv_cpu.weight_form(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1)) is conv_cpu.wide
