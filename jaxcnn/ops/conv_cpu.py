@@ -21,7 +21,8 @@ YNNPACK kernels that are 2-10x slower on the classic nets' layers than these equ
                    (LeNet-BN training step, batch 64: 13% faster than im2col_chunked).
 
 `conv` ties them together with a custom JVP, so forward mode, reverse mode and vmap work as for the native op;
-every form computes exactly the convolution (tests/test_lowering.py).
+every form computes exactly the convolution (tests/test_lowering.py). In reverse mode the output's cotangent
+passes a fusion boundary (ops.fusion) before the two gradients use it.
 """
 import functools
 import math
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from .fusion import boundary
 from .geometry import dilated, window_output
 from .windows import patches
 
@@ -137,5 +139,5 @@ def _conv_jvp(stride, pads, dilation, primals, tangents):
         terms.append(input_form(x, w, stride, pads, dilation)(t_x, w, stride, pads, dilation))
     if not isinstance(t_w, SymbolicZero):
         terms.append(weight_form(x, w, stride, pads, dilation)(x, t_w, stride, pads, dilation))
-    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+    return y, boundary(sum(terms[1:], terms[0]), x) if terms else jnp.zeros_like(y)
 

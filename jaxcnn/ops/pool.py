@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .fusion import boundary
 from .geometry import check_nhwc, pair, resolve_padding, window_output
 from .lowering import resolve
 from .windows import window_views
@@ -39,24 +40,41 @@ def _max_of_views(xp, kernel, stride):
 
 
 def _first_max(xp, kernel, stride):
-    """-> (max, flat index into xp of each window's first maximum in row-major order), both (N, OH, OW, C)."""
+    """-> (max, tap), both (N, OH, OW, C): each window's maximum and the row-major number of the kernel tap that
+    holds its first maximum, the element XLA's select-and-scatter (reduce_window max's gradient) picks."""
     views = window_views(xp, kernel, stride)
-    _, hp, wp, c = xp.shape
-    iota = functools.partial(lax.broadcasted_iota, jnp.int32, views[0].shape)
-    y, offset = views[0], jnp.zeros(views[0].shape, jnp.int32)
+    y, tap = views[0], jnp.zeros(views[0].shape, jnp.int32)
     for t, view in enumerate(views[1:], start=1):
-        i, j = divmod(t, kernel[1])
-        offset = jnp.where(view > y, (i * wp + j) * c, offset)
+        tap = jnp.where(view > y, t, tap)
         y = jnp.maximum(y, view)
-    return y, ((iota(0) * hp + iota(1) * stride[0]) * wp + iota(2) * stride[1]) * c + iota(3) + offset
+    return y, tap
+
+
+def _flat_index(xp_shape, tap, kernel, stride):
+    """Flat index into the padded input of each window's `tap`."""
+    _, hp, wp, c = xp_shape
+    iota = functools.partial(lax.broadcasted_iota, jnp.int32, tap.shape)
+    row, col = iota(1) * stride[0] + tap // kernel[1], iota(2) * stride[1] + tap % kernel[1]
+    return ((iota(0) * hp + row) * wp + col) * c + iota(3)
 
 
 @_max_of_views.defjvp
 def _max_of_views_jvp(kernel, stride, primals, tangents):
-    """Each window passes on the tangent of its first maximum (row-major), the element XLA's select-and-scatter
-    (reduce_window max's gradient) picks: a gather, which reverse mode transposes to a scatter-add."""
-    y, index = _first_max(primals[0], kernel, stride)
-    return y, tangents[0].reshape(-1).at[index].get(mode="promise_in_bounds")
+    """Each window passes on the tangent of its first maximum, between fusion boundaries (ops.fusion): where
+    windows are disjoint, by selecting among its taps' views (an elementwise pass both ways); where they
+    overlap, by a gather, which reverse mode transposes to a scatter-add (LeNet's 2x2/2 windows: a 4-7% faster
+    training step by selection; the 3x3/2 ones of the CIFAR-10 net: 6% slower)."""
+    xp = primals[0]
+    y, tap = _first_max(xp, kernel, stride)
+    t = boundary(tangents[0], xp)
+    if all(s >= k for s, k in zip(stride, kernel)):
+        views = window_views(t, kernel, stride)
+        t_y = views[0]
+        for i, view in enumerate(views[1:], start=1):
+            t_y = jnp.where(tap == i, view, t_y)
+    else:
+        t_y = t.reshape(-1).at[_flat_index(xp.shape, tap, kernel, stride)].get(mode="promise_in_bounds")
+    return y, boundary(t_y, xp)
 
 
 def max_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, lowering=None):
@@ -66,7 +84,8 @@ def max_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, loweri
     cuda-convnet do (32x32, 3x3 window, stride 2 -> 16x16); the last window then overhangs the input.
     lowering (see ops.lowering): 'native' is lax.reduce_window, whose gradient XLA:CPU runs as a slow
     select-and-scatter; 'cpu' takes the max over the KH*KW strided views in one elementwise pass, and its
-    gradient is a scatter-add to each window's first maximum, the element select-and-scatter picks.
+    gradient goes to each window's first maximum, the element select-and-scatter picks: elementwise where the
+    windows are disjoint, else a scatter-add.
     """
     check_nhwc(x.shape)
     _, kernel, stride, pads, extra = pool_geometry(x.shape[1:], kernel, stride, padding, ceil_mode)
