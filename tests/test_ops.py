@@ -9,6 +9,7 @@ from jax.test_util import check_grads
 
 import reference as ref
 from jaxcnn import ops
+from jaxcnn.ops.norm import standardize
 
 
 def pair(v):
@@ -317,7 +318,8 @@ def _grad_cases(rng):
          (x,), 1, both),
         ("lrn_across", functools.partial(ops.lrn, size=3, alpha=0.5, beta=0.75, k=2.0), (x,), 1, both),
         ("lrn_within", functools.partial(ops.lrn, size=3, alpha=0.5, beta=0.75, k=2.0, region="within"), (x,), 2, both),
-        ("batch_norm_train", lambda x: ops.batch_norm(x, jnp.zeros(4), jnp.ones(4), train=True)[0], (x,), 1, both),
+        ("batch_norm_train", lambda x: ops.batch_norm(x, jnp.zeros(4), jnp.ones(4), train=True)[0], (x,), 2, both),
+        ("standardize", lambda x: (lambda y, m, v: y + 2 * m + 3 * v)(*standardize(x, 1e-3)), (x,), 2, both),
         ("batch_norm_eval", lambda x, m, v: ops.batch_norm(x, m, v, train=False)[0],
          (x, rng.standard_normal(4), 1 + rng.random(4)), 2, both),
         ("scale", ops.scale, (x, rng.standard_normal(4), rng.standard_normal(4)), 2, both),
