@@ -30,7 +30,7 @@ def faults(mode):
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc setting")
 def test_keep_freed_memory_stops_the_per_call_page_faults():
-    applied, temp, default = faults("default")
+    _, temp, default = faults("default")
     assert temp >= 64 << 20
     assert default >= 20 * temp // 4096 // 2  # at least half the buffer's pages faulted in on every call
     applied, _, kept = faults("keep")

@@ -140,4 +140,3 @@ def _conv_jvp(stride, pads, dilation, primals, tangents):
     if not isinstance(t_w, SymbolicZero):
         terms.append(weight_form(x, w, stride, pads, dilation)(x, t_w, stride, pads, dilation))
     return y, boundary(sum(terms[1:], terms[0]), x) if terms else jnp.zeros_like(y)
-
