@@ -247,7 +247,9 @@ def small_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_reference(small_dir, tmp_path_factory):
     """One device, 2 epochs of 16 steps. Sharded runs sum in another order, so they agree with it only to float
-    rounding, a difference that SGD amplifies step by step (by 128 steps at this lr to ~1e-4): few steps here."""
+    rounding, a difference that SGD amplifies step by step and that depends on the CPU's vector width (5e-5 in
+    the second epoch's mean loss on a 2-core AMD EPYC): few steps here, compared to 1e-3. A missing or doubled
+    gradient all-reduce changes the losses by far more than that."""
     out = tmp_path_factory.mktemp("small_reference")
     result = _run(_cmd(small_dir, out, "--epochs", "2"))
     assert result.returncode == 0, result.stderr
@@ -259,8 +261,8 @@ def _losses(out):
 
 
 def _assert_same_run(out, reference):
-    np.testing.assert_allclose(_losses(out), _losses(reference), rtol=1e-5)
-    _assert_same_params(_final_params(out), _final_params(reference), rtol=1e-5)
+    np.testing.assert_allclose(_losses(out), _losses(reference), rtol=1e-3)
+    _assert_same_params(_final_params(out), _final_params(reference), rtol=1e-3)
 
 
 def test_eight_devices_give_the_one_device_loss_curve(small_dir, small_reference, tmp_path):
