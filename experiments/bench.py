@@ -36,7 +36,7 @@ try:
 except ImportError:  # the optional extra
     torch = None
 
-VARIANTS = {"jaxcnn": "auto", "plain_xla": "native"}  # the jaxcnn lowering policy of each JAX variant
+VARIANTS = {"jaxcnn": "auto", "plain_xla": "native"}  # the jaxcnn lowering of each JAX variant
 SOLVER = SolverConfig(lr=0.01, schedule="fixed", momentum=0.9, weight_decay=5e-4)
 PIXEL_SCALE = 1 / 256
 
@@ -59,14 +59,6 @@ def check_close(case, ours, theirs, rtol=2e-3):
         raise AssertionError(f"{case}: jaxcnn and PyTorch outputs differ (max relative error {err:.1e})")
 
 
-def in_policy(lowering, fn):
-    """fn, run (and so traced) under the jaxcnn lowering policy `lowering`."""
-    def run():
-        with ops.use_lowering(lowering):
-            return fn()
-    return run
-
-
 def nchw(x):
     return torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2).contiguous()
 
@@ -83,7 +75,7 @@ def train_case(net, batch, steps, seed=0):
     for variant, lowering in VARIANTS.items():
         trainer = Trainer(net, optimizer(SOLVER, 10**6, lr_mult, decay_mult), batch_size=batch,
                           preprocess=lambda x: x.astype(jnp.float32) * PIXEL_SCALE,
-                          compiler_options=jit_options(variant))
+                          lowering=lowering, compiler_options=jit_options(variant))
         box = {"ts": trainer.init(seed)}
         data = trainer.put((images, labels))
         perm = trainer.permutation(box["ts"], 0, n)
@@ -91,7 +83,7 @@ def train_case(net, batch, steps, seed=0):
         def run(trainer=trainer, data=data, perm=perm, box=box):
             box["ts"], losses = trainer.train_steps(box["ts"], *data, perm, 0, steps)
             return losses
-        runners[variant] = in_policy(lowering, run)
+        runners[variant] = run
 
     model = torch_nets.twin(net, params).train()
     opt = torch_nets.sgd(model, lr_mult, SOLVER.lr, SOLVER.momentum, SOLVER.weight_decay)
@@ -122,25 +114,28 @@ def grouped_conv_case(batch=8, seed=0):
     x = rs.standard_normal((batch, *in_shape)).astype(np.float32)
     _, p, _ = layer.init(jax.random.key(seed), in_shape)
     w, b = np.array(p["w"]), np.array(p["b"])
-    conv = lambda x, w, b: ops.conv2d(x, w, b, stride=layer.stride, padding=layer.padding,  # noqa: E731
-                                      groups=layer.groups)
+    def conv(x, w, b, lowering="auto"):
+        return ops.conv2d(x, w, b, stride=layer.stride, padding=layer.padding, groups=layer.groups,
+                          lowering=lowering)
+
     g = rs.standard_normal((batch, *jax.eval_shape(conv, x, w, b).shape[1:])).astype(np.float32)
     runners = {}
     for variant, lowering in VARIANTS.items():
-        fwd_bwd = jax.jit(lambda x, w, b, g: jax.vjp(conv, x, w, b)[1](g), compiler_options=jit_options(variant))
-        runners[variant] = in_policy(lowering, lambda f=fwd_bwd: f(x, w, b, g))
+        fwd_bwd = jax.jit(lambda x, w, b, g, lowering=lowering: jax.vjp(
+            lambda x, w, b: conv(x, w, b, lowering), x, w, b)[1](g), compiler_options=jit_options(variant))
+        runners[variant] = lambda f=fwd_bwd: f(x, w, b, g)
     tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (nchw(x).numpy(), w.transpose(3, 2, 0, 1).copy(), b))
-    tg = nchw(g)
+    tg, tpad = nchw(g), torch_nets.padding(layer, in_shape)
 
     def torch_run():
         tx.grad = tw.grad = tb.grad = None  # fresh gradients, as the JAX side returns
-        y = torch.nn.functional.conv2d(tx, tw, tb, padding=layer.padding, groups=layer.groups)
+        y = torch.nn.functional.conv2d(tx, tw, tb, padding=tpad, groups=layer.groups)
         y.backward(tg)
         return y
     runners["torch"] = torch_run
     with torch.no_grad():
         check_close("alexnet conv2", conv(x, w, b),
-                    torch.nn.functional.conv2d(tx, tw, tb, padding=layer.padding, groups=layer.groups)
+                    torch.nn.functional.conv2d(tx, tw, tb, padding=tpad, groups=layer.groups)
                     .permute(0, 2, 3, 1).numpy())
     return runners, batch
 
@@ -153,8 +148,9 @@ def fcn_case(size, seed=0):
     x = np.random.default_rng(seed).standard_normal((1, size, size, 3)).astype(np.float32)
     runners = {}
     for variant, lowering in VARIANTS.items():
-        fwd = jax.jit(lambda p, x: conv_net.apply(p, state, x)[0], compiler_options=jit_options(variant))
-        runners[variant] = in_policy(lowering, lambda f=fwd: f(conv_params, x))
+        fwd = jax.jit(lambda p, x, lowering=lowering: conv_net.apply(p, state, x, lowering=lowering)[0],
+                      compiler_options=jit_options(variant))
+        runners[variant] = lambda f=fwd: f(conv_params, x)
     model = torch_nets.twin(conv_net, conv_params, (size, size, 3)).eval()
     tx = nchw(x)
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from jaxcnn.augment import random_crop_flip
 
-from .common import parser, run
+from .training import parser, run
 
 CLASSES = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

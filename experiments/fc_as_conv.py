@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import checkpoint, data, ops, zoo
+from jaxcnn import checkpoint, datasets, ops, zoo
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
 from jaxcnn.summary import summary
 
@@ -39,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights, image and canvas")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each path after a warm-up (default 5)")
     p.add_argument("--digits", type=int, default=8, help="MNIST test digits on the canvas (default 8)")
-    p.add_argument("--data-dir", help="directory with the MNIST IDX files (see jaxcnn.data.load)")
+    p.add_argument("--data-dir", help="directory with the MNIST IDX files (see jaxcnn.datasets.load)")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats must be at least 1, got {args.repeats}")
@@ -64,7 +64,7 @@ def mnist_canvas(size, count, data_dir, rng, step):
 
     -> canvas (size, size, 1) uint8, [{'label', 'row', 'col'}] with each digit's top-left corner.
     """
-    images, labels = data.load("mnist", "test", data_dir=data_dir)
+    images, labels = datasets.load("mnist", "test", data_dir=data_dir)
     cell = MNIST_SHAPE[0] + 16  # one digit per cell, at least 16 blank pixels apart
     per_side = size // cell
     if not 0 < count <= per_side**2:

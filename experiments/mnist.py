@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from jaxcnn.augment import random_crop_flip
 
-from .common import parser, run
+from .training import parser, run
 
 FASHION = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from jaxcnn import layers as L
-from jaxcnn.ops.geometry import pair, resolve_padding
+from jaxcnn.ops.geometry import dilated, resolve_padding
 
 
 def _t(a):
@@ -40,8 +40,10 @@ class NHWCFlatten(nn.Module):
         return x.permute(0, 2, 3, 1).flatten(1)
 
 
-def _padding(layer, in_shape, window, stride):
-    (top, bottom), (left, right) = resolve_padding(layer.padding, in_shape[:2], window, stride)
+def padding(layer, in_shape):
+    """A Conv, Local or pooling layer's padding on a (H, W, C) input as PyTorch's symmetric (pad_h, pad_w)."""
+    window = dilated(layer.kernel, getattr(layer, "dilation", (1, 1)))
+    (top, bottom), (left, right) = resolve_padding(layer.padding, in_shape[:2], window, layer.stride)
     if top != bottom or left != right:
         raise ValueError(f"{layer.name}: asymmetric padding has no nn twin")
     return top, left
@@ -51,9 +53,8 @@ def _module(layer, shape_row, params, skip):
     """The nn.Module for one jaxcnn layer (None: folded into the previous module)."""
     p, in_shape = params.get(layer.name, {}), shape_row.in_shape
     if isinstance(layer, L.Conv):
-        kernel, stride = pair(layer.kernel, "kernel"), pair(layer.stride, "stride")
-        m = nn.Conv2d(in_shape[-1], layer.features, kernel, stride, _padding(layer, in_shape, kernel, stride),
-                      pair(layer.dilation, "dilation"), layer.groups, bias=layer.bias)
+        m = nn.Conv2d(in_shape[-1], layer.features, layer.kernel, layer.stride, padding(layer, in_shape),
+                      layer.dilation, layer.groups, bias=layer.bias)
         m.weight.data = _t(np.transpose(p["w"], (3, 2, 0, 1)))
         if layer.bias:
             m.bias.data = _t(p["b"])
@@ -65,12 +66,9 @@ def _module(layer, shape_row, params, skip):
             m.bias.data = _t(p["b"])
         return m
     if isinstance(layer, L.Local):
-        kernel, stride = pair(layer.kernel, "kernel"), pair(layer.stride, "stride")
-        return Local(np.asarray(p["w"]), p.get("b"), stride, _padding(layer, in_shape, kernel, stride))
+        return Local(np.asarray(p["w"]), p.get("b"), layer.stride, padding(layer, in_shape))
     if isinstance(layer, L.MaxPool):
-        kernel = pair(layer.kernel, "kernel")
-        stride = kernel if layer.stride is None else pair(layer.stride, "stride")
-        return nn.MaxPool2d(kernel, stride, _padding(layer, in_shape, kernel, stride), ceil_mode=layer.ceil_mode)
+        return nn.MaxPool2d(layer.kernel, layer.stride, padding(layer, in_shape), ceil_mode=layer.ceil_mode)
     if isinstance(layer, L.LRN) and layer.region == "across":
         return nn.LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k)
     if isinstance(layer, L.BatchNorm):

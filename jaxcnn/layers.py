@@ -1,11 +1,16 @@
 """Named layers: small frozen values with two pure functions.
 
     out_shape, params, state = layer.init(rng, input_shape)      # input_shape per example: (H, W, C) or (F,)
-    y, state = layer.apply(params, state, x, train=False, rng=None)  # x batched: (N, H, W, C) or (N, F)
+    y, state = layer.apply(params, state, x, train=False, rng=None, lowering="auto")   # x batched: (N, ...)
 
-params hold what training learns, state what it does not (BatchNorm's running statistics). Each layer
-carries Caffe-style `lr_mult` / `decay_mult` per parameter name (missing names mean 1.0). Config and shape
-errors are raised as LayerError naming the layer.
+params hold what training learns, state what it does not (BatchNorm's running statistics). Each layer carries
+Caffe-style `lr_mult` / `decay_mult` per parameter name (missing names mean 1.0). Configuration is checked and
+normalised when a layer is made (kernel, stride and dilation become (h, w) pairs, padding 'VALID', 'SAME' or
+((top, bottom), (left, right))); configuration, shape and parameter errors are LayerErrors naming the layer.
+
+Inputs: floating point. A float input of another dtype than the layer's parameters is cast to theirs (bfloat16
+parameters make a bfloat16 computation); integer and boolean inputs are refused (scale images to floats first).
+`lowering` chooses how conv2d, local2d and max_pool are computed (see jaxcnn.ops.lowering); the results agree.
 """
 import contextlib
 import math
@@ -15,10 +20,12 @@ from typing import Any, Callable, ClassVar, Mapping
 import jax
 import jax.numpy as jnp
 
-from . import fillers
-from . import ops
+from . import fillers, ops
 from .ops.conv import check_groups, conv_geometry
+from .ops.geometry import normalize_padding, pair
 from .ops.pool import pool_geometry
+
+Shape = tuple[int, ...]
 
 
 class LayerError(ValueError):
@@ -27,20 +34,27 @@ class LayerError(ValueError):
 
 @contextlib.contextmanager
 def named(layer):
-    """Re-raise ValueError / KeyError from inside `layer` as a LayerError that names it."""
+    """Re-raise ValueError / KeyError / TypeError from inside `layer` as a LayerError that names it."""
     try:
         yield
     except LayerError:
         raise
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise LayerError(f"{layer.name} ({type(layer).__name__}): {e}") from e
     except KeyError as e:
         raise LayerError(f"{layer.name} ({type(layer).__name__}): missing parameter or state {e}") from e
 
 
+def _positive_int(value, what):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Layer:
-    """Base class. Subclasses set `input_rank` and implement `create` (params, state) and `forward`."""
+    """Base class. Subclasses set `input_rank`, normalise their fields in `configure` and implement `create`
+    (params, state) and `forward`."""
 
     name: str
     lr_mult: Mapping[str, float] = field(default_factory=dict, kw_only=True, hash=False)
@@ -49,36 +63,114 @@ class Layer:
     input_rank: ClassVar[int | None] = None  # per-example rank the layer needs (3: H, W, C; 1: features)
     inplace: ClassVar[bool] = False  # elementwise: may overwrite its input (Caffe's in-place layers)
 
-    def init(self, rng, input_shape):
-        """-> (output_shape, params, state) for per-example `input_shape` (no batch axis)."""
-        input_shape = tuple(input_shape)
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise LayerError(f"a layer name must be a non-empty string, got {self.name!r}")
         with named(self):
-            if self.input_rank is not None and len(input_shape) != self.input_rank:
-                want = "(H, W, C)" if self.input_rank == 3 else "(features,); add a Flatten layer before it"
-                raise ValueError(f"expected a per-example input shape {want}, got {input_shape}")
-            params, state = self.create(rng, input_shape)
-            x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-            y = jax.eval_shape(lambda p, s, x: self.forward(p, s, x, train=False, rng=None)[0], params, state, x)
-        return tuple(y.shape[1:]), params, state
+            object.__setattr__(self, "lr_mult", dict(self.lr_mult))
+            object.__setattr__(self, "decay_mult", dict(self.decay_mult))
+            self.configure()
 
-    def apply(self, params, state, x, *, train=False, rng=None):
-        """-> (y, new_state). x has a leading batch axis."""
+    def _set(self, **values):
+        """Store normalised field values (the dataclass is frozen)."""
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
+
+    def configure(self) -> None:
+        """Check and normalise the configuration; raise ValueError for a bad one."""
+
+    def init(self, rng: jax.Array, input_shape: Shape) -> tuple[Shape, dict, dict]:
+        """Make the layer's parameters and state for one input shape.
+
+        Args:
+          rng: a jax.random key for the fillers.
+          input_shape: per-example input shape, (H, W, C) or (F,).
+
+        Returns:
+          (output_shape, params, state): the per-example output shape and two dicts of arrays.
+        """
+        input_shape = self.check_shape(input_shape)
         with named(self):
+            params, state = self.create(rng, input_shape)
+        return self.output_shape(params, state, input_shape), params, state
+
+    def abstract_init(self, input_shape: Shape) -> tuple[Shape, dict, dict]:
+        """init without making arrays: (output_shape, params, state) with ShapeDtypeStructs for arrays."""
+        input_shape = self.check_shape(input_shape)
+        with named(self):
+            params, state = jax.eval_shape(lambda key: self.create(key, input_shape), jax.random.key(0))
+        return self.output_shape(params, state, input_shape), params, state
+
+    def check_shape(self, input_shape) -> Shape:
+        """The per-example input shape as a tuple, or LayerError if its rank is not the layer's."""
+        input_shape = tuple(input_shape)
+        if self.input_rank is not None and len(input_shape) != self.input_rank:
+            want = "(H, W, C)" if self.input_rank == 3 else "(features,); add a Flatten layer before it"
+            raise LayerError(f"{self.name} ({type(self).__name__}): expected a per-example input shape {want}, "
+                             f"got {input_shape}")
+        return input_shape
+
+    def output_shape(self, params, state, input_shape: Shape) -> Shape:
+        """Per-example output shape for params and state (arrays or ShapeDtypeStructs), computed abstractly."""
+        x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+        y = jax.eval_shape(lambda p, s, x: self.apply(p, s, x)[0], params, state, x)
+        return tuple(y.shape[1:])
+
+    def apply(self, params: dict, state: dict, x: jax.Array, *, train: bool = False, rng: jax.Array | None = None,
+              lowering: str = "auto") -> tuple[jax.Array, dict]:
+        """Run the layer on a batch.
+
+        Args:
+          params, state: the dicts init made (or trained versions of them).
+          x: (N, *input_shape), floating point.
+          train: training mode (batch statistics, dropout).
+          rng: a jax.random key; needed by Dropout in training.
+          lowering: 'auto', 'native' or 'cpu' (jaxcnn.ops.lowering).
+
+        Returns:
+          (y, new_state): y (N, *output_shape) and the updated state (unchanged outside training).
+        """
+        with named(self):
+            x = jnp.asarray(x)
+            if x.ndim == 0:
+                raise ValueError("expected a batched input (N, ...), got a scalar")
             if self.input_rank is not None and x.ndim != self.input_rank + 1:
                 raise ValueError(f"expected a {self.input_rank + 1}-d batched input, got shape {tuple(x.shape)}")
-            return self.forward(params, state, x, train=train, rng=rng)
+            if x.shape[0] == 0:
+                raise ValueError(f"empty batch: input shape {tuple(x.shape)}")
+            if not jnp.issubdtype(x.dtype, jnp.floating):
+                raise ValueError(f"expected a floating-point input, got {x.dtype} (scale or cast it to float first)")
+            self.check_params(params, x.shape[1:])
+            dtype = next((p.dtype for p in jax.tree.leaves(params)), None)
+            if dtype is not None and x.dtype != dtype:
+                x = x.astype(dtype)
+            return self.forward(params, state, x, train=train, rng=rng, lowering=lowering)
 
-    def create(self, rng, input_shape):
+    def check_params(self, params, input_shape: Shape) -> None:
+        """ValueError unless params have exactly the names and shapes create() gives for input_shape."""
+        if not isinstance(params, Mapping):
+            raise ValueError(f"params must be a dict, got {type(params).__name__}")
+        want = jax.eval_shape(lambda: self.create(jax.random.key(0), tuple(input_shape))[0])
+        missing, extra = sorted(set(want) - set(params)), sorted(set(params) - set(want))
+        if missing or extra:
+            raise ValueError(f"params have {sorted(params) or 'none'}, the layer needs {sorted(want) or 'none'}")
+        for k, spec in want.items():
+            if tuple(jnp.shape(params[k])) != spec.shape:
+                raise ValueError(f"parameter {k!r} has shape {tuple(jnp.shape(params[k]))}, but on a per-example "
+                                 f"input {tuple(input_shape)} the layer needs {spec.shape}")
+
+    def create(self, rng, input_shape: Shape) -> tuple[dict, dict]:
+        """(params, state) for a per-example input shape (already checked for rank)."""
         return {}, {}
 
-    def forward(self, params, state, x, *, train, rng):
+    def forward(self, params, state, x, *, train, rng, lowering):
         raise NotImplementedError
 
-    def cost(self, in_shape, out_shape):
+    def cost(self, in_shape: Shape, out_shape: Shape) -> tuple[int, int]:
         """Forward (multiply-accumulates, FLOPs) for one example; elementwise work counts one FLOP."""
         return 0, math.prod(out_shape)
 
-    def mults(self, param_name):
+    def mults(self, param_name: str) -> tuple[float, float]:
         """(lr_mult, decay_mult) of one parameter."""
         return self.lr_mult.get(param_name, 1.0), self.decay_mult.get(param_name, 1.0)
 
@@ -87,9 +179,19 @@ def _bias(params):
     return params.get("b")
 
 
+def _check_fillers(layer):
+    fillers.resolve(layer.w_init)
+    fillers.resolve(layer.b_init)
+
+
 @dataclass(frozen=True)
 class Conv(Layer):
-    """Convolution. (H, W, C) -> (OH, OW, features); params w (KH, KW, C/groups, features), b (features,)."""
+    """Convolution (Caffe's Convolution), groups as XLA's feature_group_count (AlexNet's conv2).
+
+    (H, W, C) -> (OH, OW, features); params w (KH, KW, C/groups, features) and, with bias, b (features,).
+    kernel, stride, dilation: int or (h, w); padding: 'VALID', 'SAME', int, (h, w) or ((top, bottom), (left,
+    right)). Fillers (w_init, b_init): see jaxcnn.fillers.
+    """
 
     features: int
     kernel: Any
@@ -102,25 +204,32 @@ class Conv(Layer):
     b_init: Any = 0.0
     input_rank: ClassVar[int] = 3
 
+    def configure(self):
+        _positive_int(self.features, "features")
+        _positive_int(self.groups, "groups")
+        if self.features % self.groups:
+            raise ValueError(f"groups={self.groups} does not divide {self.features} output channels")
+        self._set(kernel=pair(self.kernel, "kernel"), stride=pair(self.stride, "stride"),
+                  dilation=pair(self.dilation, "dilation"), padding=normalize_padding(self.padding))
+        _check_fillers(self)
+
     def create(self, rng, input_shape):
         check_groups(input_shape[-1], self.features, self.groups)
-        (oh, ow), *_ = conv_geometry(input_shape, self.kernel, self.stride, self.padding, self.dilation)
-        kh, kw = ops.geometry.pair(self.kernel, "kernel")
-        kw_shape = (kh, kw, input_shape[-1] // self.groups, self.features)
+        conv_geometry(input_shape, self.kernel, self.stride, self.padding, self.dilation)
+        kw_shape = (*self.kernel, input_shape[-1] // self.groups, self.features)
         k1, k2 = jax.random.split(rng)
         params = {"w": fillers.resolve(self.w_init)(k1, kw_shape, jnp.float32)}
         if self.bias:
             params["b"] = fillers.resolve(self.b_init)(k2, (self.features,), jnp.float32)
         return params, {}
 
-    def forward(self, params, state, x, *, train, rng):
+    def forward(self, params, state, x, *, train, rng, lowering):
         y = ops.conv2d(x, params["w"], _bias(params), stride=self.stride, padding=self.padding,
-                       dilation=self.dilation, groups=self.groups)
+                       dilation=self.dilation, groups=self.groups, lowering=lowering)
         return y, state
 
     def cost(self, in_shape, out_shape):
-        kh, kw = ops.geometry.pair(self.kernel, "kernel")
-        macs = math.prod(out_shape) * kh * kw * in_shape[-1] // self.groups
+        macs = math.prod(out_shape) * math.prod(self.kernel) * in_shape[-1] // self.groups
         return macs, 2 * macs + (math.prod(out_shape) if self.bias else 0)
 
 
@@ -130,6 +239,8 @@ class Local(Layer):
 
     (H, W, C) -> (OH, OW, features); params w (OH, OW, KH, KW, C, features) and, by `bias`:
     'position' (default, as cuda-convnet and Keras): b (OH, OW, features); 'filter': b (features,); None: no b.
+    The weight filler fills each output position's (KH, KW, C, features) kernel on its own, so fan-in is
+    KH*KW*C as for a convolution.
     """
 
     features: int
@@ -141,25 +252,32 @@ class Local(Layer):
     b_init: Any = 0.0
     input_rank: ClassVar[int] = 3
 
-    def create(self, rng, input_shape):
+    def configure(self):
+        _positive_int(self.features, "features")
         if self.bias not in ("position", "filter", None):
             raise ValueError(f"bias must be 'position', 'filter' or None, got {self.bias!r}")
+        self._set(kernel=pair(self.kernel, "kernel"), stride=pair(self.stride, "stride"),
+                  padding=normalize_padding(self.padding))
+        _check_fillers(self)
+
+    def create(self, rng, input_shape):
         (oh, ow), *_ = conv_geometry(input_shape, self.kernel, self.stride, self.padding)
-        kh, kw = ops.geometry.pair(self.kernel, "kernel")
         k1, k2 = jax.random.split(rng)
-        w_shape = (oh, ow, kh, kw, input_shape[-1], self.features)
-        params = {"w": fillers.resolve(self.w_init, batch_axis=(0, 1))(k1, w_shape, jnp.float32)}
+        kernel = (*self.kernel, input_shape[-1], self.features)
+        fill = fillers.resolve(self.w_init)
+        w = jax.vmap(lambda k: fill(k, kernel, jnp.float32))(jax.random.split(k1, oh * ow))
+        params = {"w": w.reshape(oh, ow, *kernel)}
         if self.bias:
             b_shape = (oh, ow, self.features) if self.bias == "position" else (self.features,)
             params["b"] = fillers.resolve(self.b_init)(k2, b_shape, jnp.float32)
         return params, {}
 
-    def forward(self, params, state, x, *, train, rng):
-        return ops.local2d(x, params["w"], _bias(params), stride=self.stride, padding=self.padding), state
+    def forward(self, params, state, x, *, train, rng, lowering):
+        y = ops.local2d(x, params["w"], _bias(params), stride=self.stride, padding=self.padding, lowering=lowering)
+        return y, state
 
     def cost(self, in_shape, out_shape):
-        kh, kw = ops.geometry.pair(self.kernel, "kernel")
-        macs = math.prod(out_shape) * kh * kw * in_shape[-1]
+        macs = math.prod(out_shape) * math.prod(self.kernel) * in_shape[-1]
         return macs, 2 * macs + (math.prod(out_shape) if self.bias else 0)
 
 
@@ -173,6 +291,10 @@ class Dense(Layer):
     b_init: Any = 0.0
     input_rank: ClassVar[int] = 1
 
+    def configure(self):
+        _positive_int(self.features, "features")
+        _check_fillers(self)
+
     def create(self, rng, input_shape):
         k1, k2 = jax.random.split(rng)
         params = {"w": fillers.resolve(self.w_init)(k1, (input_shape[0], self.features), jnp.float32)}
@@ -180,12 +302,14 @@ class Dense(Layer):
             params["b"] = fillers.resolve(self.b_init)(k2, (self.features,), jnp.float32)
         return params, {}
 
-    def forward(self, params, state, x, *, train, rng):
-        if x.shape[-1] != params["w"].shape[0]:
-            raise ValueError(
-                f"input has {x.shape[-1]} features but the layer was built for {params['w'].shape[0]} "
-                "(is the net's input the size it was built for?)"
-            )
+    def check_params(self, params, input_shape):
+        w = params.get("w") if isinstance(params, Mapping) else None
+        if w is not None and jnp.ndim(w) == 2 and jnp.shape(w)[0] != input_shape[0]:
+            raise ValueError(f"input has {input_shape[0]} features but the layer was built for {jnp.shape(w)[0]} "
+                             "(is the net's input the size it was built for?)")
+        super().check_params(params, input_shape)
+
+    def forward(self, params, state, x, *, train, rng, lowering):
         return ops.dense(x, params["w"], _bias(params)), state
 
     def cost(self, in_shape, out_shape):
@@ -201,36 +325,44 @@ class _Pool(Layer):
     ceil_mode: bool = False
     input_rank: ClassVar[int] = 3
 
+    def configure(self):
+        kernel = pair(self.kernel, "kernel")
+        self._set(kernel=kernel, stride=kernel if self.stride is None else pair(self.stride, "stride"),
+                  padding=normalize_padding(self.padding), ceil_mode=bool(self.ceil_mode))
+
     def create(self, rng, input_shape):
         pool_geometry(input_shape, self.kernel, self.stride, self.padding, self.ceil_mode)
         return {}, {}
 
     def cost(self, in_shape, out_shape):
-        return 0, math.prod(out_shape) * math.prod(ops.geometry.pair(self.kernel, "kernel"))
+        return 0, math.prod(out_shape) * math.prod(self.kernel)
 
 
 @dataclass(frozen=True)
 class MaxPool(_Pool):
-    """Max pooling, (H, W, C) -> (OH, OW, C). ceil_mode=True rounds sizes up like Caffe and cuda-convnet."""
+    """Max pooling, (H, W, C) -> (OH, OW, C); stride defaults to the kernel. ceil_mode=True rounds sizes up
+    like Caffe and cuda-convnet (32 -> 16 with 3x3/2)."""
 
-    def forward(self, params, state, x, *, train, rng):
-        return ops.max_pool(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode), state
+    def forward(self, params, state, x, *, train, rng, lowering):
+        y = ops.max_pool(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode, lowering=lowering)
+        return y, state
 
 
 @dataclass(frozen=True)
 class AvgPool(_Pool):
-    """Average pooling, (H, W, C) -> (OH, OW, C); see ops.avg_pool for how padding is counted."""
+    """Average pooling, (H, W, C) -> (OH, OW, C); count_pad: see ops.avg_pool."""
 
     count_pad: bool = True
 
-    def forward(self, params, state, x, *, train, rng):
+    def forward(self, params, state, x, *, train, rng, lowering):
         y = ops.avg_pool(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode, count_pad=self.count_pad)
         return y, state
 
 
 @dataclass(frozen=True)
 class LRN(Layer):
-    """Local response normalisation (see ops.lrn); region 'across' channels or 'within' a channel."""
+    """Local response normalisation (see ops.lrn), (H, W, C) -> same shape; region 'across' channels or
+    'within' a channel. size must be odd, as in Caffe (the window is centred on each channel or pixel)."""
 
     size: int = 5
     alpha: float = 1e-4
@@ -239,7 +371,15 @@ class LRN(Layer):
     region: str = "across"
     input_rank: ClassVar[int] = 3
 
-    def forward(self, params, state, x, *, train, rng):
+    def configure(self):
+        _positive_int(self.size, "size")
+        if self.size % 2 == 0:
+            raise ValueError(f"size must be odd (a window centred on each element, as Caffe requires), "
+                             f"got {self.size}")
+        if self.region not in ("across", "within"):
+            raise ValueError(f"lrn region must be 'across' or 'within', got {self.region!r}")
+
+    def forward(self, params, state, x, *, train, rng, lowering):
         return ops.lrn(x, self.size, self.alpha, self.beta, self.k, region=self.region), state
 
     def cost(self, in_shape, out_shape):
@@ -249,31 +389,42 @@ class LRN(Layer):
 
 @dataclass(frozen=True)
 class BatchNorm(Layer):
-    """Batch normalisation without affine (Caffe's BatchNorm; follow it with Scale).
+    """Batch normalisation without affine (Caffe's BatchNorm; follow it with Scale). (..., C) -> same shape.
 
     state: mean (C,), var (C,), the running statistics used in evaluation, and count (), the decayed number of
     batches behind them. As in Caffe, they are a normalised decaying average: after t training batches each is
     sum_k momentum**(t-k) * batch_k / sum_k momentum**(t-k) (Caffe keeps the sums and the count as its three
     blobs). Unlike a plain moving average started at 0 and 1, it is right after the first batch, so a short run
-    evaluates with real statistics. The default momentum 0.99 (Keras, Flax) averages ~100 batches; Caffe's
-    moving_average_fraction is 0.999.
+    evaluates with real statistics. A batch whose statistics are not finite (a NaN or inf input) leaves the state
+    unchanged. The default momentum 0.99 (Keras, Flax) averages ~100 batches; Caffe's moving_average_fraction is
+    0.999.
     """
 
     momentum: float = 0.99
     eps: float = 1e-5
     inplace: ClassVar[bool] = True
 
+    def configure(self):
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be positive, got {self.eps!r}")
+
     def create(self, rng, input_shape):
         c = input_shape[-1]
         return {}, {"mean": jnp.zeros((c,), jnp.float32), "var": jnp.ones((c,), jnp.float32),
                     "count": jnp.zeros((), jnp.float32)}
 
-    def forward(self, params, state, x, *, train, rng):
+    def forward(self, params, state, x, *, train, rng, lowering):
         count = self.momentum * state["count"] + 1 if train else state["count"]
         # the old average's share of the new one: ops.batch_norm's momentum, 0 on the first batch
         keep = self.momentum * state["count"] / count if train else self.momentum
         y, mean, var = ops.batch_norm(x, state["mean"], state["var"], train=train, momentum=keep, eps=self.eps)
-        return y, {"mean": mean, "var": var, "count": count}
+        new = {"mean": mean, "var": var, "count": count}
+        if train:
+            finite = jnp.isfinite(mean).all() & jnp.isfinite(var).all()
+            new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+        return y, new
 
     def cost(self, in_shape, out_shape):
         return 0, 2 * math.prod(out_shape)
@@ -293,9 +444,13 @@ class Scale(Layer):
             params["beta"] = jnp.zeros((c,), jnp.float32)
         return params, {}
 
-    def forward(self, params, state, x, *, train, rng):
-        if x.shape[-1] != params["gamma"].shape[0]:
-            raise ValueError(f"input has {x.shape[-1]} channels, gamma has {params['gamma'].shape[0]}")
+    def check_params(self, params, input_shape):
+        gamma = params.get("gamma") if isinstance(params, Mapping) else None
+        if gamma is not None and jnp.shape(gamma) != tuple(input_shape[-1:]):
+            raise ValueError(f"input has {input_shape[-1]} channels, gamma has {jnp.shape(gamma)[0]}")
+        super().check_params(params, input_shape)
+
+    def forward(self, params, state, x, *, train, rng, lowering):
         return ops.scale(x, params["gamma"], params.get("beta")), state
 
     def cost(self, in_shape, out_shape):
@@ -307,7 +462,7 @@ class _Elementwise(Layer):
     fn: ClassVar[Callable]
     inplace: ClassVar[bool] = True
 
-    def forward(self, params, state, x, *, train, rng):
+    def forward(self, params, state, x, *, train, rng, lowering):
         return type(self).fn(x), state
 
 
@@ -334,17 +489,16 @@ class Sigmoid(_Elementwise):
 
 @dataclass(frozen=True)
 class Dropout(Layer):
-    """Inverted dropout with probability `rate` in training (needs rng); identity in evaluation."""
+    """Inverted dropout with probability `rate` in training (needs rng); identity in evaluation. Any shape."""
 
     rate: float = 0.5
     inplace: ClassVar[bool] = True
 
-    def create(self, rng, input_shape):
+    def configure(self):
         if not 0.0 <= self.rate < 1.0:
             raise ValueError(f"rate must be in [0, 1), got {self.rate!r}")
-        return {}, {}
 
-    def forward(self, params, state, x, *, train, rng):
+    def forward(self, params, state, x, *, train, rng, lowering):
         return ops.dropout(x, self.rate, rng=rng, train=train), state
 
     def cost(self, in_shape, out_shape):
@@ -357,9 +511,8 @@ class Flatten(Layer):
 
     inplace: ClassVar[bool] = True
 
-    def forward(self, params, state, x, *, train, rng):
+    def forward(self, params, state, x, *, train, rng, lowering):
         return ops.flatten(x), state
 
     def cost(self, in_shape, out_shape):
         return 0, 0
-

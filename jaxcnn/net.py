@@ -71,13 +71,15 @@ class Net:
                 state[layer.name] = s
         return shape, params, state
 
-    def apply(self, params, state, x, *, train=False, rng=None):
-        """x: (N, *input_shape) -> (y, new_state). rng (a jax.random key) is needed when training with dropout."""
+    def apply(self, params, state, x, *, train=False, rng=None, lowering="auto"):
+        """x: (N, *input_shape) -> (y, new_state). rng (a jax.random key) is needed when training with dropout;
+        lowering: 'auto', 'native' or 'cpu' for every layer (jaxcnn.ops.lowering)."""
         new_state = {}
         for i, layer in enumerate(self.layers):
             key = None if rng is None else jax.random.fold_in(rng, i)
             with jax.named_scope(layer.name):  # profiles and compiled HLO name each op's layer
-                x, s = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), x, train=train, rng=key)
+                x, s = layer.apply(params.get(layer.name, {}), state.get(layer.name, {}), x, train=train, rng=key,
+                                   lowering=lowering)
             if s:
                 new_state[layer.name] = s
         return x, new_state
@@ -86,15 +88,9 @@ class Net:
         """Every layer's shapes, computed abstractly with jax.eval_shape (no FLOPs, no parameter memory)."""
         shape, rows = self._shape(input_shape), []
         for layer in self.layers:
-            out = {}
-
-            def init(key, layer=layer, shape=shape):
-                out["shape"], p, s = layer.init(key, shape)
-                return p, s
-
-            p, s = jax.eval_shape(init, jax.random.key(0))
-            rows.append(LayerShapes(layer, shape, out["shape"], p, s))
-            shape = out["shape"]
+            out, p, s = layer.abstract_init(shape)
+            rows.append(LayerShapes(layer, tuple(shape), out, p, s))
+            shape = out
         return rows
 
     def multipliers(self, params):

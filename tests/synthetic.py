@@ -1,7 +1,7 @@
 """Small learnable stand-ins for MNIST and CIFAR-10, written in the datasets' own file formats."""
 import numpy as np
 
-from jaxcnn.data import write_cifar10, write_mnist
+from dataset_writers import write_cifar10, write_mnist
 
 
 def blobs(n, shape, seed):

@@ -14,7 +14,7 @@ from experiments import fc_as_conv
 from jaxcnn import zoo
 from jaxcnn.checkpoint import Checkpointer
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
-from jaxcnn.data import write_mnist
+from dataset_writers import write_mnist
 from jaxcnn.layers import (
     BatchNorm, Conv, Dense, Dropout, Flatten, Layer, LayerError, Local, MaxPool, ReLU, Scale, Tanh,
 )
@@ -223,7 +223,7 @@ def test_params_that_do_not_fit_are_errors():
 def test_trunk_layer_of_unknown_stride_is_an_error():
     @dataclasses.dataclass(frozen=True)
     class Shift(Layer):
-        def forward(self, params, state, x, *, train, rng):
+        def forward(self, params, state, x, *, train, rng, lowering):
             return x + 1.0, state
 
     with pytest.raises(LayerError, match=r"shift \(Shift\): not a layer whose sliding stride is known"):

@@ -1,4 +1,4 @@
-"""jaxcnn.data and jaxcnn.datasets_io: real MNIST, synthetic files in the original formats, search order, TFDS.
+"""jaxcnn.datasets (loading and formats): real MNIST, synthetic files in the original formats, search order, TFDS.
 
 References are independent of the readers: header fields and pixels are taken from raw file bytes at the offsets
 the IDX and CIFAR-10 format descriptions give, and synthetic files are built byte by byte here.
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxcnn import data
-from jaxcnn.datasets_io import DataFormatError, read_cifar10_python, read_idx, write_idx
+import dataset_writers as writers
+from jaxcnn.datasets import loading as data
+from jaxcnn.datasets.formats import DataFormatError, read_cifar10_python, read_idx
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 REAL_DEBIAN_ROOT = data.DEBIAN_ROOT
@@ -105,19 +106,19 @@ def test_debian_fashion_mnist(monkeypatch, split, stem, n):
 
 def test_write_idx_bytes_follow_the_format(tmp_path):
     array = np.arange(6, dtype=np.uint8).reshape(2, 3)
-    write_idx(tmp_path / "a-idx2-ubyte", array)
+    writers.write_idx(tmp_path / "a-idx2-ubyte", array)
     assert (tmp_path / "a-idx2-ubyte").read_bytes() == bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 0, 1, 2, 3, 4, 5])
-    write_idx(tmp_path / "a-idx2-ubyte.gz", array)
+    writers.write_idx(tmp_path / "a-idx2-ubyte.gz", array)
     assert gzip.decompress((tmp_path / "a-idx2-ubyte.gz").read_bytes()) == (tmp_path / "a-idx2-ubyte").read_bytes()
     with pytest.raises(ValueError, match="uint8"):
-        write_idx(tmp_path / "b", array.astype(np.int32))
+        writers.write_idx(tmp_path / "b", array.astype(np.int32))
 
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_round_trip(tmp_path, gz):
     for split, seed in (("train", 1), ("test", 2)):
         images, labels = synthetic(7, (28, 28, 1), seed)
-        data.write_mnist(tmp_path, split, images, labels, gz=gz)
+        writers.write_mnist(tmp_path, split, images, labels, gz=gz)
         got_images, got_labels = data.load("fashion_mnist", split, data_dir=tmp_path)
         np.testing.assert_array_equal(got_images, images)
         np.testing.assert_array_equal(got_labels, labels)
@@ -153,7 +154,7 @@ def test_short_idx_header(tmp_path):
 
 def test_truncated_and_corrupt_gzip(tmp_path):
     images, labels = synthetic(5, (28, 28), 3)
-    images_path, labels_path = data.write_mnist(tmp_path, "test", images, labels)
+    images_path, labels_path = writers.write_mnist(tmp_path, "test", images, labels)
     blob = images_path.read_bytes()
     images_path.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(DataFormatError, match="corrupt or truncated gzip") as err:
@@ -166,7 +167,7 @@ def test_truncated_and_corrupt_gzip(tmp_path):
 
 def test_truncated_real_file_is_an_error_not_fewer_examples(tmp_path):
     images, labels = synthetic(6, (28, 28), 4)
-    images_path, _ = data.write_mnist(tmp_path, "train", images, labels, gz=False)
+    images_path, _ = writers.write_mnist(tmp_path, "train", images, labels, gz=False)
     images_path.write_bytes(images_path.read_bytes()[:-784])  # exactly one image short: still an error
     with pytest.raises(DataFormatError, match=r"train-images-idx3-ubyte: .*4704 data bytes.*holds 3920 \(truncated\)"):
         data.load("mnist", "train", data_dir=tmp_path)
@@ -174,8 +175,8 @@ def test_truncated_real_file_is_an_error_not_fewer_examples(tmp_path):
 
 def test_image_label_count_mismatch(tmp_path):
     images, labels = synthetic(5, (28, 28), 5)
-    images_path, labels_path = data.write_mnist(tmp_path, "test", images, labels)
-    write_idx(labels_path, labels[:4].astype(np.uint8))
+    images_path, labels_path = writers.write_mnist(tmp_path, "test", images, labels)
+    writers.write_idx(labels_path, labels[:4].astype(np.uint8))
     with pytest.raises(DataFormatError, match="holds 5 images but .* holds 4 labels") as err:
         data.load("mnist", "test", data_dir=tmp_path)
     assert str(images_path) in str(err.value) and str(labels_path) in str(err.value)
@@ -183,7 +184,7 @@ def test_image_label_count_mismatch(tmp_path):
 
 def test_missing_label_file_is_an_error(tmp_path):
     images, labels = synthetic(5, (28, 28), 6)
-    _, labels_path = data.write_mnist(tmp_path, "train", images, labels)
+    _, labels_path = writers.write_mnist(tmp_path, "train", images, labels)
     labels_path.unlink()
     with pytest.raises(DataFormatError, match=r"incomplete dataset.*missing \['train-labels-idx1-ubyte'\]"):
         data.load("mnist", "train", data_dir=tmp_path)
@@ -191,12 +192,12 @@ def test_missing_label_file_is_an_error(tmp_path):
 
 def test_wrong_image_size_and_label_range(tmp_path):
     images, labels = synthetic(5, (32, 32), 7)
-    data.write_mnist(tmp_path / "a", "test", images, labels)
+    writers.write_mnist(tmp_path / "a", "test", images, labels)
     with pytest.raises(DataFormatError, match=r"mnist images must be \(28, 28, 1\), found \(32, 32, 1\)"):
         data.load("mnist", "test", data_dir=tmp_path / "a")
     images, labels = synthetic(5, (28, 28), 7)
-    _, labels_path = data.write_mnist(tmp_path / "b", "test", images, labels)
-    write_idx(labels_path, np.array([0, 1, 2, 12, 3], np.uint8))
+    _, labels_path = writers.write_mnist(tmp_path / "b", "test", images, labels)
+    writers.write_idx(labels_path, np.array([0, 1, 2, 12, 3], np.uint8))
     with pytest.raises(DataFormatError, match=r"labels must lie in 0..9, found 0..12"):
         data.load("mnist", "test", data_dir=tmp_path / "b")
 
@@ -242,7 +243,7 @@ def test_cifar_python_batch_from_old_numpy(tmp_path):
 def test_cifar_round_trip(tmp_path, fmt, subdir):
     for split, n, files in (("train", 13, 5), ("test", 4, 1)):
         images, labels = synthetic(n, (32, 32, 3), n)
-        paths = data.write_cifar10(tmp_path / subdir, split, images, labels, fmt=fmt)
+        paths = writers.write_cifar10(tmp_path / subdir, split, images, labels, fmt=fmt)
         assert len(paths) == files
         got_images, got_labels = data.load("cifar10", split, data_dir=tmp_path)
         np.testing.assert_array_equal(got_images, images)
@@ -252,11 +253,11 @@ def test_cifar_round_trip(tmp_path, fmt, subdir):
 
 def test_written_cifar_matches_the_format(tmp_path):
     images, labels = synthetic(5, (32, 32, 3), 8)
-    binary = data.write_cifar10(tmp_path / "bin", "train", images, labels)
+    binary = writers.write_cifar10(tmp_path / "bin", "train", images, labels)
     record = binary[2].read_bytes()  # data_batch_3 holds example 2 alone
     assert binary[2].name == "data_batch_3.bin" and len(record) == 3073 and record[0] == labels[2]
     assert record[1 + 2 * 1024 + 7 * 32 + 30] == images[2, 7, 30, 2]
-    python = data.write_cifar10(tmp_path / "py", "test", images, labels, fmt="python")
+    python = writers.write_cifar10(tmp_path / "py", "test", images, labels, fmt="python")
     batch = pickle.loads(python[0].read_bytes(), encoding="bytes")
     assert batch[b"labels"] == labels.tolist() and batch[b"data"].shape == (5, 3072)
     assert batch[b"data"][4, 1024 + 31 * 32 + 1] == images[4, 31, 1, 1]
@@ -270,7 +271,7 @@ def test_written_cifar_matches_the_format(tmp_path):
 ])
 def test_write_cifar10_rejects_bad_input(tmp_path, args, message):
     with pytest.raises(ValueError, match=message):
-        data.write_cifar10(tmp_path, *args)
+        writers.write_cifar10(tmp_path, *args)
 
 
 def test_truncated_cifar_binary(tmp_path):
@@ -282,7 +283,7 @@ def test_truncated_cifar_binary(tmp_path):
 
 def test_incomplete_cifar_train_set(tmp_path):
     images, labels = synthetic(5, (32, 32, 3), 9)
-    data.write_cifar10(tmp_path, "train", images, labels)[3].unlink()
+    writers.write_cifar10(tmp_path, "train", images, labels)[3].unlink()
     with pytest.raises(DataFormatError, match=r"missing \['data_batch_4.bin'\]"):
         data.load("cifar10", "train", data_dir=tmp_path)
 
@@ -321,7 +322,7 @@ def test_cifar_python_batch_cannot_run_code(tmp_path):
 def marked_mnist(directory, mark, split="test"):
     """Synthetic MNIST whose labels are all `mark`, to tell sources apart."""
     images, _ = synthetic(3, (28, 28), mark)
-    data.write_mnist(directory, split, images, np.full(3, mark))
+    writers.write_mnist(directory, split, images, np.full(3, mark))
 
 
 def test_search_order(monkeypatch, tmp_path):
@@ -355,7 +356,7 @@ def test_a_dir_named_mnist_is_not_fashion_mnist(monkeypatch, tmp_path):
 
 def test_cifar_nested_batches_dir(monkeypatch, tmp_path):
     images, labels = synthetic(3, (32, 32, 3), 10)
-    data.write_cifar10(tmp_path / "cifar10" / "cifar-10-batches-py", "test", images, labels, fmt="python")
+    writers.write_cifar10(tmp_path / "cifar10" / "cifar-10-batches-py", "test", images, labels, fmt="python")
     monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
     np.testing.assert_array_equal(data.load("cifar10", "test")[0], images)
 

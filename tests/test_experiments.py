@@ -41,8 +41,8 @@ def test_model_that_does_not_fit_the_images_names_the_flag(tmp_path):
 
 
 def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
-    import jaxcnn.data
-    monkeypatch.setattr(jaxcnn.data, "DEBIAN_ROOT", tmp_path / "debian")
+    from jaxcnn.datasets import loading
+    monkeypatch.setattr(loading, "DEBIAN_ROOT", tmp_path / "debian")
     monkeypatch.delenv("JAXCNN_DATA_DIR", raising=False)
     with pytest.raises(FileNotFoundError, match="--data-dir"):
         mnist.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])

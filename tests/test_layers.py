@@ -103,12 +103,51 @@ def test_batch_norm_keeps_caffes_normalised_running_average():
     jax.tree.map(np.testing.assert_array_equal, s_eval, s)
 
 
-# ---------------------------------------------------------------------------------------------- errors at init
+# ---------------------------------------------------------------------------------------------- errors at construction and init
+
+CONFIG_ERRORS = [  # a layer made from its config alone, expected message (regex)
+    (lambda: Conv("conv2", 10, 3, groups=3), r"^conv2 \(Conv\): groups=3 does not divide 10 output channels$"),
+    (lambda: Conv("conv2", 4, 3, groups=0), r"^conv2 \(Conv\): groups must be a positive int, got 0$"),
+    (lambda: Conv("conv1", 0, 3), r"^conv1 \(Conv\): features must be a positive int, got 0$"),
+    (lambda: Dense("ip1", -3), r"^ip1 \(Dense\): features must be a positive int, got -3$"),
+    (lambda: Local("local3", 0, 3), r"^local3 \(Local\): features must be a positive int, got 0$"),
+    (lambda: Conv("conv1", 4, 3, padding="FULL"), r"^conv1 \(Conv\): padding must be 'VALID', 'SAME', an int.*got 'FULL'$"),
+    (lambda: Conv("conv1", 4, 3, padding=(1, 2, 3)), r"^conv1 \(Conv\): padding must be .* got \(1, 2, 3\)$"),
+    (lambda: Conv("conv1", 4, 3, padding=-1), r"^conv1 \(Conv\): padding must be .* got -1$"),
+    (lambda: AvgPool("pool", 2, padding=((1, 0), (0, 1.5))),
+     r"^pool \(AvgPool\): padding must be .*got \(\(1, 0\), \(0, 1\.5\)\)$"),
+    (lambda: Conv("conv1", 4, (3, 0)), r"^conv1 \(Conv\): kernel must be positive ints, got \(3, 0\)$"),
+    (lambda: Conv("conv1", 4, 3, stride=(1, 2, 3)),
+     r"^conv1 \(Conv\): stride must be an int or a pair \(h, w\), got \(1, 2, 3\)$"),
+    (lambda: Local("local3", 64, 3, bias="shared"),
+     r"^local3 \(Local\): bias must be 'position', 'filter' or None, got 'shared'$"),
+    (lambda: Conv("conv1", 4, 3, w_init="xavir"),
+     r"^conv1 \(Conv\): unknown filler 'xavir': use one of \['glorot', 'he', 'msra', 'xavier'\]"),
+    (lambda: Dense("fc", 4, b_init="zeros"), r"^fc \(Dense\): unknown filler 'zeros'"),
+    (lambda: Dropout("drop6", 1.5), r"^drop6 \(Dropout\): rate must be in \[0, 1\), got 1\.5$"),
+    (lambda: Dropout("drop6", -0.1), r"^drop6 \(Dropout\): rate must be in \[0, 1\), got -0\.1$"),
+    (lambda: LRN("norm1", region="spatial"), r"^norm1 \(LRN\): lrn region must be 'across' or 'within', got 'spatial'$"),
+    (lambda: LRN("norm1", size=4), r"^norm1 \(LRN\): size must be odd .*got 4$"),
+    (lambda: BatchNorm("bn", momentum=1.0), r"^bn \(BatchNorm\): momentum must be in \[0, 1\), got 1\.0$"),
+    (lambda: ReLU(""), r"^a layer name must be a non-empty string, got ''$"),
+]
+
+
+@pytest.mark.parametrize("make, message", CONFIG_ERRORS)
+def test_config_errors_name_the_layer_when_it_is_made(make, message):
+    with pytest.raises(LayerError, match=message):
+        make()
+
+
+def test_config_is_normalised_once():
+    conv = Conv("c", 4, [3, 2], stride=[2, 1], padding=[1, 0], dilation=2)
+    assert (conv.kernel, conv.stride, conv.padding, conv.dilation) == ((3, 2), (2, 1), ((1, 1), (0, 0)), (2, 2))
+    assert hash(conv) == hash(Conv("c", 4, (3, 2), stride=(2, 1), padding=((1, 1), (0, 0)), dilation=(2, 2)))
+    assert MaxPool("p", [3, 3]).stride == (3, 3) and MaxPool("p", 2, padding="same").padding == "SAME"
+
 
 INIT_ERRORS = [  # layer, per-example input shape, expected message (regex)
-    (Conv("conv2", 10, 3, groups=3), (8, 8, 20), r"^conv2 \(Conv\): groups=3 does not divide 20 input channels$"),
-    (Conv("conv2", 5, 3, groups=2), (8, 8, 4), r"^conv2 \(Conv\): groups=2 does not divide 5 output channels$"),
-    (Conv("conv2", 4, 3, groups=0), (8, 8, 4), r"^conv2 \(Conv\): groups must be a positive int, got 0$"),
+    (Conv("conv2", 12, 3, groups=3), (8, 8, 20), r"^conv2 \(Conv\): groups=3 does not divide 20 input channels$"),
     (Conv("conv1", 4, 7), (5, 6, 1),
      r"^conv1 \(Conv\): window 7x7 is larger than the padded input 5x6 \(input 5x6\)$"),
     (Conv("conv1", 4, 3, dilation=3, padding=((1, 0), (0, 0))), (5, 9, 1),
@@ -121,29 +160,11 @@ INIT_ERRORS = [  # layer, per-example input shape, expected message (regex)
     (Conv("conv1", 20, 5), (28, 28),
      r"^conv1 \(Conv\): expected a per-example input shape \(H, W, C\), got \(28, 28\)$"),
     (MaxPool("pool1", 2), (28, 28), r"^pool1 \(MaxPool\): expected a per-example input shape \(H, W, C\)"),
-    (Conv("conv1", 4, 3, padding="FULL"), (8, 8, 1),
-     r"^conv1 \(Conv\): padding must be 'VALID', 'SAME', an int.*got 'FULL'$"),
-    (Conv("conv1", 4, 3, padding=(1, 2, 3)), (8, 8, 1), r"^conv1 \(Conv\): padding must be .* got \(1, 2, 3\)$"),
-    (Conv("conv1", 4, 3, padding=-1), (8, 8, 1), r"^conv1 \(Conv\): padding must be .* got -1$"),
-    (AvgPool("pool", 2, padding=((1, 0), (0, 1.5))), (8, 8, 1),
-     r"^pool \(AvgPool\): padding must be .*got \(\(1, 0\), \(0, 1\.5\)\)$"),
     (MaxPool("pool", 2, padding=2), (8, 8, 1),
      r"^pool \(MaxPool\): pooling padding .* must be smaller than the kernel 2x2$"),
-    (Conv("conv1", 4, (3, 0)), (8, 8, 1), r"^conv1 \(Conv\): kernel must be positive ints, got \(3, 0\)$"),
-    (Conv("conv1", 4, 3, stride=(1, 2, 3)), (8, 8, 1),
-     r"^conv1 \(Conv\): stride must be an int or a pair \(h, w\), got \(1, 2, 3\)$"),
     (Dense("ip1", 500), (4, 4, 50),
      r"^ip1 \(Dense\): expected a per-example input shape \(features,\); add a Flatten layer before it, "
      r"got \(4, 4, 50\)$"),
-    (Local("local3", 64, 3, bias="shared"), (8, 8, 64),
-     r"^local3 \(Local\): bias must be 'position', 'filter' or None, got 'shared'$"),
-    (Conv("conv1", 4, 3, w_init="xavir"), (8, 8, 1),
-     r"^conv1 \(Conv\): unknown filler 'xavir': use one of \['glorot', 'he', 'msra', 'xavier'\]"),
-    (Dense("fc", 4, b_init="zeros"), (8,), r"^fc \(Dense\): unknown filler 'zeros'"),
-    (Dropout("drop6", 1.5), (10,), r"^drop6 \(Dropout\): rate must be in \[0, 1\), got 1\.5$"),
-    (Dropout("drop6", -0.1), (10,), r"^drop6 \(Dropout\): rate must be in \[0, 1\), got -0\.1$"),
-    (LRN("norm1", region="spatial"), (4, 4, 3),
-     r"^norm1 \(LRN\): lrn region must be 'across' or 'within', got 'spatial'$"),
 ]
 
 
@@ -171,11 +192,15 @@ def test_net_lookup_and_missing_input_shape():
 
 APPLY_ERRORS = [  # layer, per-example shape it is built for, batched input shape, expected message (regex)
     (Conv("conv1", 8, 3), (6, 6, 3), (2, 6, 6, 4),
-     r"^conv1 \(Conv\): input has 4 channels but the kernel \(3, 3, 3, 8\) with groups=1 expects 3"),
+     r"^conv1 \(Conv\): parameter 'w' has shape \(3, 3, 3, 8\), but on a per-example input \(6, 6, 4\) the "
+     r"layer needs \(3, 3, 4, 8\)"),
+    (Conv("conv1", 8, 3), (8, 8, 3), (2, 6, 6, 4), r"^conv1 \(Conv\): parameter 'w' has shape \(3, 3, 3, 8\)"),
     (Local("local3", 8, 3), (6, 6, 3), (2, 6, 6, 2),
-     r"^local3 \(Local\): input has 2 channels but the local kernel .* expects 3"),
+     r"^local3 \(Local\): parameter 'w' has shape \(4, 4, 3, 3, 3, 8\), but on a per-example input "
+     r"\(6, 6, 2\) the layer needs \(4, 4, 3, 3, 2, 8\)"),
     (Local("local3", 2, 3), (6, 6, 1), (1, 7, 7, 1),
-     r"^local3 \(Local\): input 7x7 gives 5x5 output positions but the local kernel was built for 4x4"),
+     r"^local3 \(Local\): parameter 'b' has shape \(4, 4, 2\), but on a per-example input \(7, 7, 1\) the "
+     r"layer needs \(5, 5, 2\)"),
     (Scale("scale_conv1"), (6, 6, 3), (2, 6, 6, 5), r"^scale_conv1 \(Scale\): input has 5 channels, gamma has 3"),
     (Conv("conv1", 8, 3), (6, 6, 3), (6, 6, 3),
      r"^conv1 \(Conv\): expected a 4-d batched input, got shape \(6, 6, 3\)"),
@@ -191,9 +216,51 @@ def test_apply_errors_name_the_layer(layer, in_shape, x_shape, message):
         trace_apply(layer, in_shape, x_shape)
 
 
-def test_missing_params_at_apply():
-    with pytest.raises(LayerError, match=r"^conv1 \(Conv\): missing parameter or state 'w'$"):
+def test_missing_or_misshapen_params_at_apply():
+    with pytest.raises(LayerError, match=r"^conv1 \(Conv\): params have none, the layer needs \['b', 'w'\]$"):
         Conv("conv1", 8, 3).apply({}, {}, jnp.zeros((1, 6, 6, 3)))
+    with pytest.raises(LayerError, match=r"^ip1 \(Dense\): params have \['w'\], the layer needs \['b', 'w'\]$"):
+        Dense("ip1", 8).apply({"w": jnp.zeros((4, 8))}, {}, jnp.zeros((1, 4)))
+    w = jnp.zeros((5, 5, 3, 8))  # a 5x5 kernel given to a 3x3 layer: refused, not run as a 5x5 convolution
+    with pytest.raises(LayerError, match=r"^conv1 \(Conv\): parameter 'w' has shape \(5, 5, 3, 8\), but on a "
+                                         r"per-example input \(6, 6, 3\) the layer needs \(3, 3, 3, 8\)$"):
+        Conv("conv1", 8, 3).apply({"w": w, "b": jnp.zeros(8)}, {}, jnp.zeros((1, 6, 6, 3)))
+
+
+@pytest.mark.parametrize("x, message", [
+    (jnp.zeros((0, 6, 6, 3)), r"empty batch: input shape \(0, 6, 6, 3\)"),
+    (jnp.zeros((2, 6, 6, 3), jnp.int32), r"expected a floating-point input, got int32"),
+    (jnp.zeros((2, 6, 6, 3), bool), r"expected a floating-point input, got bool"),
+])
+def test_bad_inputs_are_layer_errors(x, message):
+    layer = Conv("conv1", 4, 3)
+    _, params, state = layer.init(KEY, (6, 6, 3))
+    with pytest.raises(LayerError, match=r"^conv1 \(Conv\): " + message):
+        layer.apply(params, state, x)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_other_float_inputs_are_cast_to_the_parameters_dtype(dtype):
+    layer = Conv("conv1", 4, 3)
+    _, params, state = layer.init(KEY, (6, 6, 3))
+    x = np.random.default_rng(0).standard_normal((2, 6, 6, 3)).astype(np.float32)
+    y, _ = layer.apply(params, state, jnp.asarray(x, dtype))
+    assert y.dtype == jnp.float32
+    expected, _ = layer.apply(params, state, np.asarray(jnp.asarray(x, dtype).astype(jnp.float32)))
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)  # the input rounded to 16 bits, then float32
+
+
+def test_a_non_finite_batch_leaves_batch_norm_statistics_alone():
+    bn = BatchNorm("bn")
+    _, p, s = bn.init(KEY, (3, 3, 2))
+    x = np.random.default_rng(0).standard_normal((4, 3, 3, 2)).astype(np.float32)
+    _, s1 = bn.apply(p, s, x, train=True)
+    x[1, 2, 0, 1] = np.nan
+    _, s2 = bn.apply(p, s1, x, train=True)
+    jax.tree.map(np.testing.assert_array_equal, s2, s1)
+    x[1, 2, 0, 1] = np.inf
+    _, s3 = jax.jit(lambda s, x: bn.apply(p, s, x, train=True))(s1, x)
+    jax.tree.map(np.testing.assert_array_equal, s3, s1)
 
 
 def test_net_on_other_spatial_size_names_the_dense_layer(lenet_caffe_init):

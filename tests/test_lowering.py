@@ -4,12 +4,14 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.test_util import check_grads
 
 from jaxcnn import ops, zoo
 from jaxcnn.ops import conv_cpu, lowering
 from jaxcnn.ops.conv import conv_geometry
+from jaxcnn.train import Trainer
 
 
 def f64(rng, *shape):
@@ -39,40 +41,39 @@ def assert_lowerings_agree(op, args, rng, rtol=1e-10):
 
 # ---------------------------------------------------------------------------------------------- policy
 
-def test_auto_picks_cpu_on_cpu_and_overrides_nest():
+def test_auto_resolves_from_the_devices():
     x = jnp.ones((1, 2, 2, 1))
     assert jax.default_backend() == "cpu"
-    assert lowering.resolve(None, x) == "cpu"
-    with ops.use_lowering("native"):
-        assert lowering.resolve(None, x) == "native"
-        assert lowering.resolve("cpu", x) == "cpu"  # the per-call argument wins
-        with ops.use_lowering("auto"):
-            assert lowering.resolve(None, jax.ShapeDtypeStruct(x.shape, x.dtype)) == "cpu"
-        assert ops.get_lowering() == "native"
-    assert ops.get_lowering() == "auto"
-
-
-def test_set_lowering_and_bad_names():
-    try:
-        ops.set_lowering("native")
-        assert lowering.resolve(None, jnp.ones(2)) == "native"
-    finally:
-        ops.set_lowering("auto")
-    with pytest.raises(ValueError, match="lowering must be one of"):
-        ops.set_lowering("gpu")
-    with pytest.raises(ValueError, match="lowering must be one of"):
+    assert lowering.resolve("auto", x) == "cpu"  # a concrete array: its device's platform
+    assert lowering.resolve("auto", jax.ShapeDtypeStruct(x.shape, x.dtype)) == "cpu"  # abstract: the default backend
+    assert lowering.resolve("native", x) == "native" and lowering.resolve("cpu", x) == "cpu"
+    assert [lowering.for_platform("auto", p) for p in ("cpu", "gpu", "tpu")] == ["cpu", "native", "native"]
+    assert lowering.for_platform("cpu", "gpu") == "cpu"  # an explicit choice is kept on any platform
+    with pytest.raises(ValueError, match="lowering must be one of 'auto', 'native', 'cpu', got 'fast'"):
         ops.conv2d(jnp.ones((1, 3, 3, 1)), jnp.ones((2, 2, 1, 1)), lowering="fast")
 
 
-def test_lowering_is_fixed_when_traced():
-    """The policy applies when an op is traced: a jitted function keeps its first trace's lowering."""
+def test_the_lowering_is_an_explicit_static_argument():
+    """Each lowering is its own trace: a jitted function taking it as a static argument compiles both, and no
+    setting made between calls changes what an existing trace computes."""
     x = jnp.ones((1, 4, 4, 1))
-    traced = lambda: jax.jit(lambda x: ops.max_pool(x, 2))  # noqa: E731
-    pool = traced()
-    with ops.use_lowering("native"):
-        assert "reduce_window" in pool.lower(x).as_text()
-    assert "reduce_window" in pool.lower(x).as_text()  # the cached native trace
-    assert "reduce_window" not in traced().lower(x).as_text()  # a fresh jit traces under 'auto': cpu here
+    pool = jax.jit(lambda x, lowering: ops.max_pool(x, 2, lowering=lowering), static_argnums=1)
+    assert "reduce_window" in pool.lower(x, "native").as_text()
+    assert "reduce_window" not in pool.lower(x, "cpu").as_text()
+    assert "reduce_window" not in pool.lower(x, "auto").as_text()  # 'auto' on the CPU backend
+
+
+def test_net_and_trainer_pass_their_lowering_to_every_layer(lenet_caffe_init):
+    net, params, state = lenet_caffe_init
+    x = jnp.ones((2, 28, 28, 1))
+    hlo = {name: jax.jit(lambda p: net.apply(p, state, x, lowering=name)[0]).lower(params).as_text()
+           for name in ("native", "cpu")}
+    assert "reduce_window" in hlo["native"] and "reduce_window" not in hlo["cpu"]
+    cpu_mesh = jax.sharding.Mesh(np.asarray(jax.devices("cpu")[:1]), ("data",))
+    trainer = Trainer(net, optax.sgd(0.1), batch_size=2, preprocess=lambda x: x, mesh=cpu_mesh)
+    assert trainer.lowering == "cpu"  # 'auto' resolved from the mesh's devices
+    assert Trainer(net, optax.sgd(0.1), batch_size=2, preprocess=lambda x: x, mesh=cpu_mesh,
+                   lowering="native").lowering == "native"
 
 
 # ---------------------------------------------------------------------------------------------- conv2d
@@ -227,8 +228,7 @@ def test_zoo_training_loss_and_gradients_equal_across_lowerings(x64, rng, name, 
     x, labels = f64(rng, 3, *input_shape), jnp.asarray([1, 7, 3])
 
     def loss(params, low):
-        with ops.use_lowering(low):
-            logits, _ = net.apply(params, state, x, train=True)
+        logits, _ = net.apply(params, state, x, train=True, lowering=low)
         return ops.softmax_cross_entropy(logits, labels)
 
     value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from jaxcnn import Conv, Dense, Flatten, Net, ops, summary, zoo
+from jaxcnn import Conv, Dense, Flatten, Net, summary, zoo
 from jaxcnn.__main__ import main
 from jaxcnn.ops.geometry import pair
 
@@ -218,8 +218,8 @@ def test_summary_flops_match_xla(name):
     params = {r.layer.name: r.params for r in shapes if r.params}
     state = {r.layer.name: r.state for r in shapes if r.state}
     x = jax.ShapeDtypeStruct((batch, *net.input_shape), jnp.float32)
-    with ops.use_lowering("native"):  # XLA counts the plain ops; the CPU lowerings compute extra columns
-        compiled = jax.jit(lambda p, s, x: net.apply(p, s, x)[0]).lower(params, state, x).compile()
+    # XLA counts the plain ops; the CPU lowerings compute extra columns
+    compiled = jax.jit(lambda p, s, x: net.apply(p, s, x, lowering="native")[0]).lower(params, state, x).compile()
     cost = compiled.cost_analysis()
     xla = (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"] / batch
     s = summary(net)

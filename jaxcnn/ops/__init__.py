@@ -1,13 +1,12 @@
 """Pure array functions: NHWC activations, HWIO kernels, no state."""
 from .basic import dense, dropout, flatten, relu, sigmoid, tanh
 from .conv import conv2d, local2d
-from .lowering import LOWERINGS, compiler_options, get_lowering, set_lowering, use_lowering
+from .lowering import LOWERINGS, compiler_options
 from .loss import accuracy, softmax_cross_entropy, top_k_accuracy
 from .norm import batch_norm, lrn, scale
 from .pool import avg_pool, max_pool
 
 __all__ = [
     "LOWERINGS", "accuracy", "avg_pool", "batch_norm", "compiler_options", "conv2d", "dense", "dropout", "flatten",
-    "get_lowering", "local2d", "lrn", "max_pool", "relu", "scale", "set_lowering", "sigmoid", "softmax_cross_entropy",
-    "tanh", "top_k_accuracy", "use_lowering",
+    "local2d", "lrn", "max_pool", "relu", "scale", "sigmoid", "softmax_cross_entropy", "tanh", "top_k_accuracy",
 ]

@@ -29,7 +29,7 @@ def check_groups(in_channels: int, out_channels: int, groups: int) -> None:
         raise ValueError(f"groups={groups} does not divide {out_channels} output channels")
 
 
-def conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1, lowering=None):
+def conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1, lowering="auto"):
     """2-d convolution (cross-correlation, as in Caffe and XLA).
 
     x: (N, H, W, C); w: (KH, KW, C // groups, O); b: (O,) or None -> (N, OH, OW, O).
@@ -57,7 +57,7 @@ def conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1, low
     return y if b is None else y + b
 
 
-def local2d(x, w, b=None, *, stride=1, padding="VALID", lowering=None):
+def local2d(x, w, b=None, *, stride=1, padding="VALID", lowering="auto"):
     """Locally-connected layer: a convolution whose weights differ at every output position.
 
     x: (N, H, W, C); w: (OH, OW, KH, KW, C, O) -> (N, OH, OW, O).

@@ -27,6 +27,13 @@ def _same_pads(size: int, window: int, stride: int) -> Pair:
     return total // 2, total - total // 2
 
 
+def normalize_padding(padding):
+    """Any padding spec -> 'VALID', 'SAME' or explicit ((top, bottom), (left, right)); ValueError if malformed."""
+    if isinstance(padding, str) and padding.upper() in ("VALID", "SAME"):
+        return padding.upper()
+    return resolve_padding(padding, (1, 1), (1, 1), (1, 1))
+
+
 def resolve_padding(padding, in_hw: Pair, window: Pair, stride: Pair) -> tuple[Pair, Pair]:
     """Any padding spec -> explicit ((top, bottom), (left, right)); window is the dilated kernel."""
     if isinstance(padding, str):

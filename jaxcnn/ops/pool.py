@@ -77,7 +77,7 @@ def _max_of_views_jvp(kernel, stride, primals, tangents):
     return y, boundary(t_y, xp)
 
 
-def max_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, lowering=None):
+def max_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, lowering="auto"):
     """Max pooling. x: (N, H, W, C) -> (N, OH, OW, C); stride defaults to the kernel.
 
     Padding never wins a max (it is -inf). ceil_mode=True rounds the output size up as Caffe and

@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..checkpoint import Checkpointer
-from .loop import Trainer, TrainState
+from .trainer import Trainer, TrainState
 
 
 class Interrupted(Exception):

@@ -13,12 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets_io import (  # the writers are re-exported for tests and offline experiments
+from .formats import (
     CIFAR10_BATCHES, IDX_PREFIX, DataFormatError, read_cifar10_binary, read_cifar10_python, read_idx_pair,
-    write_cifar10, write_idx, write_mnist,
 )
-
-__all__ = ["DataFormatError", "load", "write_cifar10", "write_idx", "write_mnist"]
 
 log = logging.getLogger(__name__)
 ENV_VAR = "JAXCNN_DATA_DIR"

@@ -2,10 +2,9 @@
 
 The whole dataset lives on the devices (replicated); each epoch draws a permutation there, and on GPU/TPU a
 chunk of `steps_per_dispatch` SGD steps runs as one `lax.scan`, so an epoch costs a handful of dispatches.
-On CPU, XLA runs a scanned (while-loop) step 4-5x slower than the same step jitted alone (LeNet-BN, batch 64,
-this repo's 2-core machine: 272 vs 1,149 images/s), so there each step is its own asynchronous dispatch and
-the host waits once per chunk. With
-several devices (or processes) the batch is sharded over a 1-d 'data' mesh and params are replicated;
+On CPU, XLA runs a scanned (while-loop) step several times slower than the same step jitted alone
+(docs/performance.md), so there each step is its own asynchronous dispatch and the host waits once per chunk.
+With several devices (or processes) the batch is sharded over a 1-d 'data' mesh and params are replicated;
 XLA inserts the gradient all-reduce, so the numbers match one device up to float rounding.
 """
 import functools
@@ -49,13 +48,14 @@ class Trainer:
     augment: optional (key, float batch) -> float batch, jit-compiled into the step.
     compute_dtype: float32, or bfloat16 for mixed precision (params and gradients stay float32).
     scan: run a chunk of steps as one lax.scan (default: on every backend but CPU).
+    lowering: 'auto', 'native' or 'cpu' (jaxcnn.ops.lowering); 'auto' is resolved from the mesh's devices.
     compiler_options: XLA options for the jitted steps (default: ops.compiler_options() for the mesh's platform).
     """
 
     def __init__(self, net: Net, tx: optax.GradientTransformation, *, batch_size: int,
                  preprocess: Callable, augment: Callable | None = None, compute_dtype=jnp.float32,
                  steps_per_dispatch: int = 50, eval_batch_size: int = 1000, mesh=None, scan=None,
-                 compiler_options: dict | None = None):
+                 lowering: str = "auto", compiler_options: dict | None = None):
         self.net, self.tx, self.batch_size = net, tx, batch_size
         self.preprocess, self.augment = preprocess, augment
         self.compute_dtype = jnp.dtype(compute_dtype)
@@ -68,9 +68,11 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
-        self.scan = jax.default_backend() != "cpu" if scan is None else scan
+        platform = self.mesh.devices.flat[0].platform
+        self.scan = platform != "cpu" if scan is None else scan
+        self.lowering = ops.lowering.for_platform(lowering, platform)
         if compiler_options is None:
-            compiler_options = ops.compiler_options(self.mesh.devices.flat[0].platform)
+            compiler_options = ops.compiler_options(platform)
         jit = functools.partial(jax.jit, compiler_options=compiler_options)
         self._chunk = jit(self._train_chunk, static_argnums=(5,), donate_argnums=(0,))
         self._one = jit(self._train_one, donate_argnums=(0,))
@@ -97,7 +99,7 @@ class Trainer:
     # -- training ------------------------------------------------------------------------------------
     def _loss(self, params, state, x, y, key):
         logits, new_state = self.net.apply(_cast(params, self.compute_dtype), state,
-                                           x.astype(self.compute_dtype), train=True, rng=key)
+                                           x.astype(self.compute_dtype), train=True, rng=key, lowering=self.lowering)
         return ops.softmax_cross_entropy(logits.astype(jnp.float32), y), _cast(new_state, jnp.float32)
 
     def _step(self, ts: TrainState, x, y):
@@ -144,10 +146,10 @@ class Trainer:
         def body(carry, batch):
             x, y, m = (lax.with_sharding_constraint(a, self.batch_sharding) for a in batch)
             logits, _ = self.net.apply(_cast(params, self.compute_dtype), state,
-                                       self.preprocess(x).astype(self.compute_dtype))
+                                       self.preprocess(x).astype(self.compute_dtype), lowering=self.lowering)
             logits = logits.astype(jnp.float32)
-            nll = -jax.nn.log_softmax(logits)[jnp.arange(b), y]
-            correct = jnp.argmax(logits, axis=1) == y
+            nll = ops.softmax_cross_entropy(logits, y, reduction="none")
+            correct = ops.accuracy(logits, y, reduction="none")
             return (carry[0] + jnp.sum(nll * m), carry[1] + jnp.sum(correct * m)), jnp.argmax(logits, axis=1)
 
         split = lambda a: a.reshape(-1, b, *a.shape[1:])  # noqa: E731

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import LayerError, data, plots, summary, zoo
+from jaxcnn import LayerError, datasets, plots, summary, zoo
 from jaxcnn.hostmem import keep_freed_memory
 from jaxcnn.train import OPTIMIZERS, SCHEDULES, Interrupted, SolverConfig, Trainer, fit, optimizer
 from jaxcnn.train.distributed import initialize
@@ -60,7 +60,7 @@ def run(args, *, preprocess_for, augment=None, class_names=None):
         initialize(args.coordinator, args.num_processes, args.process_id)
     main = jax.process_index() == 0
     say = print if main else (lambda *a, **k: None)
-    train, test = data.load(args.dataset, "train", args.data_dir), data.load(args.dataset, "test", args.data_dir)
+    train, test = datasets.load(args.dataset, "train", args.data_dir), datasets.load(args.dataset, "test", args.data_dir)
     try:
         net = zoo.get(args.model, num_classes=10, input_shape=train[0].shape[1:])
         say(summary(net, batch=args.batch_size))

@@ -1,0 +1,9 @@
+"""The datasets the experiments train on (MNIST, Fashion-MNIST, CIFAR-10): where they are found (`loading`) and
+their original file formats (`formats`).
+
+    images, labels = jaxcnn.datasets.load("mnist", "train", data_dir="path/to/mnist")
+"""
+from .formats import DataFormatError
+from .loading import ENV_VAR, IMAGE_SHAPES, load
+
+__all__ = ["DataFormatError", "ENV_VAR", "IMAGE_SHAPES", "load"]
