@@ -1,16 +1,30 @@
-"""CPU speed, side by side: jaxcnn (lowering 'auto', ops.compiler_options()), the same net on plain XLA ops
-(lowering 'native': lax.conv_general_dilated with feature_group_count, lax.reduce_window; XLA's default options)
-and PyTorch eager, in one process, which keeps freed memory for reuse (jaxcnn.hostmem, for all three alike).
+"""Speed, side by side, in one process: jaxcnn, the same nets on plain XLA ops, and PyTorch, on the CPU or a GPU.
 
-    python -m experiments.bench [--out DIR] [--quick]     # needs PyTorch: pip install -e .[bench]
+    python -m experiments.bench [--platform cpu|gpu] [--data-dir DIR] [--out DIR] [--quick]   # needs PyTorch
+
+Variants. jaxcnn: its Trainer and ops with lowering 'auto' (the CPU lowerings on the CPU, XLA's native ops on a
+GPU) and ops.compiler_options(); plain XLA: the same nets with lowering 'native' (lax.conv_general_dilated with
+feature_group_count, lax.reduce_window) and XLA's default options, what Flax and Equinox users get (on a GPU the
+two JAX variants compile the same ops); PyTorch eager (on a GPU: CUDA, cuDNN with benchmark mode, TF32 allowed for
+matmuls as JAX's default precision does). The process keeps freed host memory for reuse (jaxcnn.hostmem), for all
+three alike.
 
 Cases: the Caffe LeNet-BN training step (Trainer + Caffe SGD; PyTorch: the same layers as nn modules and
-torch.optim.SGD with momentum and weight decay) at batch 64 and 256; AlexNet's grouped conv2 forward + backward
-at batch 8; the cuda-convnet CIFAR-10 net with local layers, training step at batch 128; the forward of VGG16
-converted to a fully-convolutional net (jaxcnn.convert.fc_to_conv) on one 384x384 image. Both sides get the
-same weights and data (random uint8 images); a check that their outputs agree runs first. Each variant is
-warmed up, then all are timed in interleaved rounds; the table gives median images/s, DIR/bench.json the
-ratios (jaxcnn over PyTorch, jaxcnn over plain XLA), every round, thread counts, versions and the load average.
+torch.optim.SGD with momentum and weight decay) at batch 64 and 256; AlexNet's grouped conv2 forward + backward at
+batch 8; the cuda-convnet CIFAR-10 net with local layers, training step at batch 128; the forward of VGG16
+converted to a fully-convolutional net (jaxcnn.convert.fc_to_conv) on one 384x384 image; and `mnist_epoch`, one
+epoch of experiments.mnist's recipe as a user sees it (LeNet-BN, batch 64, SGD momentum 0.9 with a cosine
+schedule, random 2-pixel shifts, the data on the device, evaluation on the test set after the epoch): jaxcnn's
+`fit`, the same recipe in plain JAX + Optax (experiments.plain_jax) and in a plain PyTorch loop
+(torch_nets.Recipe), each from fresh weights every round. The epoch uses MNIST from --data-dir, else 60,000
+random images (MNIST's size; the speed does not depend on the pixels).
+
+Both sides get the same weights and data; a check that their outputs agree runs first. Each variant is warmed up,
+then all are timed in interleaved rounds; the table gives median images/s and the ratios. The machine's float32
+matmul rate is measured in the same run (the best of several large matrix products), and every case reports its
+fraction of it: FLOPs per image (a training step or forward + backward counts 3x the forward's FLOPs from
+jaxcnn.summary) x images/s / peak. DIR/bench.json holds the medians, ratios, fractions, every round, the epoch's
+seconds and test accuracies, thread counts, versions and the load average.
 """
 import argparse
 import json
@@ -25,9 +39,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import fc_to_conv, ops, zoo
+from jaxcnn import datasets, fc_to_conv, ops, summary, zoo
 from jaxcnn.hostmem import keep_freed_memory
-from jaxcnn.train import SolverConfig, Trainer, optimizer
+from jaxcnn.train import SolverConfig, Trainer, fit, optimizer
+
+from . import mnist, plain_jax
 
 try:
     import torch
@@ -41,9 +57,22 @@ SOLVER = SolverConfig(lr=0.01, schedule="fixed", momentum=0.9, weight_decay=5e-4
 PIXEL_SCALE = 1 / 256
 
 
-def jit_options(variant):
+class Target:
+    """Where the bench runs: 'cpu' or 'gpu', PyTorch's device, and how many more steps a case takes there."""
+
+    def __init__(self, name):
+        self.name = name
+        self.torch_device = "cuda" if name == "gpu" else "cpu"
+        self.scale = 8 if name == "gpu" else 1  # a GPU step is short: more steps per timed run
+
+    def sync(self):
+        if self.name == "gpu":
+            torch.cuda.synchronize()
+
+
+def jit_options(variant, target):
     """XLA options: jaxcnn's (ops.compiler_options) for jaxcnn, XLA's defaults for plain XLA."""
-    return ops.compiler_options() if variant == "jaxcnn" else {}
+    return ops.compiler_options(target.name) if variant == "jaxcnn" else {}
 
 
 def threads() -> int:
@@ -51,7 +80,7 @@ def threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def check_close(case, ours, theirs, rtol=2e-3):
+def check_close(case, ours, theirs, rtol):
     """Raise unless jaxcnn's and PyTorch's outputs agree (relative to the largest magnitude)."""
     ours, theirs = np.asarray(ours), np.asarray(theirs)
     err = float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-30))
@@ -59,12 +88,18 @@ def check_close(case, ours, theirs, rtol=2e-3):
         raise AssertionError(f"{case}: jaxcnn and PyTorch outputs differ (max relative error {err:.1e})")
 
 
-def nchw(x):
-    return torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2).contiguous()
+def nchw(x, target=None):
+    t = torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2).contiguous()
+    return t if target is None else t.to(target.torch_device)
 
 
-def train_case(net, batch, steps, seed=0):
-    """`steps` SGD steps of `net` on random uint8 images -> ({variant: run}, images per run)."""
+def tolerance(target):
+    """Agreement expected between the frameworks: float32, or TF32 matmuls and convolutions on a GPU."""
+    return 2e-3 if target.name == "cpu" else 2e-2
+
+
+def train_case(net, batch, steps, target, seed=0):
+    """`steps` SGD steps of `net` on random uint8 images -> ({variant: run}, images per run, FLOPs per image)."""
     rs = np.random.default_rng(seed)
     n = batch * max(steps, 4)
     images = rs.integers(0, 256, (n, *net.input_shape), dtype=np.uint8)
@@ -74,8 +109,7 @@ def train_case(net, batch, steps, seed=0):
     runners = {}
     for variant, lowering in VARIANTS.items():
         trainer = Trainer(net, optimizer(SOLVER, 10**6, lr_mult, decay_mult), batch_size=batch,
-                          preprocess=lambda x: x.astype(jnp.float32) * PIXEL_SCALE,
-                          lowering=lowering, compiler_options=jit_options(variant))
+                          preprocess=lambda x: x.astype(jnp.float32) * PIXEL_SCALE, lowering=lowering, compiler_options=jit_options(variant, target))
         box = {"ts": trainer.init(seed)}
         data = trainer.put((images, labels))
         perm = trainer.permutation(box["ts"], 0, n)
@@ -85,9 +119,10 @@ def train_case(net, batch, steps, seed=0):
             return losses
         runners[variant] = run
 
-    model = torch_nets.twin(net, params).train()
+    model = torch_nets.twin(net, params).to(target.torch_device).train()
     opt = torch_nets.sgd(model, lr_mult, SOLVER.lr, SOLVER.momentum, SOLVER.weight_decay)
-    t_images, t_labels, t_perm = nchw(images), torch.from_numpy(labels).long(), torch.from_numpy(rs.permutation(n))
+    t_images, t_labels = nchw(images, target), torch.from_numpy(labels).long().to(target.torch_device)
+    t_perm = torch.from_numpy(rs.permutation(n)).to(target.torch_device)
 
     def torch_run():
         for i in range(steps):
@@ -102,30 +137,33 @@ def train_case(net, batch, steps, seed=0):
     x = images[:batch].astype(np.float32) * PIXEL_SCALE
     ours, _ = net.apply(params, state, jnp.asarray(x), train=True)
     with torch.no_grad():
-        check_close(net.name, ours, model(nchw(x)).numpy())
-    return runners, batch * steps
+        check_close(net.name, ours, model(nchw(x, target)).cpu().numpy(), tolerance(target))
+    return runners, batch * steps, 3 * summary(net).flops
 
 
-def grouped_conv_case(batch=8, seed=0):
+def grouped_conv_case(batch, target, seed=0):
     """AlexNet conv2 (27x27x96 -> 256, 5x5, pad 2, groups 2): forward + backward to x, w and b."""
     net = zoo.alexnet()
-    layer, in_shape = net["conv2"], next(r.in_shape for r in net.shapes() if r.layer.name == "conv2")
+    row = next(r for r in net.shapes() if r.layer.name == "conv2")
+    layer, in_shape = row.layer, row.in_shape
     rs = np.random.default_rng(seed)
     x = rs.standard_normal((batch, *in_shape)).astype(np.float32)
     _, p, _ = layer.init(jax.random.key(seed), in_shape)
     w, b = np.array(p["w"]), np.array(p["b"])
-    def conv(x, w, b, lowering="auto"):
-        return ops.conv2d(x, w, b, stride=layer.stride, padding=layer.padding, groups=layer.groups,
-                          lowering=lowering)
 
-    g = rs.standard_normal((batch, *jax.eval_shape(conv, x, w, b).shape[1:])).astype(np.float32)
+    def conv(x, w, b, lowering="auto"):
+        return ops.conv2d(x, w, b, stride=layer.stride, padding=layer.padding, groups=layer.groups, lowering=lowering)
+
+    g = rs.standard_normal((batch, *row.out_shape)).astype(np.float32)
     runners = {}
     for variant, lowering in VARIANTS.items():
         fwd_bwd = jax.jit(lambda x, w, b, g, lowering=lowering: jax.vjp(
-            lambda x, w, b: conv(x, w, b, lowering), x, w, b)[1](g), compiler_options=jit_options(variant))
+            lambda x, w, b: conv(x, w, b, lowering), x, w, b)[1](g), compiler_options=jit_options(variant, target))
         runners[variant] = lambda f=fwd_bwd: f(x, w, b, g)
-    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (nchw(x).numpy(), w.transpose(3, 2, 0, 1).copy(), b))
-    tg, tpad = nchw(g), torch_nets.padding(layer, in_shape)
+    dev = target.torch_device
+    tx, tw, tb = (torch.from_numpy(a).to(dev).requires_grad_()
+                  for a in (nchw(x).numpy(), w.transpose(3, 2, 0, 1).copy(), b))
+    tg, tpad = nchw(g, target), torch_nets.padding(layer, in_shape)
 
     def torch_run():
         tx.grad = tw.grad = tb.grad = None  # fresh gradients, as the JAX side returns
@@ -134,13 +172,12 @@ def grouped_conv_case(batch=8, seed=0):
         return y
     runners["torch"] = torch_run
     with torch.no_grad():
-        check_close("alexnet conv2", conv(x, w, b),
-                    torch.nn.functional.conv2d(tx, tw, tb, padding=tpad, groups=layer.groups)
-                    .permute(0, 2, 3, 1).numpy())
-    return runners, batch
+        theirs = torch.nn.functional.conv2d(tx, tw, tb, padding=tpad, groups=layer.groups)
+        check_close("alexnet conv2", conv(x, w, b), theirs.permute(0, 2, 3, 1).cpu().numpy(), tolerance(target))
+    return runners, batch, 3 * layer.cost(in_shape, row.out_shape)[1]
 
 
-def fcn_case(size, seed=0):
+def fcn_case(size, target, seed=0):
     """Forward of VGG16 with its FC head as convolutions on one size x size image (a score map)."""
     net = zoo.vgg16()
     _, params, state = net.init(jax.random.key(seed))
@@ -149,97 +186,178 @@ def fcn_case(size, seed=0):
     runners = {}
     for variant, lowering in VARIANTS.items():
         fwd = jax.jit(lambda p, x, lowering=lowering: conv_net.apply(p, state, x, lowering=lowering)[0],
-                      compiler_options=jit_options(variant))
+                      compiler_options=jit_options(variant, target))
         runners[variant] = lambda f=fwd: f(conv_params, x)
-    model = torch_nets.twin(conv_net, conv_params, (size, size, 3)).eval()
-    tx = nchw(x)
+    model = torch_nets.twin(conv_net, conv_params, (size, size, 3)).to(target.torch_device).eval()
+    tx = nchw(x, target)
 
     def torch_run():
         with torch.no_grad():
             return model(tx)
     runners["torch"] = torch_run
-    check_close("vgg16 fcn", runners["jaxcnn"](), torch_run().permute(0, 2, 3, 1).numpy())
-    return runners, 1
+    check_close("vgg16 fcn", runners["jaxcnn"](), torch_run().permute(0, 2, 3, 1).cpu().numpy(), tolerance(target))
+    return runners, 1, summary(conv_net, (size, size, 3)).flops
 
 
-def block(out):
-    """Wait for a JAX result (PyTorch eager results are ready when returned)."""
-    if torch is not None and isinstance(out, torch.Tensor):
-        return out
+def mnist_data(data_dir, images, seed=0):
+    """(train, test) for the epoch case: MNIST from data_dir (its first `images` training images), else random
+    uint8 images of MNIST's size and count."""
+    if data_dir:
+        train, test = (datasets.load("mnist", split, data_dir) for split in ("train", "test"))
+        return (train[0][:images], train[1][:images]), test
+    rs = np.random.default_rng(seed)
+    make = lambda n: (rs.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8), rs.integers(0, 10, n).astype(np.int32))  # noqa: E731
+    return make(images), make(10_000)
+
+
+def epoch_case(data_dir, images, target, seed=0):
+    """One epoch of experiments.mnist's recipe, then the test set's accuracy -> (runners, images, FLOPs per image)."""
+    recipe = mnist.arguments([])  # the command's defaults: lenet_caffe, batch 64, SGD 0.9, cosine from 0.05
+    train, test = mnist_data(data_dir, images, seed)
+    net = zoo.get(recipe.model)
+    steps = len(train[1]) // recipe.batch_size
+    _, params, _ = net.init(jax.random.key(seed))
+    lr_mult, decay_mult = net.multipliers(params)
+    solver = SolverConfig(optimizer=recipe.optimizer, lr=recipe.lr, schedule=recipe.schedule,
+                          momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    trainer = Trainer(net, optimizer(solver, steps, lr_mult, decay_mult), batch_size=recipe.batch_size,
+                      preprocess=mnist.caffe_scale(train[0]), augment=mnist.AUGMENTATIONS[recipe.augment],
+                      steps_per_dispatch=recipe.steps_per_dispatch, compiler_options=jit_options("jaxcnn", target))
+
+    def jaxcnn_run():
+        _, history = fit(trainer, train, test, epochs=1, seed=seed, progress=False)
+        return history[-1]["test_accuracy"]
+
+    settings = dict(batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
+                    weight_decay=recipe.weight_decay, seed=seed)
+    plain = plain_jax.Recipe(train, test, **settings)
+    theirs = torch_nets.Recipe(net, params, train, test, lr_mult=lr_mult, device=target.torch_device, **settings)
+    runners = {"jaxcnn": jaxcnn_run, "plain_xla": plain.epoch, "torch": theirs.epoch}
+    return runners, steps * recipe.batch_size, 3 * summary(net).flops
+
+
+def block(out, target):
+    """Wait for a result: JAX's asynchronous dispatch, PyTorch's CUDA stream."""
+    target.sync()
     return jax.block_until_ready(out)
 
 
-def timed(runners, work, rounds, warmup=2):
-    """Warm every runner up, then time them in interleaved rounds -> {variant: [images/s per round]}."""
+def timed(runners, work, rounds, target, warmup=2):
+    """Warm every runner up, then time them in interleaved rounds -> ({variant: [images/s per round]},
+    {variant: the last round's result})."""
     for run in runners.values():
         for _ in range(warmup):
-            block(run())
-    rates = {name: [] for name in runners}
+            block(run(), target)
+    rates, last = {name: [] for name in runners}, {}
     for _ in range(rounds):
         for name, run in runners.items():
             start = time.perf_counter()
-            block(run())
+            last[name] = block(run(), target)
             rates[name].append(work / (time.perf_counter() - start))
-    return rates
+    return rates, last
 
 
-def cases(quick):
-    """Case name -> (builder of (runners, images per run), rounds)."""
-    q = 2 if quick else 1
+def matmul_peak(target, seconds=0.5):
+    """GFLOP/s of a large float32 matrix product in JAX (default precision), the best of repeated runs."""
+    n = 2048 if target.name == "cpu" else 8192
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    mm = jax.jit(lambda a, b: a @ b)
+    mm(a, b).block_until_ready()
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline or best == float("inf"):
+        start = time.perf_counter()
+        mm(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def cases(quick, target, data_dir):
+    """Case name -> (builder of (runners, images per run, FLOPs per image), rounds)."""
+    q, s = (2 if quick else 1), target.scale
     return {
-        "lenet_bn_train_b64": (lambda: train_case(zoo.lenet_caffe(), 64, 24 // q), 7 // q),
-        "lenet_bn_train_b256": (lambda: train_case(zoo.lenet_caffe(), 256, 8 // q), 7 // q),
-        "alexnet_conv2_grouped": (lambda: grouped_conv_case(8), 9 // q),
-        "cifar10_local_train": (lambda: train_case(zoo.cifar10_local(), 128, 4 // q), 7 // q),
-        "vgg16_fcn_384": (lambda: fcn_case(384), 5 // q),
+        "lenet_bn_train_b64": (lambda: train_case(zoo.lenet_caffe(), 64, s * 24 // q, target), 7 // q),
+        "lenet_bn_train_b256": (lambda: train_case(zoo.lenet_caffe(), 256, s * 8 // q, target), 7 // q),
+        "alexnet_conv2_grouped": (lambda: grouped_conv_case(8 * s, target), 9 // q),
+        "cifar10_local_train": (lambda: train_case(zoo.cifar10_local(), 128, s * 4 // q, target), 7 // q),
+        "vgg16_fcn_384": (lambda: fcn_case(384, target), 5 * s // q),
+        "mnist_epoch": (lambda: epoch_case(data_dir, 12_000 if quick else 60_000, target), 4 - q),
     }
 
 
-def versions():
-    return {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
-            "torch": torch.__version__, "numpy": np.__version__, "cpu": platform.processor() or platform.machine()}
+def versions(target):
+    v = {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
+         "torch": torch.__version__, "numpy": np.__version__, "cpu": platform.processor() or platform.machine(),
+         "jax_devices": [str(d) for d in jax.devices()]}
+    if target.name == "gpu":
+        v["gpu"] = torch.cuda.get_device_name(0)
+    return v
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--platform", default="cpu", choices=("cpu", "gpu"),
+                   help="where to run: JAX's default backend must be this platform (default cpu)")
+    p.add_argument("--data-dir", help="MNIST files for the epoch case (default: random images of MNIST's size)")
     p.add_argument("--out", default="runs/bench", help="directory for bench.json (default runs/bench)")
-    p.add_argument("--quick", action="store_true", help="half the steps and rounds (about a minute)")
-    p.add_argument("--cases", nargs="*", help="run only these cases")
+    p.add_argument("--quick", action="store_true", help="half the steps and rounds, a quarter of the epoch")
+    p.add_argument("--cases", nargs="*", help="run only these cases (default: all)")
     args = p.parse_args(argv)
     if torch is None:
         p.error("PyTorch is needed for the comparison: pip install -e .[bench]")
     kept = keep_freed_memory()  # for both frameworks, before JAX's first computation (jaxcnn.hostmem)
-    if jax.default_backend() != "cpu":
-        p.error(f"this benchmark compares CPU lowerings; JAX's default backend is {jax.default_backend()}")
+    if jax.default_backend() != args.platform:
+        p.error(f"--platform {args.platform}: JAX's default backend is {jax.default_backend()}")
+    if args.platform == "gpu" and not torch.cuda.is_available():
+        p.error("--platform gpu: PyTorch sees no CUDA device")
+    target = Target(args.platform)
+    if target.name == "gpu":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
     n_threads = threads()
     torch.set_num_threads(n_threads)
-    selected = cases(args.quick)
+    selected = cases(args.quick, target, args.data_dir)
     unknown = set(args.cases or ()) - set(selected)
     if unknown:
         p.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(selected)}")
+    peak = matmul_peak(target)
+    print(f"{target.name}: float32 matmul peak {peak:,.0f} GFLOP/s (JAX, default precision)", flush=True)
     results, load = {}, [os.getloadavg()[0]]
-    header = f"{'case':24} {'jaxcnn':>9} {'plain XLA':>9} {'torch':>9} {'vs torch':>9} {'vs XLA':>7}   (images/s)"
+    header = (f"{'case':24} {'jaxcnn':>10} {'plain XLA':>10} {'torch':>10} {'vs torch':>8} {'vs XLA':>7} "
+              f"{'of peak':>8}   (images/s)")
     print(header + "\n" + "-" * len(header), flush=True)
     for name, (build, rounds) in selected.items():
         if args.cases and name not in args.cases:
             continue
-        runners, work = build()
-        rates = timed(runners, work, rounds)
+        runners, work, flops = build()
+        rates, last = timed(runners, work, rounds, target, warmup=1 if name == "mnist_epoch" else 2)
         med = {v: statistics.median(r) for v, r in rates.items()}
-        results[name] = {"images_per_second": med, "rounds": rates, "images_per_run": work}
-        print(f"{name:24} {med['jaxcnn']:9,.1f} {med['plain_xla']:9,.1f} {med['torch']:9,.1f} "
-              f"{med['jaxcnn'] / med['torch']:9.2f} {med['jaxcnn'] / med['plain_xla']:7.2f}", flush=True)
+        results[name] = {"images_per_second": med, "rounds": rates, "images_per_run": work,
+                         "flops_per_image": flops,
+                         "fraction_of_peak": {v: m * flops / (peak * 1e9) for v, m in med.items()}}
+        if name == "mnist_epoch":
+            results[name]["epoch"] = {"images": work, "seconds": {v: work / m for v, m in med.items()},
+                                      "test_accuracy": {v: float(a) for v, a in last.items()}}
+        print(f"{name:24} {med['jaxcnn']:10,.1f} {med['plain_xla']:10,.1f} {med['torch']:10,.1f} "
+              f"{med['jaxcnn'] / med['torch']:8.2f} {med['jaxcnn'] / med['plain_xla']:7.2f} "
+              f"{results[name]['fraction_of_peak']['jaxcnn']:8.3f}", flush=True)
         load.append(os.getloadavg()[0])
+    ratio = lambda other: {k: r["images_per_second"]["jaxcnn"] / r["images_per_second"][other]  # noqa: E731
+                           for k, r in results.items()}
     report = {
-        "ratios_vs_torch": {k: r["images_per_second"]["jaxcnn"] / r["images_per_second"]["torch"]
-                            for k, r in results.items()},
-        "ratios_vs_plain_xla": {k: r["images_per_second"]["jaxcnn"] / r["images_per_second"]["plain_xla"]
-                                for k, r in results.items()},
-        "cases": results, "quick": args.quick, "versions": versions(),
+        "platform": target.name, "ratios_vs_torch": ratio("torch"), "ratios_vs_plain_xla": ratio("plain_xla"),
+        "matmul_peak_gflops": peak,
+        "fraction_of_peak": {k: r["fraction_of_peak"] for k, r in results.items()},
+        "epoch": results.get("mnist_epoch", {}).get("epoch"),
+        "cases": results, "quick": args.quick, "data": args.data_dir or "random images", "versions": versions(target),
         "threads": {"xla": n_threads, "torch": torch.get_num_threads(),
                     "torch_interop": torch.get_num_interop_threads()},
         "load_average_1min": load, "keep_freed_memory": kept,
     }
+    if report["epoch"]:
+        e = report["epoch"]
+        print("epoch of {:,} images: {}".format(e["images"], ", ".join(
+            f"{v} {s:.2f} s ({100 * e['test_accuracy'][v]:.2f}% test accuracy)" for v, s in e["seconds"].items())))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=1))

@@ -112,3 +112,55 @@ def sgd(model, lr_mult, lr, momentum, weight_decay):
                 groups.setdefault(lr_mult[layer][key], []).append(param)
     return torch.optim.SGD([{"params": ps, "lr": lr * m} for m, ps in groups.items()], lr=lr,
                            momentum=momentum, weight_decay=weight_decay)
+
+
+def shift(x, gen, pad=2):
+    """Each image of x (N, C, H, W) shifted by up to `pad` pixels: a random crop of the zero-padded image."""
+    n, c, h, w = x.shape
+    padded = nn.functional.pad(x, (pad, pad, pad, pad))
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=gen, device=x.device)
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
+    return padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[:, None, None],
+                  rows, cols]
+
+
+class Recipe:
+    """experiments.mnist's recipe in a plain PyTorch loop: the twin of a jaxcnn net, SGD with Caffe's
+    multipliers, momentum and weight decay, a per-step cosine schedule, random shifts of up to two pixels, uint8
+    data on `device`; one epoch of training from the initial weights, then evaluation."""
+
+    def __init__(self, net, params, train, test, *, batch_size, lr, momentum, weight_decay, lr_mult, device,
+                 seed=0):
+        self.model = twin(net, params).to(device)
+        self.initial = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.opt = sgd(self.model, lr_mult, lr, momentum, weight_decay)
+        self.images = torch.from_numpy(np.ascontiguousarray(np.asarray(train[0]).transpose(0, 3, 1, 2))).to(device)
+        self.labels = torch.from_numpy(np.asarray(train[1])).long().to(device)
+        self.test = (torch.from_numpy(np.ascontiguousarray(np.asarray(test[0]).transpose(0, 3, 1, 2))).to(device),
+                     torch.from_numpy(np.asarray(test[1])).long().to(device))
+        self.batch_size, self.steps, self.device = batch_size, len(train[1]) // batch_size, device
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+
+    def epoch(self):
+        """-> test accuracy (a tensor on the device) after one epoch from the initial weights."""
+        self.model.load_state_dict(self.initial)
+        self.opt.state.clear()
+        base = [g["lr"] for g in self.opt.param_groups]
+        self.model.train()
+        perm = torch.randperm(len(self.labels), generator=self.gen, device=self.device)
+        for i in range(self.steps):
+            for g, lr in zip(self.opt.param_groups, base):
+                g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * i / self.steps))
+            idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+            x = shift(self.images[idx].float() * 0.00390625, self.gen)
+            self.opt.zero_grad()
+            nn.functional.cross_entropy(self.model(x), self.labels[idx]).backward()
+            self.opt.step()
+        for g, lr in zip(self.opt.param_groups, base):
+            g["lr"] = lr
+        self.model.eval()
+        with torch.no_grad():
+            correct = sum((self.model(x.float() * 0.00390625).argmax(1) == y).sum()
+                          for x, y in zip(self.test[0].split(1000), self.test[1].split(1000)))
+        return correct / len(self.test[1])

@@ -1,13 +1,17 @@
-"""The side-by-side benchmark and its PyTorch twins (skipped without the `bench` extra)."""
+"""The side-by-side benchmark, its PyTorch twins and its plain-JAX recipe (skipped without the `bench` extra)."""
 import json
+import math
 
 import jax
 import numpy as np
 import pytest
+from synthetic import write_mnist_like
 
 torch = pytest.importorskip("torch")
-from experiments import bench, torch_nets  # noqa: E402
+from experiments import bench, plain_jax, torch_nets  # noqa: E402
 from jaxcnn import zoo  # noqa: E402
+
+CPU = bench.Target("cpu")
 
 
 @pytest.mark.parametrize("name", ["lenet_caffe", "cifar10_local", "alexnet"])
@@ -22,18 +26,58 @@ def test_torch_twin_computes_the_net(name):
 
 
 def test_train_case_runs_every_variant_on_the_same_data():
-    runners, work = bench.train_case(zoo.cifar10_local(), batch=8, steps=2)
+    runners, work, flops = bench.train_case(zoo.cifar10_local(), batch=8, steps=2, target=CPU)
     assert set(runners) == {"jaxcnn", "plain_xla", "torch"} and work == 16
-    losses = {name: float(np.asarray(bench.block(run()))[-1] if name != "torch" else run().item())
+    assert flops == 3 * bench.summary(zoo.cifar10_local()).flops
+    losses = {name: float(np.asarray(bench.block(run(), CPU))[-1] if name != "torch" else run().item())
               for name, run in runners.items()}
     assert all(np.isfinite(v) for v in losses.values())
     assert losses["jaxcnn"] == pytest.approx(losses["plain_xla"], rel=1e-4)
 
 
-def test_bench_prints_a_table_and_writes_the_ratios(tmp_path, capsys):
+def test_shifts_move_each_image_by_at_most_two_pixels():
+    """Both recipes' augmentations against a direct crop of the padded image."""
+    x = np.random.default_rng(0).integers(1, 255, (16, 6, 5, 1)).astype(np.float32)
+    padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    crops = {(dy, dx): padded[:, dy:dy + 6, dx:dx + 5] for dy in range(5) for dx in range(5)}
+    ours = np.asarray(plain_jax.shift(jax.random.key(0), x))
+    theirs = torch_nets.shift(bench.nchw(x), torch.Generator().manual_seed(0)).permute(0, 2, 3, 1).numpy()
+    for shifted in (ours, theirs):
+        offsets = [next(k for k, c in crops.items() if np.array_equal(c[i], shifted[i])) for i in range(16)]
+        assert len(set(offsets)) > 3  # random, not one fixed shift
+
+
+@pytest.mark.slow
+def test_epoch_case_trains_all_three_recipes(tmp_path):
+    data = write_mnist_like(tmp_path, n_train=1280, n_test=1000)
+    runners, work, flops = bench.epoch_case(str(data), 1280, CPU)
+    assert work == 1280 and flops == 3 * bench.summary(zoo.lenet_caffe()).flops
+    for name, run in runners.items():
+        accuracy = float(bench.block(run(), CPU))
+        assert 0.5 < accuracy <= 1.0, name  # one epoch of 20 steps learns where the blobs are (chance: 0.1)
+
+
+def test_bench_prints_a_table_and_writes_ratios_and_fractions_of_peak(tmp_path, capsys):
     report = bench.main(["--quick", "--cases", "alexnet_conv2_grouped", "--out", str(tmp_path)])
     written = json.loads((tmp_path / "bench.json").read_text())
     assert written["ratios_vs_torch"] == report["ratios_vs_torch"]
-    assert set(written["ratios_vs_torch"]) == set(written["ratios_vs_plain_xla"]) == {"alexnet_conv2_grouped"}
-    assert written["ratios_vs_torch"]["alexnet_conv2_grouped"] > 0
+    case = written["cases"]["alexnet_conv2_grouped"]
+    rates = case["images_per_second"]
+    assert written["ratios_vs_torch"]["alexnet_conv2_grouped"] == pytest.approx(rates["jaxcnn"] / rates["torch"])
+    assert rates["jaxcnn"] == pytest.approx(np.median(case["rounds"]["jaxcnn"]))
+    # AlexNet conv2 per image: 27x27x256 outputs of 5x5x48 taps each, plus the bias; x3 for forward and backward
+    assert case["flops_per_image"] == 3 * (2 * 27 * 27 * 256 * 5 * 5 * 48 + 27 * 27 * 256)
+    peak = written["matmul_peak_gflops"]
+    assert math.isfinite(peak) and peak > 1  # at least a GFLOP/s: any machine that runs the suite
+    assert written["fraction_of_peak"]["alexnet_conv2_grouped"]["torch"] == pytest.approx(
+        rates["torch"] * case["flops_per_image"] / (peak * 1e9))
+    assert written["epoch"] is None and written["platform"] == "cpu"
     assert "alexnet_conv2_grouped" in capsys.readouterr().out
+
+
+def test_gpu_platform_is_refused_without_a_gpu(capsys):
+    if jax.default_backend() == "gpu":
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--platform", "gpu"])
+    assert e.value.code == 2 and "--platform gpu: JAX's default backend is cpu" in capsys.readouterr().err
