@@ -185,23 +185,29 @@ POOL_CASES = [  # x shape, kernel, stride, padding, ceil_mode
 ]
 
 
+# The native max-pool gradient is exact on the CPU; on a GPU, JAX computes some float64 reduce_window max
+# derivatives at reduced precision ("missing XLA support for pair-reductions", its warning says): 1e-6 there.
+NATIVE_POOL_RTOL = 0 if jax.default_backend() == "cpu" else 1e-6
+
+
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
 @pytest.mark.parametrize("x_shape, kernel, stride, padding, ceil_mode", POOL_CASES)
 def test_max_pool_cpu_equals_native(x64, rng, x_shape, kernel, stride, padding, ceil_mode, ties):
     """Ties (values from {0, 1, 2}, as after ReLU) route the gradient to the first maximum, as native does."""
     x = jnp.asarray(rng.integers(0, 3, x_shape), jnp.float64) if ties else f64(rng, *x_shape)
     op = functools.partial(ops.max_pool, kernel=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
-    assert_lowerings_agree(op, (x,), rng, rtol=0)
+    assert_lowerings_agree(op, (x,), rng, rtol=NATIVE_POOL_RTOL)
 
 
 def test_max_pool_cpu_forward_mode_and_vmap(x64, rng):
     x = f64(rng, 2, 7, 7, 2)
     pool = functools.partial(ops.max_pool, kernel=3, stride=2, ceil_mode=True)
     t = f64(rng, *x.shape)
+    rtol = max(NATIVE_POOL_RTOL, 1e-10)
     assert_same(jax.jvp(functools.partial(pool, lowering="cpu"), (x,), (t,)),
-                jax.jvp(functools.partial(pool, lowering="native"), (x,), (t,)))
+                jax.jvp(functools.partial(pool, lowering="native"), (x,), (t,)), rtol)
     grads = lambda low: jax.vmap(jax.grad(lambda x: jnp.sum(pool(x[None], lowering=low) ** 3)))(x)  # noqa: E731
-    assert_same(grads("cpu"), grads("native"))
+    assert_same(grads("cpu"), grads("native"), rtol)
 
 
 # ---------------------------------------------------------------------------------------------- local2d
