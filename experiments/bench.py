@@ -2,10 +2,11 @@
 
     python -m experiments.bench [--platform cpu|gpu] [--data-dir DIR] [--out DIR] [--quick]   # needs PyTorch
 
-Variants. jaxcnn: its Trainer and ops with lowering 'auto' (the CPU lowerings on the CPU, XLA's native ops on a
-GPU) and ops.compiler_options(); plain XLA: the same nets with lowering 'native' (lax.conv_general_dilated with
-feature_group_count, lax.reduce_window) and XLA's default options, what Flax and Equinox users get (on a GPU the
-two JAX variants compile the same ops); PyTorch eager (on a GPU: CUDA, cuDNN with benchmark mode, TF32 allowed for
+Variants. jaxcnn: its Trainer and ops with lowering 'auto' (on the CPU its lowerings, in the forms measured for
+this machine by jaxcnn.tuning unless JAXCNN_AUTOTUNE=0; XLA's native ops on a GPU) and ops.compiler_options();
+plain XLA: the same nets with lowering 'native' (lax.conv_general_dilated with feature_group_count,
+lax.reduce_window) and XLA's default options, what Flax and Equinox users get (on a GPU the two JAX variants
+compile the same ops); PyTorch eager (on a GPU: CUDA, cuDNN with benchmark mode, TF32 allowed for
 matmuls as JAX's default precision does). The process keeps freed host memory for reuse (jaxcnn.hostmem), for all
 three alike.
 
@@ -39,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import datasets, fc_to_conv, ops, summary, zoo
+from jaxcnn import Net, datasets, fc_to_conv, ops, summary, tuning, zoo
 from jaxcnn.hostmem import keep_freed_memory
 from jaxcnn.train import SolverConfig, Trainer, fit, optimizer
 
@@ -68,6 +69,14 @@ class Target:
     def sync(self):
         if self.name == "gpu":
             torch.cuda.synchronize()
+
+
+def lowering_of(variant, target, net, batch, **tune):
+    """The lowering a variant runs `net` with: plain XLA's native ops, or jaxcnn's 'auto', which on the CPU is the
+    forms measured for this machine (jaxcnn.tuning; the fixed rules with JAXCNN_AUTOTUNE=0)."""
+    if variant != "jaxcnn" or target.name != "cpu" or not tuning.enabled():
+        return VARIANTS[variant]
+    return tuning.tune(net, batch, **tune)
 
 
 def jit_options(variant, target):
@@ -109,7 +118,8 @@ def train_case(net, batch, steps, target, seed=0):
     runners = {}
     for variant, lowering in VARIANTS.items():
         trainer = Trainer(net, optimizer(SOLVER, 10**6, lr_mult, decay_mult), batch_size=batch,
-                          preprocess=lambda x: x.astype(jnp.float32) * PIXEL_SCALE, lowering=lowering, compiler_options=jit_options(variant, target))
+                          preprocess=lambda x: x.astype(jnp.float32) * PIXEL_SCALE, lowering=lowering,
+                          compiler_options=jit_options(variant, target))
         box = {"ts": trainer.init(seed)}
         data = trainer.put((images, labels))
         perm = trainer.permutation(box["ts"], 0, n)
@@ -156,7 +166,8 @@ def grouped_conv_case(batch, target, seed=0):
 
     g = rs.standard_normal((batch, *row.out_shape)).astype(np.float32)
     runners, on_device = {}, jax.device_put((x, w, b, g))  # as PyTorch's tensors: made once, not sent every run
-    for variant, lowering in VARIANTS.items():
+    for variant in VARIANTS:
+        lowering = lowering_of(variant, target, Net([layer], in_shape), batch)
         fwd_bwd = jax.jit(lambda x, w, b, g, lowering=lowering: jax.vjp(
             lambda x, w, b: conv(x, w, b, lowering), x, w, b)[1](g), compiler_options=jit_options(variant, target))
         runners[variant] = lambda f=fwd_bwd: f(*on_device)
@@ -184,7 +195,8 @@ def fcn_case(size, target, seed=0):
     conv_net, conv_params = fc_to_conv(net, params)
     x = np.random.default_rng(seed).standard_normal((1, size, size, 3)).astype(np.float32)
     runners, x_on_device = {}, jax.device_put(x)
-    for variant, lowering in VARIANTS.items():
+    for variant in VARIANTS:
+        lowering = lowering_of(variant, target, conv_net, 1, input_shape=x.shape[1:], training=False)
         fwd = jax.jit(lambda p, x, lowering=lowering: conv_net.apply(p, state, x, lowering=lowering)[0],
                       compiler_options=jit_options(variant, target))
         runners[variant] = lambda f=fwd: f(conv_params, x_on_device)

@@ -7,10 +7,11 @@ from .layers import (
 )
 from .net import Net
 from .summary import summary
+from .tuning import tune
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LRN", "AvgPool", "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "Layer", "LayerError", "Local",
-    "MaxPool", "Net", "ReLU", "Scale", "Sigmoid", "Tanh", "fc_to_conv", "fillers", "ops", "summary", "zoo",
+    "MaxPool", "Net", "ReLU", "Scale", "Sigmoid", "Tanh", "fc_to_conv", "fillers", "ops", "summary", "tune", "zoo",
 ]

@@ -1,9 +1,17 @@
-"""Shared fixtures: a seeded NumPy generator, float64 mode for gradient checks, one lenet_caffe init."""
+"""Shared fixtures: a seeded NumPy generator, float64 mode for gradient checks, one lenet_caffe init.
+
+Tests run with autotuning off (JAXCNN_AUTOTUNE=0, inherited by the commands they start): measuring forms would
+cost every Trainer many compilations. tests/test_tuning.py turns it on where it is the subject.
+"""
+import os
+
 import jax
 import numpy as np
 import pytest
 
 from jaxcnn import zoo
+
+os.environ["JAXCNN_AUTOTUNE"] = "0"
 
 
 @pytest.fixture

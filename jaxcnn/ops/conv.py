@@ -4,7 +4,7 @@ from jax import lax
 
 from . import conv_cpu
 from .geometry import check_nhwc, dilated, pair, resolve_padding, window_output
-from .lowering import resolve
+from .lowering import Tuned, resolve
 from .windows import patches
 
 
@@ -36,7 +36,8 @@ def conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1, low
     groups splits C and O into that many independent convolutions (XLA's feature_group_count):
     output channels [g*O/groups, (g+1)*O/groups) see input channels [g*C/groups, (g+1)*C/groups).
     lowering (see ops.lowering): 'native' is lax.conv_general_dilated with feature_group_count; 'cpu' runs
-    each group on its own (XLA:CPU's grouped convolution is ~6x slower) through ops.conv_cpu.conv.
+    each group on its own (XLA:CPU's grouped convolution is several times slower) through ops.conv_cpu.conv, with
+    the forms a Tuned lowering names for these shapes.
     """
     check_nhwc(x.shape)
     kh, kw, cin_g, cout = w.shape
@@ -52,8 +53,11 @@ def conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1, low
             x, w, stride, pads, rhs_dilation=dilation, dimension_numbers=conv_cpu.DIMS, feature_group_count=groups
         )
     else:
-        split = zip(jnp.split(x, groups, axis=-1), jnp.split(w, groups, axis=-1))
-        y = jnp.concatenate([conv_cpu.conv(xg, wg, stride, pads, dilation) for xg, wg in split], axis=-1)
+        split = list(zip(jnp.split(x, groups, axis=-1), jnp.split(w, groups, axis=-1)))
+        forms = None
+        if isinstance(lowering, Tuned):
+            forms = lowering.conv_forms(conv_cpu.signature(*split[0], stride, pads, dilation))
+        y = jnp.concatenate([conv_cpu.conv(xg, wg, stride, pads, dilation, forms) for xg, wg in split], axis=-1)
     return y if b is None else y + b
 
 

@@ -123,20 +123,55 @@ def weight_form(x, w, stride, pads, dilation):
     return _large_patch_form(pads)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def conv(x, w, stride, pads, dilation):
+FORMS = {f.__name__: f for f in (native, wide, wide_input, im2col, im2col_chunked)}
+
+
+def signature(x, w, stride, pads, dilation) -> tuple:
+    """What a form's speed depends on, as a hashable key: shapes, dtype, stride, pads, dilation."""
+    return tuple(x.shape), tuple(w.shape), str(x.dtype), tuple(stride), tuple(map(tuple, pads)), tuple(dilation)
+DIRECTIONS = ("forward", "input", "weight")  # the output, and the forms whose transposes give the two gradients
+_HEURISTICS = {"forward": forward_form, "input": input_form, "weight": weight_form}
+
+
+def candidates(direction, x, w, stride, pads, dilation) -> tuple[str, ...]:
+    """Names of the forms that can compute `direction` ('forward', 'input' or 'weight') for these operands within
+    the memory limits: native and wide always, wide_input where there is right padding, im2col while the batch's
+    patches fit IM2COL_BYTES, im2col_chunked while one image's do."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    names = ["native", "wide"]
+    if pads[1][1] >= 1:
+        names.append("wide_input")
+    if _patch_bytes(x, w, stride, pads, dilation, x.shape[0]) <= IM2COL_BYTES:
+        names.append("im2col")
+    if _patch_bytes(x, w, stride, pads, dilation, 1) <= IM2COL_BYTES:
+        names.append("im2col_chunked")
+    return tuple(names)
+
+
+def form(direction, forms, x, w, stride, pads, dilation):
+    """The form computing `direction`: forms[i] (a name per direction, e.g. measured by jaxcnn.tuning) when given,
+    else the fixed rules of forward_form, input_form and weight_form."""
+    if forms is None:
+        return _HEURISTICS[direction](x, w, stride, pads, dilation)
+    return FORMS[forms[DIRECTIONS.index(direction)]]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def conv(x, w, stride, pads, dilation, forms=None):
     """One-group convolution: x (N, H, W, C), w (KH, KW, C, O) -> (N, OH, OW, O); explicit pads, pair stride
-    and dilation. Equal to `native`, with the forms above for the output and the two gradients."""
-    return forward_form(x, w, stride, pads, dilation)(x, w, stride, pads, dilation)
+    and dilation. Equal to `native`, computed by the forms named in `forms` (forward, input, weight) or chosen by
+    the fixed rules above."""
+    return form("forward", forms, x, w, stride, pads, dilation)(x, w, stride, pads, dilation)
 
 
 @functools.partial(conv.defjvp, symbolic_zeros=True)
-def _conv_jvp(stride, pads, dilation, primals, tangents):
+def _conv_jvp(stride, pads, dilation, forms, primals, tangents):
     (x, w), (t_x, t_w) = primals, tangents
-    y = conv(x, w, stride, pads, dilation)
+    y = conv(x, w, stride, pads, dilation, forms)
     terms = []
     if not isinstance(t_x, SymbolicZero):
-        terms.append(input_form(x, w, stride, pads, dilation)(t_x, w, stride, pads, dilation))
+        terms.append(form("input", forms, x, w, stride, pads, dilation)(t_x, w, stride, pads, dilation))
     if not isinstance(t_w, SymbolicZero):
-        terms.append(weight_form(x, w, stride, pads, dilation)(x, t_w, stride, pads, dilation))
+        terms.append(form("weight", forms, x, w, stride, pads, dilation)(x, t_w, stride, pads, dilation))
     return y, boundary(sum(terms[1:], terms[0]), x) if terms else jnp.zeros_like(y)

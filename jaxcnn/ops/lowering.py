@@ -8,6 +8,8 @@
               (tests/test_lowering.py).
     'auto'    (the default) 'cpu' for the CPU backend, else 'native': the backend is the platform of the input's
               device for a concrete array, and JAX's default backend for a traced one (inside jax.jit).
+    Tuned(…)  'cpu' with the convolution forms measured on this machine for given shapes (jaxcnn.tuning.tune);
+              shapes it does not name get the fixed rules of ops.conv_cpu.
 
 Every op, layer, `Net.apply` and the Trainer takes `lowering=`; nothing global is read while tracing. The Trainer
 resolves 'auto' from the devices of its mesh (`for_platform`), so its steps are right for the devices they run
@@ -18,6 +20,8 @@ on whatever JAX's default backend is. In your own jitted code pass it as a stati
 compiler_options() gives the XLA options jaxcnn's own jitted functions (the Trainer's steps, the experiments)
 compile with on each backend; pass them to jax.jit(..., compiler_options=...) in your own code too.
 """
+from dataclasses import dataclass
+
 import jax
 
 LOWERINGS = ("auto", "native", "cpu")
@@ -26,24 +30,41 @@ LOWERINGS = ("auto", "native", "cpu")
 CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 
 
-def check(lowering: str) -> str:
-    """`lowering` if it is one of LOWERINGS, else ValueError."""
-    if lowering not in LOWERINGS:
-        raise ValueError(f"lowering must be one of {', '.join(map(repr, LOWERINGS))}, got {lowering!r}")
+@dataclass(frozen=True)
+class Tuned:
+    """The 'cpu' lowering with measured convolution forms: ((signature, (forward, input, weight)), ...), where a
+    signature is ops.conv_cpu.signature(...) of one group's convolution and each form a name in
+    ops.conv_cpu.FORMS. Hashable, so it is a static argument like the names."""
+
+    forms: tuple = ()
+
+    def conv_forms(self, signature) -> tuple | None:
+        """The (forward, input, weight) form names measured for `signature`, or None."""
+        return dict(self.forms).get(signature)
+
+
+def check(lowering):
+    """`lowering` if it is one of LOWERINGS or a Tuned lowering, else ValueError."""
+    if not isinstance(lowering, Tuned) and lowering not in LOWERINGS:
+        raise ValueError(f"lowering must be one of {', '.join(map(repr, LOWERINGS))} or a Tuned lowering, "
+                         f"got {lowering!r}")
     return lowering
 
 
-def for_platform(lowering: str, platform: str) -> str:
-    """'auto', 'native' or 'cpu' for computations on devices of `platform` ('cpu', 'gpu', 'tpu', ...) ->
-    'native' or 'cpu'."""
+def for_platform(lowering, platform: str):
+    """A lowering for computations on devices of `platform` ('cpu', 'gpu', 'tpu', ...): 'auto' becomes 'cpu' or
+    'native', an explicit choice stays."""
     if check(lowering) != "auto":
         return lowering
     return "cpu" if platform == "cpu" else "native"
 
 
-def resolve(lowering: str, x) -> str:
-    """The lowering an op uses for input x -> 'native' or 'cpu' ('auto': see the module docstring)."""
-    if check(lowering) != "auto":
+def resolve(lowering, x) -> str:
+    """The lowering an op uses for input x -> 'native' or 'cpu' ('auto': see the module docstring; a Tuned
+    lowering is 'cpu')."""
+    if isinstance(check(lowering), Tuned):
+        return "cpu"
+    if lowering != "auto":
         return lowering
     if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
         return for_platform("auto", next(iter(x.devices())).platform)

@@ -17,7 +17,7 @@ import optax
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from .. import ops
+from .. import ops, tuning
 from ..net import Net
 
 
@@ -49,13 +49,16 @@ class Trainer:
     compute_dtype: float32, or bfloat16 for mixed precision (params and gradients stay float32).
     scan: run a chunk of steps as one lax.scan (default: on every backend but CPU).
     lowering: 'auto', 'native' or 'cpu' (jaxcnn.ops.lowering); 'auto' is resolved from the mesh's devices.
+    autotune: on the CPU, whether 'auto' uses the convolution forms measured on this machine (jaxcnn.tuning: the
+        cache, else measured now, within a minute) rather than the fixed rules; default: unless
+        $JAXCNN_AUTOTUNE=0.
     compiler_options: XLA options for the jitted steps (default: ops.compiler_options() for the mesh's platform).
     """
 
     def __init__(self, net: Net, tx: optax.GradientTransformation, *, batch_size: int,
                  preprocess: Callable, augment: Callable | None = None, compute_dtype=jnp.float32,
                  steps_per_dispatch: int = 50, eval_batch_size: int = 1000, mesh=None, scan=None,
-                 lowering: str = "auto", compiler_options: dict | None = None):
+                 lowering="auto", autotune: bool | None = None, compiler_options: dict | None = None):
         self.net, self.tx, self.batch_size = net, tx, batch_size
         self.preprocess, self.augment = preprocess, augment
         self.compute_dtype = jnp.dtype(compute_dtype)
@@ -71,6 +74,9 @@ class Trainer:
         platform = self.mesh.devices.flat[0].platform
         self.scan = platform != "cpu" if scan is None else scan
         self.lowering = ops.lowering.for_platform(lowering, platform)
+        if lowering == "auto" and self.lowering == "cpu" and net.input_shape is not None and (
+                tuning.enabled() if autotune is None else autotune):
+            self.lowering = tuning.tune(net, batch_size, dtype=self.compute_dtype.name, backend=platform)
         if compiler_options is None:
             compiler_options = ops.compiler_options(platform)
         jit = functools.partial(jax.jit, compiler_options=compiler_options)
