@@ -1,4 +1,4 @@
-"""Slide a net over a larger image in one pass (seed 002): convert its FC head to convolutions, run the large
+"""Slide a net over a larger image in one pass (the cs231n notes' FC-as-convolution): convert its FC head, run the large
 input once, and compare with evaluating every training-size crop through the original net.
 
     python -m experiments.fc_as_conv --size 384 --out runs/fc_as_conv          # VGG16: a 6x6x1000 score map

@@ -1,4 +1,5 @@
-"""Fully-connected heads as convolutions, so a trained net slides over a larger image in one pass (seed 002).
+"""Fully-connected heads as convolutions, so a trained net slides over a larger image in one pass (as the cs231n
+notes describe for VGG16).
 
     conv_net, conv_params = fc_to_conv(net, params)           # VGG16 built for 224x224x3
     scores, _ = conv_net.apply(conv_params, state, x)         # x (N, 384, 384, 3) -> scores (N, 6, 6, 1000)

@@ -2,10 +2,9 @@
 
 XLA:CPU allocates every execution's temporary buffer afresh (the LeNet-BN training step at batch 256: 76 MB).
 glibc serves blocks over 32 MB, and any block of a thread's arena over 64 MB, with a fresh mmap and unmaps it
-on free, so each step faults the buffer's pages in again: 18,500 minor page faults per step there, a third of a
-core of kernel time on this repo's 2-core machine. keep_freed_memory() serves every allocation from the main
-heap and never gives freed memory back to the OS: no faults after the first step, and that case ~15% faster
-(benchmarks in README). The process keeps its peak footprint until it exits.
+on free, so each step faults the buffer's pages in again (measurements: docs/performance.md). keep_freed_memory()
+serves every allocation from the main heap and never gives freed memory back to the OS: no faults after the first
+step. The process keeps its peak footprint until it exits.
 """
 import ctypes
 import platform

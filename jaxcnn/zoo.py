@@ -1,4 +1,4 @@
-"""The seed networks, layer for layer, with the names their sources use.
+"""The classic networks, layer for layer, with the names their sources use.
 
 Every constructor returns a Net whose input_shape is the size the source trains at.
 """
@@ -10,7 +10,7 @@ CAFFE_BIAS = {"lr_mult": {"b": 2.0}}  # Caffe's usual param { lr_mult: 1 } param
 
 
 def lenet_caffe(num_classes=10, input_shape=(28, 28, 1)):
-    """Caffe's MNIST LeNet with BatchNorm + Scale after each conv (seed 000).
+    """Caffe's MNIST LeNet (examples/mnist/lenet_train_test.prototxt) with BatchNorm + Scale after each conv.
 
     conv1 20@5x5 -> bn -> scale -> pool 2/2 -> relu -> conv2 50@5x5 -> bn -> scale -> pool -> relu
     -> ip1 500 -> relu -> ip2. Xavier weights, zero biases with lr_mult 2. Inputs are pixels scaled to
@@ -31,7 +31,7 @@ def lenet_caffe(num_classes=10, input_shape=(28, 28, 1)):
 
 
 def lenet5(num_classes=10, input_shape=(28, 28, 1)):
-    """LeNet-5 as in the Keras listing of seed 001 (any input size; 32x32 gives the classic 61,706 params).
+    """LeNet-5 as it is usually written in Keras (any input size; 32x32 gives the classic 61,706 params).
 
     conv 6@5 -> maxpool 2 -> relu -> conv 16@5 -> maxpool 2 -> relu -> fc 120 -> relu -> fc 84 -> relu -> fc.
     Glorot-uniform weights and zero biases, as Keras.
@@ -48,7 +48,7 @@ def lenet5(num_classes=10, input_shape=(28, 28, 1)):
 
 
 def cifar10_local(num_classes=10, input_shape=(32, 32, 3)):
-    """cuda-convnet's CIFAR-10 net with locally-connected layers (seed 003, layers-conv-local-11pct).
+    """cuda-convnet's CIFAR-10 net with locally-connected layers (its layers-conv-local-11pct.cfg).
 
     conv1 64@5x5 pad 2 -> relu -> pool1 3/2 (ceil) -> rnorm1 -> conv2 64@5x5 pad 2 -> relu -> rnorm2
     -> pool2 3/2 (ceil) -> local3 64@3x3 pad 1 -> relu -> local4 32@3x3 pad 1 -> relu -> fc10.

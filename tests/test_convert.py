@@ -9,14 +9,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from dataset_writers import write_mnist
 
 from experiments import fc_as_conv
-from jaxcnn import zoo
+from jaxcnn import summary, zoo
 from jaxcnn.checkpoint import Checkpointer
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
-from dataset_writers import write_mnist
 from jaxcnn.layers import (
-    BatchNorm, Conv, Dense, Dropout, Flatten, Layer, LayerError, Local, MaxPool, ReLU, Scale, Tanh,
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    LayerError,
+    Local,
+    MaxPool,
+    ReLU,
+    Scale,
+    Tanh,
 )
 from jaxcnn.net import Net
 
@@ -131,7 +142,7 @@ def test_geometry_of_the_zoo():
     }
     for name, want in expect.items():
         assert tuple(sliding_geometry(zoo.get(name))) == want, name
-    assert sliding_geometry(zoo.vgg16()).positions((384, 384)) == (6, 6)  # seed 002: 36 crops of 224
+    assert sliding_geometry(zoo.vgg16()).positions((384, 384)) == (6, 6)  # the cs231n notes: 36 crops of 224
 
 
 @pytest.mark.parametrize("make, big", [
@@ -247,7 +258,10 @@ def test_experiment_canvas_results_and_heatmap(tmp_path):
     assert results["score_map_shape"] == [19, 19, 10]  # (100 - 28) / 4 + 1
     assert results["positions"] == 361 and results["padded_layers"] == []
     assert results["rel_max_abs_diff"] <= TOL and results["rel_max_abs_diff_in_context"] <= TOL
-    assert results["flop_ratio"] > 1 and results["speedup"] > 0
+    assert results["crops_flops"] == 361 * summary(zoo.lenet5()).flops
+    assert results["flop_ratio"] == pytest.approx(results["crops_flops"] / results["one_pass_flops"])
+    assert results["flop_ratio"] > 1
+    assert results["speedup"] == pytest.approx(results["crops_seconds"] / results["one_pass_seconds"])
     assert len(results["mean_class_scores"]) == 10
     assert len(results["digits"]) == 3
     assert all(d["row"] % 4 == 0 and d["col"] % 4 == 0 and d["row"] + 28 <= 100 for d in results["digits"])

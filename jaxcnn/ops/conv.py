@@ -67,7 +67,7 @@ def local2d(x, w, b=None, *, stride=1, padding="VALID", lowering="auto"):
     x: (N, H, W, C); w: (OH, OW, KH, KW, C, O) -> (N, OH, OW, O).
     b: (O,) (one bias per filter, shared over positions), (OH, OW, O) (one per output position), or None.
     Both lowerings contract patches (by strided slicing) with the weights: 'native' as one einsum, 'cpu' (see
-    ops.lowering) as a batched matmul over output positions laid out first, which XLA:CPU runs ~1.5x faster.
+    ops.lowering) as a batched matmul over output positions laid out first, which XLA:CPU runs faster.
     """
     check_nhwc(x.shape)
     oh, ow, kh, kw, cin, cout = w.shape

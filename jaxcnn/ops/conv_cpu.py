@@ -1,28 +1,34 @@
 """Convolution on XLA:CPU: the 'cpu' lowering of conv2d (see ops.lowering), one group at a time.
 
-XLA:CPU (jaxlib 0.10) runs convolutions, and their gradients as convolutions over transposed operands, with
-YNNPACK kernels that are 2-10x slower on the classic nets' layers than these equivalent computations:
+XLA:CPU runs convolutions, and their gradients as convolutions over transposed operands, with kernels that are
+often several times slower on the classic nets' layers than equivalent computations. Each of the three
+directions -- the output, the input gradient and the weight gradient -- is computed in one of these forms, every
+one exactly the convolution (tests/test_lowering.py):
 
-  forward          `wide`: the convolution with enough extra right padding that its output is wider than its
-                   input, cropped after; XLA then uses its Eigen kernels, not YNNPACK (stride 1, >= 16 channels,
-                   inputs up to 64 wide: VGG16 at 224, batch 8: 20% faster at 56 and 28 wide, 25% slower at 224);
-                   `im2col` instead where that padding would more than double the work (VGG16's fc6 as a 7x7
-                   convolution on a 12x12 map: about 4x faster than native, 1.5x faster than wide).
-  input gradient   the transpose of `im2col` (patches by strided slices x one matmul): a matmul and a col2im of
-                   strided pads, while one image's patches fit a chunk and the batch's IM2COL_BYTES (LeNet-BN's
-                   conv2 at batch 256: 33 MB of patches, a 4-9% faster training step than the native convolution,
-                   whose Eigen kernel packs 93 MB per call); else the transpose of `wide_input`, a convolution one
-                   column wider than its input (Eigen again), when there is right padding to take it from.
-  weight gradient  the transpose of `im2col_chunked`: patches^T x output gradient, summed over batch chunks whose
-                   patches stay in cache (a lax.scan), not a convolution contracting over the batch; where one
-                   image's patches overflow a chunk (AlexNet's conv2: 3.5 MB), the transpose of the input
-                   gradient's large-patch form (AlexNet conv2, batch 8: 1.4x faster forward + backward than
-                   chunks of one image); for single-channel inputs (MNIST's conv1) the transpose of `wide`
-                   (LeNet-BN training step, batch 64: 13% faster than im2col_chunked).
+  native           XLA's convolution.
+  wide             the convolution with enough extra right padding that its output is wider than its input,
+                   cropped after (XLA then picks different, Eigen, kernels).
+  wide_input       x with one zero column appended and one column less of right padding (needs right padding).
+  im2col           patches by strided slices times the kernel as one matrix; its transpose is a matmul and a
+                   col2im of strided pads.
+  im2col_chunked   im2col over batch chunks whose patches fit CHUNK_BYTES, in a lax.scan; its transpose sums
+                   patches^T x output gradient over the chunks instead of contracting a convolution over the batch.
 
-`conv` ties them together with a custom JVP, so forward mode, reverse mode and vmap work as for the native op;
-every form computes exactly the convolution (tests/test_lowering.py). In reverse mode the output's cotangent
-passes a fusion boundary (ops.fusion) before the two gradients use it.
+A gradient is the transpose of the form named for it. Which form is fastest depends on the shapes and on the
+processor: jaxcnn.tuning measures them on the running machine (a Tuned lowering names them per shape); without
+measurements these fixed rules apply (forward_form, input_form, weight_form):
+
+  forward          `wide` for stride 1, >= 16 input channels and inputs up to WIDE_MAX_WIDTH wide; `im2col` where
+                   `wide` would more than double the work (a kernel nearly as large as its input, such as an FC
+                   layer turned convolution) and the patches fit IM2COL_BYTES; else `native`.
+  input gradient   `im2col` while one image's patches fit CHUNK_BYTES and the batch's IM2COL_BYTES; else
+                   `wide_input` where there is right padding; else `native`.
+  weight gradient  `wide` for single-channel inputs; `im2col_chunked` while one image's patches fit a chunk; else
+                   as the input gradient for large patches.
+
+`conv` ties them together with a custom JVP, so forward mode, reverse mode and vmap work as for the native op. In
+reverse mode the output's cotangent passes a fusion boundary (ops.fusion) before the two gradients use it.
+Measurements behind the rules: docs/performance.md.
 """
 import functools
 import math
@@ -39,7 +45,7 @@ from .windows import patches
 DIMS = ("NHWC", "HWIO", "NHWC")
 CHUNK_BYTES = 2 << 20  # patches per im2col_chunked step: a cache-sized block
 IM2COL_BYTES = 64 << 20  # largest patch matrix the input gradient builds whole
-WIDE_MAX_WIDTH = 64  # on wider inputs XLA's own kernel is as fast or faster (VGG16's 224 and 112 wide layers)
+WIDE_MAX_WIDTH = 64  # the widest input `wide` is used for by the fixed rules
 
 
 def native(x, w, stride, pads, dilation):

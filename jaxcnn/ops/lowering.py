@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import jax
 
 LOWERINGS = ("auto", "native", "cpu")
-# XLA:CPU prefers 256-bit vectors; 512 where the CPU has them (LLVM caps the width at what it supports).
-# Measurements: docs/performance.md.
+# XLA:CPU prefers 256-bit vectors; 512 where the CPU has them (LLVM caps the width at what it supports):
+# docs/performance.md.
 CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 
 

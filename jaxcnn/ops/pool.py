@@ -62,8 +62,8 @@ def _flat_index(xp_shape, tap, kernel, stride):
 def _max_of_views_jvp(kernel, stride, primals, tangents):
     """Each window passes on the tangent of its first maximum, between fusion boundaries (ops.fusion): where
     windows are disjoint, by selecting among its taps' views (an elementwise pass both ways); where they
-    overlap, by a gather, which reverse mode transposes to a scatter-add (LeNet's 2x2/2 windows: a 4-7% faster
-    training step by selection; the 3x3/2 ones of the CIFAR-10 net: 6% slower)."""
+    overlap, by a gather, which reverse mode transposes to a scatter-add (each the faster there on XLA:CPU:
+    docs/performance.md)."""
     xp = primals[0]
     y, tap = _first_max(xp, kernel, stride)
     t = boundary(tangents[0], xp)
