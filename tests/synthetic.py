@@ -1,6 +1,5 @@
 """Small learnable stand-ins for MNIST and CIFAR-10, written in the datasets' own file formats."""
 import numpy as np
-
 from dataset_writers import write_cifar10, write_mnist
 
 

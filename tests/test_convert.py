@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import rel_diff
 from dataset_writers import write_mnist
 
 from experiments import fc_as_conv
@@ -56,10 +57,6 @@ def randomized(net, seed=0):
     rows = net.shapes()
     return tuple(jax.tree_util.tree_map_with_path(draw, {r.layer.name: getattr(r, kind) for r in rows
                                                          if getattr(r, kind)}) for kind in ("params", "state"))
-
-
-def rel_diff(a, b):
-    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
 
 def forward(net, params, state, x):

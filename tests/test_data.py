@@ -9,11 +9,11 @@ import pickle
 import struct
 from pathlib import Path
 
+import dataset_writers as writers
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import dataset_writers as writers
 from jaxcnn.datasets import loading as data
 from jaxcnn.datasets.formats import DataFormatError, read_cifar10_python, read_idx
 

@@ -7,8 +7,23 @@ import numpy as np
 import pytest
 
 from jaxcnn import (
-    LRN, AvgPool, BatchNorm, Conv, Dense, Dropout, Flatten, LayerError, Local, MaxPool, Net, ReLU, Scale, Sigmoid,
-    Tanh, fillers, ops,
+    LRN,
+    AvgPool,
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    LayerError,
+    Local,
+    MaxPool,
+    Net,
+    ReLU,
+    Scale,
+    Sigmoid,
+    Tanh,
+    fillers,
+    ops,
 )
 
 KEY = jax.random.key(0)

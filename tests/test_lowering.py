@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import assert_close
 from jax.test_util import check_grads
 
 from jaxcnn import ops, zoo
@@ -16,13 +17,6 @@ from jaxcnn.train import Trainer
 
 def f64(rng, *shape):
     return jnp.asarray(rng.standard_normal(shape), jnp.float64)
-
-
-def assert_same(actual, expected, rtol=1e-10, atol=None):
-    """Trees of float64 arrays equal up to summation-order rounding (atol: default rtol x each leaf's largest)."""
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-        tol = rtol * float(np.abs(e).max()) if atol is None else atol
-        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=tol)
 
 
 def assert_lowerings_agree(op, args, rng, rtol=1e-10):
@@ -36,7 +30,7 @@ def assert_lowerings_agree(op, args, rng, rtol=1e-10):
         loss = lambda *a: jnp.vdot(fn(*a), cotangent)  # noqa: E731
         return fn(*args), jax.grad(loss, argnums=tuple(range(len(args))))(*args)
 
-    assert_same(value_and_grads("cpu"), value_and_grads("native"), rtol)
+    assert_close(value_and_grads("cpu"), value_and_grads("native"), rtol)
 
 
 # ---------------------------------------------------------------------------------------------- policy
@@ -49,7 +43,7 @@ def test_auto_resolves_from_the_devices():
     assert lowering.resolve("native", x) == "native" and lowering.resolve("cpu", x) == "cpu"
     assert [lowering.for_platform("auto", p) for p in ("cpu", "gpu", "tpu")] == ["cpu", "native", "native"]
     assert lowering.for_platform("cpu", "gpu") == "cpu"  # an explicit choice is kept on any platform
-    with pytest.raises(ValueError, match="lowering must be one of 'auto', 'native', 'cpu', got 'fast'"):
+    with pytest.raises(ValueError, match="lowering must be one of 'auto', 'native', 'cpu' or a Tuned lowering, got 'fast'"):
         ops.conv2d(jnp.ones((1, 3, 3, 1)), jnp.ones((2, 2, 1, 1)), lowering="fast")
 
 
@@ -115,7 +109,7 @@ def test_each_conv_form_and_its_transposes_equal_native(x64, rng, form, x_shape,
     y, pullback = jax.vjp(conv(form), x, w)
     y_native, pullback_native = jax.vjp(conv(conv_cpu.native), x, w)
     g = f64(rng, *y.shape)
-    assert_same((y, pullback(g)), (y_native, pullback_native(g)))
+    assert_close((y, pullback(g)), (y_native, pullback_native(g)), 1e-10)
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, form", [
@@ -168,7 +162,7 @@ def test_conv2d_cpu_forward_mode_and_vmap(x64, rng):
     per_example = jax.vmap(jax.grad(lambda x, w: jnp.sum(conv(x[None], w) ** 2), argnums=1), in_axes=(0, None))
     native = jax.vmap(jax.grad(lambda x, w: jnp.sum(ops.conv2d(x[None], w, padding="SAME", lowering="native") ** 2),
                                argnums=1), in_axes=(0, None))
-    assert_same(per_example(x, w), native(x, w))
+    assert_close(per_example(x, w), native(x, w), 1e-10)
 
 
 # ---------------------------------------------------------------------------------------------- max_pool
@@ -204,10 +198,10 @@ def test_max_pool_cpu_forward_mode_and_vmap(x64, rng):
     pool = functools.partial(ops.max_pool, kernel=3, stride=2, ceil_mode=True)
     t = f64(rng, *x.shape)
     rtol = max(NATIVE_POOL_RTOL, 1e-10)
-    assert_same(jax.jvp(functools.partial(pool, lowering="cpu"), (x,), (t,)),
+    assert_close(jax.jvp(functools.partial(pool, lowering="cpu"), (x,), (t,)),
                 jax.jvp(functools.partial(pool, lowering="native"), (x,), (t,)), rtol)
     grads = lambda low: jax.vmap(jax.grad(lambda x: jnp.sum(pool(x[None], lowering=low) ** 3)))(x)  # noqa: E731
-    assert_same(grads("cpu"), grads("native"), rtol)
+    assert_close(grads("cpu"), grads("native"), rtol)
 
 
 # ---------------------------------------------------------------------------------------------- local2d
@@ -240,4 +234,4 @@ def test_zoo_training_loss_and_gradients_equal_across_lowerings(x64, rng, name, 
 
     value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
     # atol: conv biases feeding BatchNorm get gradients that are zero up to rounding
-    assert_same(value_and_grad(params, "cpu"), value_and_grad(params, "native"), 1e-8, 1e-12)
+    assert_close(value_and_grad(params, "cpu"), value_and_grad(params, "native"), 1e-8, 1e-12)

@@ -5,9 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference as ref
+from conftest import assert_close
 from jax.test_util import check_grads
 
-import reference as ref
 from jaxcnn import ops
 from jaxcnn.ops.norm import standardize
 
@@ -18,12 +19,6 @@ def pair(v):
 
 def normal(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
-
-
-def close(actual, expected, rtol=1e-5):
-    """Elementwise close, with the absolute tolerance scaled to the expected values' magnitude."""
-    expected = np.asarray(expected)
-    np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol, atol=rtol * max(np.abs(expected).max(), 1e-30))
 
 
 # ---------------------------------------------------------------------------------------------- conv2d
@@ -49,7 +44,7 @@ def test_conv2d_matches_naive_loop(rng, x_shape, w_shape, stride, padding, dilat
     y = ops.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation)
     expected = ref.conv2d(x, w, b, stride2, pads, dil2)
     assert y.shape == expected.shape
-    close(y, expected)
+    assert_close(y, expected)
 
 
 def test_conv2d_same_keeps_ceil_size(rng):
@@ -58,7 +53,7 @@ def test_conv2d_same_keeps_ceil_size(rng):
     y = ops.conv2d(x, w, stride=(2, 3), padding="SAME")
     assert y.shape == (2, 5, 4, 3)
     xla = jax.lax.conv_general_dilated(x, w, (2, 3), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    close(y, xla)
+    assert_close(y, xla)
 
 
 GROUP_CASES = [  # x shape, (KH, KW, C/groups, O), groups, stride, padding
@@ -74,7 +69,7 @@ def test_grouped_conv2d(rng, x_shape, w_shape, groups, stride, padding):
     y = ops.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
     # against the naive loop
     pads = ref.explicit_pads(padding, x_shape[1:3], w_shape[:2], pair(stride))
-    close(y, ref.conv2d(x, w, b, pair(stride), pads, groups=groups))
+    assert_close(y, ref.conv2d(x, w, b, pair(stride), pads, groups=groups))
     # against one ordinary convolution per group, concatenated
     cg, og = w_shape[2], w_shape[3] // groups
     per_group = [
@@ -82,7 +77,7 @@ def test_grouped_conv2d(rng, x_shape, w_shape, groups, stride, padding):
                    stride=stride, padding=padding)
         for g in range(groups)
     ]
-    close(y, jnp.concatenate(per_group, axis=-1))
+    assert_close(y, jnp.concatenate(per_group, axis=-1))
 
 
 def test_conv2d_rejects_mismatched_kernel(rng):
@@ -115,14 +110,14 @@ def test_local2d_matches_naive_loop(rng, x_shape, kernel, out, stride, padding, 
     x, w = normal(rng, *x_shape), normal(rng, oh, ow, *kernel, x_shape[-1], out)
     b = {"position": normal(rng, oh, ow, out), "filter": normal(rng, out), None: None}[bias]
     y = ops.local2d(x, w, b, stride=stride, padding=padding)
-    close(y, ref.local2d(x, w, b, stride2, pads))
+    assert_close(y, ref.local2d(x, w, b, stride2, pads))
 
 
 def test_local2d_with_one_kernel_everywhere_is_conv2d(rng):
     """With the same kernel at every position, local2d is exactly a convolution."""
     x, k = normal(rng, 2, 6, 5, 3), normal(rng, 3, 3, 3, 4)
     w = np.broadcast_to(k, (4, 3, *k.shape))
-    close(ops.local2d(x, w), ops.conv2d(x, k))
+    assert_close(ops.local2d(x, w), ops.conv2d(x, k))
 
 
 def test_local2d_rejects_other_input_size(rng):
@@ -166,7 +161,7 @@ def test_pooling_matches_caffe_loop(rng, x_shape, kernel, stride, padding, ceil_
     kernel2, stride2, pads = _pool_ref_args(x_shape, kernel, stride, padding)
     expected = ref.pool(x, kind[:3], kernel2, stride2, pads, ceil_mode, count_pad=kind == "avg_count_pad")
     assert y.shape == expected.shape
-    close(y, expected)
+    assert_close(y, expected)
 
 
 @pytest.mark.parametrize("ceil_mode, size", [(True, 16), (False, 15)])
@@ -199,7 +194,7 @@ def test_pool_rejects_padding_not_smaller_than_kernel():
 def test_lrn_matches_formula(rng, size, region):
     x = 2 * normal(rng, 2, 4, 5, 7)
     y = ops.lrn(x, size, alpha=0.5, beta=0.75, k=2.0, region=region)
-    close(y, ref.lrn(x.astype(np.float64), size, 0.5, 0.75, 2.0, region))
+    assert_close(y, ref.lrn(x.astype(np.float64), size, 0.5, 0.75, 2.0, region))
 
 
 def test_lrn_rejects_bad_config(rng):
@@ -217,15 +212,15 @@ def test_batch_norm_train_and_running_statistics(rng):
     x64 = x.astype(np.float64)
     mu, sigma2 = x64.mean(axis=(0, 1, 2)), x64.var(axis=(0, 1, 2))
     n = 4 * 3 * 5
-    close(y, (x64 - mu) / np.sqrt(sigma2 + 1e-3))
-    close(new_mean, 0.8 * mean + 0.2 * mu)
-    close(new_var, 0.8 * var + 0.2 * sigma2 * n / (n - 1))  # unbiased, as Caffe and PyTorch
+    assert_close(y, (x64 - mu) / np.sqrt(sigma2 + 1e-3))
+    assert_close(new_mean, 0.8 * mean + 0.2 * mu)
+    assert_close(new_var, 0.8 * var + 0.2 * sigma2 * n / (n - 1))  # unbiased, as Caffe and PyTorch
 
 
 def test_batch_norm_eval_uses_running_statistics(rng):
     x, mean, var = normal(rng, 3, 5), normal(rng, 5), 1 + rng.random(5).astype(np.float32)
     y, m2, v2 = ops.batch_norm(x, mean, var, train=False, eps=1e-5)
-    close(y, (x - mean) / np.sqrt(var.astype(np.float64) + 1e-5))
+    assert_close(y, (x - mean) / np.sqrt(var.astype(np.float64) + 1e-5))
     np.testing.assert_array_equal(m2, mean)
     np.testing.assert_array_equal(v2, var)
     with pytest.raises(ValueError, match=r"batch_norm statistics \(4,\)/\(5,\) do not match 5 channels"):
@@ -234,8 +229,8 @@ def test_batch_norm_eval_uses_running_statistics(rng):
 
 def test_scale_dense_flatten(rng):
     x, gamma, beta = normal(rng, 2, 3, 4, 5), normal(rng, 5), normal(rng, 5)
-    close(ops.scale(x, gamma, beta), x * gamma + beta)
-    close(ops.scale(x, gamma), x * gamma)
+    assert_close(ops.scale(x, gamma, beta), x * gamma + beta)
+    assert_close(ops.scale(x, gamma), x * gamma)
     flat = np.asarray(ops.flatten(x))
     assert flat.shape == (2, 60)
     for n, h, w, c in np.ndindex(x.shape):
@@ -244,7 +239,7 @@ def test_scale_dense_flatten(rng):
     expected = np.zeros((2, 7))
     for n, o in np.ndindex(expected.shape):
         expected[n, o] = sum(flat[n, i] * w_fc[i, o] for i in range(60)) + b_fc[o]
-    close(ops.dense(flat, w_fc, b_fc), expected)
+    assert_close(ops.dense(flat, w_fc, b_fc), expected)
     with pytest.raises(ValueError, match=r"expected an input \(N, 60\) for weights \(60, 7\), got \(2, 3, 4, 5\)"):
         ops.dense(x, w_fc, b_fc)
 
@@ -258,7 +253,7 @@ def test_dropout():
     y = np.asarray(ops.dropout(x, 0.3, rng=key, train=True))
     dropped = y == 0
     assert abs(dropped.mean() - 0.3) < 0.01  # 100,000 Bernoulli draws: std 0.0015
-    close(y[~dropped], np.asarray(x)[~dropped] / 0.7)
+    assert_close(y[~dropped], np.asarray(x)[~dropped] / 0.7)
     np.testing.assert_array_equal(ops.dropout(x, 0.3, rng=key, train=True), y)
     assert not np.array_equal(ops.dropout(x, 0.3, rng=jax.random.key(4), train=True), y)
     with pytest.raises(ValueError, match="dropout in training needs an rng key"):
@@ -273,7 +268,7 @@ def test_dropout():
 def test_softmax_cross_entropy(rng):
     logits, labels = 5 * normal(rng, 9, 6), rng.integers(0, 6, 9)
     expected = -ref.log_softmax(logits.astype(np.float64))[np.arange(9), labels].mean()
-    close(ops.softmax_cross_entropy(logits, labels), expected)
+    assert_close(ops.softmax_cross_entropy(logits, labels), expected)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -350,4 +345,4 @@ def test_gradients(x64, name):
 def test_jit_matches_eager(name):
     _, fn, args, _, _ = next(c for c in _grad_cases(np.random.default_rng(0)) if c[0] == name)
     args = tuple(jnp.asarray(a, jnp.float32) for a in args)
-    close(jax.jit(fn)(*args), fn(*args), rtol=1e-5)
+    assert_close(jax.jit(fn)(*args), fn(*args), rtol=1e-5)

@@ -12,12 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from synthetic import blobs, write_mnist_like
 
 from jaxcnn import Conv, Dense, Flatten, MaxPool, Net, ReLU, checkpoint, ops, zoo
 from jaxcnn.augment import random_crop_flip
 from jaxcnn.train import SolverConfig, Trainer, fit, optimizer, schedule
-
-from synthetic import blobs, write_mnist_like
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,11 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import reference as ref
+from conftest import assert_close
+
 from jaxcnn import Conv, Dense, Flatten, Net, summary, zoo
 from jaxcnn.__main__ import main
 from jaxcnn.ops.geometry import pair
+
 
 def rows_by_name(net, input_shape=None):
     return {r.name: r for r in summary(net, input_shape).rows}
@@ -209,17 +211,11 @@ def test_summary_memory_totals():
 
 # -------------------------------------------------------------------------------------- whole nets: jit vs eager
 
-def _assert_trees_close(a, b):
-    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5 * float(np.abs(v).max()))
-
-
 def _jit_matches_eager(net, params, state, train):
     x = np.random.default_rng(1).random((2, *net.input_shape), np.float32)
     eager = net.apply(params, state, x, train=train)
     jitted = jax.jit(lambda p, s, x: net.apply(p, s, x, train=train))(params, state, x)
-    _assert_trees_close(jitted, eager)
+    assert_close(jitted, eager, 1e-4)
     return eager
 
 
