@@ -118,7 +118,7 @@ def test_batch_norm_keeps_caffes_normalised_running_average():
     jax.tree.map(np.testing.assert_array_equal, s_eval, s)
 
 
-# ---------------------------------------------------------------------------------------------- errors at construction and init
+# ---------------------------------------------------------------------------------------------- errors: config, init
 
 CONFIG_ERRORS = [  # a layer made from its config alone, expected message (regex)
     (lambda: Conv("conv2", 10, 3, groups=3), r"^conv2 \(Conv\): groups=3 does not divide 10 output channels$"),
@@ -126,7 +126,8 @@ CONFIG_ERRORS = [  # a layer made from its config alone, expected message (regex
     (lambda: Conv("conv1", 0, 3), r"^conv1 \(Conv\): features must be a positive int, got 0$"),
     (lambda: Dense("ip1", -3), r"^ip1 \(Dense\): features must be a positive int, got -3$"),
     (lambda: Local("local3", 0, 3), r"^local3 \(Local\): features must be a positive int, got 0$"),
-    (lambda: Conv("conv1", 4, 3, padding="FULL"), r"^conv1 \(Conv\): padding must be 'VALID', 'SAME', an int.*got 'FULL'$"),
+    (lambda: Conv("conv1", 4, 3, padding="FULL"),
+     r"^conv1 \(Conv\): padding must be 'VALID', 'SAME', an int.*got 'FULL'$"),
     (lambda: Conv("conv1", 4, 3, padding=(1, 2, 3)), r"^conv1 \(Conv\): padding must be .* got \(1, 2, 3\)$"),
     (lambda: Conv("conv1", 4, 3, padding=-1), r"^conv1 \(Conv\): padding must be .* got -1$"),
     (lambda: AvgPool("pool", 2, padding=((1, 0), (0, 1.5))),
@@ -141,7 +142,8 @@ CONFIG_ERRORS = [  # a layer made from its config alone, expected message (regex
     (lambda: Dense("fc", 4, b_init="zeros"), r"^fc \(Dense\): unknown filler 'zeros'"),
     (lambda: Dropout("drop6", 1.5), r"^drop6 \(Dropout\): rate must be in \[0, 1\), got 1\.5$"),
     (lambda: Dropout("drop6", -0.1), r"^drop6 \(Dropout\): rate must be in \[0, 1\), got -0\.1$"),
-    (lambda: LRN("norm1", region="spatial"), r"^norm1 \(LRN\): lrn region must be 'across' or 'within', got 'spatial'$"),
+    (lambda: LRN("norm1", region="spatial"),
+     r"^norm1 \(LRN\): lrn region must be 'across' or 'within', got 'spatial'$"),
     (lambda: LRN("norm1", size=4), r"^norm1 \(LRN\): size must be odd .*got 4$"),
     (lambda: BatchNorm("bn", momentum=1.0), r"^bn \(BatchNorm\): momentum must be in \[0, 1\), got 1\.0$"),
     (lambda: ReLU(""), r"^a layer name must be a non-empty string, got ''$"),
