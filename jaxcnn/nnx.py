@@ -19,7 +19,8 @@ Modes are Flax's: `use_running_average` (BatchNorm statistics) and `deterministi
 NetModule refuses the two disagreeing. In training, dropout keys come from the `rngs` given at construction
 (its 'dropout' stream) or from the call's `rngs`.
 """
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import jax
 from flax import nnx
@@ -175,9 +176,10 @@ def multipliers(model: nnx.Module, wrt: Any = nnx.Param) -> tuple[Any, Any]:
       (lr_mult, decay_mult): two nnx.State trees shaped like `nnx.state(model, wrt)` with float leaves: each
       variable's `lr_mult` / `decay_mult` metadata, 1.0 where it has none (parameters of other Flax modules).
     """
-    state = nnx.state(model, wrt)
-    return tuple(jax.tree.map(lambda v: v.get_metadata().get(m, 1.0), state, is_leaf=_is_variable)
-                 for m in ("lr_mult", "decay_mult"))
+    def metadata(name):
+        return jax.tree.map(lambda v: v.get_metadata().get(name, 1.0), nnx.state(model, wrt), is_leaf=_is_variable)
+
+    return metadata("lr_mult"), metadata("decay_mult")
 
 
 # -- one module per jaxcnn layer: the layer built from NNX-style arguments, run by NetModule ---------------------
@@ -307,7 +309,7 @@ class BatchNorm(NetModule):
     def __init__(self, num_features: int, *, momentum: float = 0.99, eps: float = 1e-5,
                  use_running_average: bool = False, name: str = "bn"):
         layer = layers.BatchNorm(name, momentum, eps)
-        _, params, state = layer.init(jax.random.key(0), (num_features,))
+        _, params, state = layer.init(jax.random.key(0), (num_features,))  # no randomness: zeros and ones
         super().__init__(layer, params, state, use_running_average=use_running_average)
 
 
@@ -326,7 +328,7 @@ class Scale(NetModule):
 
     def __init__(self, num_features: int, *, bias: bool = True, lr_mult=None, decay_mult=None, name: str = "scale"):
         layer = layers.Scale(name, bias, lr_mult=lr_mult or {}, decay_mult=decay_mult or {})
-        _, params, state = layer.init(jax.random.key(0), (num_features,))
+        _, params, state = layer.init(jax.random.key(0), (num_features,))  # no randomness: ones and zeros
         super().__init__(layer, params, state)
 
 
