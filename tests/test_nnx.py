@@ -63,19 +63,18 @@ def check_against_pure(module, x, *, key=None):
 
 
 # -- one module per layer -----------------------------------------------------------------------------------------
-R = nnx.Rngs(0)
 LAYER_CASES = {
     # id: (the NNX module, the jaxcnn layer it must hold, per-example input shape)
-    "conv_groups": (lambda: cnnx.Conv(4, 6, 3, stride=2, padding=1, groups=2, lr_mult={"b": 2.0}, rngs=R),
+    "conv_groups": (lambda: cnnx.Conv(4, 6, 3, stride=2, padding=1, groups=2, lr_mult={"b": 2.0}, rngs=nnx.Rngs(0)),
                     layers.Conv("conv", 6, 3, stride=2, padding=1, groups=2, lr_mult={"b": 2.0}), (7, 7, 4)),
     "conv_dilated": (lambda: cnnx.Conv(3, 5, (3, 2), dilation=2, padding="SAME", bias=False, name="c",
-                                       lowering="native", rngs=R),
+                                       lowering="native", rngs=nnx.Rngs(0)),
                      layers.Conv("c", 5, (3, 2), dilation=2, padding="SAME", bias=False), (8, 6, 3)),
-    "local": (lambda: cnnx.Local(3, 4, 3, input_size=(6, 5), padding=1, rngs=R),
+    "local": (lambda: cnnx.Local(3, 4, 3, input_size=(6, 5), padding=1, rngs=nnx.Rngs(0)),
               layers.Local("local", 4, 3, padding=1), (6, 5, 3)),
-    "local_filter_bias": (lambda: cnnx.Local(2, 3, 2, input_size=(5, 5), stride=2, bias="filter", rngs=R),
+    "local_filter_bias": (lambda: cnnx.Local(2, 3, 2, input_size=(5, 5), stride=2, bias="filter", rngs=nnx.Rngs(0)),
                           layers.Local("local", 3, 2, stride=2, bias="filter"), (5, 5, 2)),
-    "dense": (lambda: cnnx.Dense(12, 5, decay_mult={"b": 0.0}, rngs=R),
+    "dense": (lambda: cnnx.Dense(12, 5, decay_mult={"b": 0.0}, rngs=nnx.Rngs(0)),
               layers.Dense("dense", 5, decay_mult={"b": 0.0}), (12,)),
     "max_pool_ceil": (lambda: cnnx.MaxPool(3, 2, ceil_mode=True),
                       layers.MaxPool("pool", 3, 2, ceil_mode=True), (8, 8, 3)),
