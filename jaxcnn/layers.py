@@ -265,7 +265,8 @@ class Local(Layer):
         k1, k2 = jax.random.split(rng)
         kernel = (*self.kernel, input_shape[-1], self.features)
         fill = fillers.resolve(self.w_init)
-        w = jax.vmap(lambda k: fill(k, kernel, jnp.float32))(jax.random.split(k1, oh * ow))
+        # one compiled fill (eagerly, vmap would dispatch its random-number ops one by one, for seconds)
+        w = jax.jit(jax.vmap(lambda k: fill(k, kernel, jnp.float32)))(jax.random.split(k1, oh * ow))
         params = {"w": w.reshape(oh, ow, *kernel)}
         if self.bias:
             b_shape = (oh, ow, self.features) if self.bias == "position" else (self.features,)
