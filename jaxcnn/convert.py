@@ -212,7 +212,7 @@ def _trunk_window(row):
         return stride, any(np.ravel(pads))
     if isinstance(layer, (MaxPool, AvgPool)):
         _, _, stride, pads, extra = pool_geometry(row.in_shape, layer.kernel, layer.stride, layer.padding,
-                                                  layer.ceil_mode)
+                                                  layer.ceil_mode, layer.clip)
         return stride, any(np.ravel(pads)) or any(extra)
     if isinstance(layer, LRN):
         return (1, 1), layer.region == "within" and layer.size > 1

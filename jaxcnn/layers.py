@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from . import fillers, ops
 from .ops.conv import check_groups, conv_geometry
 from .ops.geometry import normalize_padding, pair
-from .ops.pool import pool_geometry
+from .ops.pool import CLIPS, pool_geometry
 
 Shape = tuple[int, ...]
 
@@ -366,15 +366,18 @@ class _Pool(Layer):
     stride: Any = None
     padding: Any = 0
     ceil_mode: bool = False
+    clip: str = "always"
     input_rank: ClassVar[int] = 3
 
     def configure(self):
         kernel = pair(self.kernel, "kernel")
+        if self.clip not in CLIPS:
+            raise ValueError(f"clip must be one of {', '.join(map(repr, CLIPS))}, got {self.clip!r}")
         self._set(kernel=kernel, stride=kernel if self.stride is None else pair(self.stride, "stride"),
                   padding=normalize_padding(self.padding), ceil_mode=bool(self.ceil_mode))
 
     def create(self, rng, input_shape):
-        pool_geometry(input_shape, self.kernel, self.stride, self.padding, self.ceil_mode)
+        pool_geometry(input_shape, self.kernel, self.stride, self.padding, self.ceil_mode, self.clip)
         return {}, {}
 
     def cost(self, in_shape, out_shape):
@@ -384,21 +387,24 @@ class _Pool(Layer):
 @dataclass(frozen=True)
 class MaxPool(_Pool):
     """Max pooling, (H, W, C) -> (OH, OW, C); stride defaults to the kernel. ceil_mode=True rounds sizes up
-    like Caffe and cuda-convnet (32 -> 16 with 3x3/2)."""
+    like Caffe and cuda-convnet (32 -> 16 with 3x3/2); clip='padded' keeps Caffe's last window outside an
+    unpadded input (see ops.pool.pool_geometry)."""
 
     def forward(self, params, state, x, *, train, rng, lowering):
-        y = ops.max_pool(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode, lowering=lowering)
+        y = ops.max_pool(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode, clip=self.clip,
+                         lowering=lowering)
         return y, state
 
 
 @dataclass(frozen=True)
 class AvgPool(_Pool):
-    """Average pooling, (H, W, C) -> (OH, OW, C); count_pad: see ops.avg_pool."""
+    """Average pooling, (H, W, C) -> (OH, OW, C); count_pad and clip: see ops.avg_pool."""
 
     count_pad: bool = True
 
     def forward(self, params, state, x, *, train, rng, lowering):
-        y = ops.avg_pool(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode, count_pad=self.count_pad)
+        y = ops.avg_pool(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode,
+                         count_pad=self.count_pad, clip=self.clip)
         return y, state
 
 
@@ -440,11 +446,13 @@ class BatchNorm(Layer):
     blobs). Unlike a plain moving average started at 0 and 1, it is right after the first batch, so a short run
     evaluates with real statistics. A batch whose statistics are not finite (a NaN or inf input) leaves the state
     unchanged. The default momentum 0.99 (Keras, Flax) averages ~100 batches; Caffe's moving_average_fraction is
-    0.999.
+    0.999. use_global_stats=True (Caffe's use_global_stats: true, a frozen BatchNorm) normalises with the running
+    statistics and keeps them even in training.
     """
 
     momentum: float = 0.99
     eps: float = 1e-5
+    use_global_stats: bool = False
     inplace: ClassVar[bool] = True
 
     def configure(self):
@@ -459,6 +467,7 @@ class BatchNorm(Layer):
                     "count": jnp.zeros((), jnp.float32)}
 
     def forward(self, params, state, x, *, train, rng, lowering):
+        train = train and not self.use_global_stats
         count = self.momentum * state["count"] + 1 if train else state["count"]
         # the old average's share of the new one: ops.batch_norm's momentum, 0 on the first batch
         keep = self.momentum * state["count"] / count if train else self.momentum
@@ -750,7 +759,8 @@ class Slice(Layer):
         if self.points:
             if self.parts is not None:
                 raise ValueError("give points or parts, not both")
-            if any(not isinstance(p, int) or p < 1 for p in self.points) or list(self.points) != sorted(set(self.points)):
+            increasing = list(self.points) == sorted(set(self.points))
+            if any(not isinstance(p, int) or p < 1 for p in self.points) or not increasing:
                 raise ValueError(f"points must be increasing positive ints, got {self.points}")
         else:
             _positive_int(self.parts, "parts")

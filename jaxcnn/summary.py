@@ -37,7 +37,8 @@ class Summary:
     forward_activation_bytes (per example): the inputs plus every output that needs a buffer of its own;
     elementwise layers (ReLU, BatchNorm, Scale, Dropout, Flatten) run in place, as Caffe's in-place layers,
     and add nothing, unless a later layer still reads their input (a branch). input_shape: one shape, or a
-    dict {blob: shape} for a net with several inputs; branched: whether to show each layer's input blobs. train_step_bytes (for `batch`): forward activations kept for the backward pass plus their
+    dict {blob: shape} for a net with several inputs; branched: whether to show each layer's input blobs.
+    train_step_bytes (for `batch`): forward activations kept for the backward pass plus their
     gradients (2x), the weights with their gradients and one optimizer slot such as SGD momentum (3x trainable
     parameters), and the non-trainable statistics.
     """
