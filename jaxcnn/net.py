@@ -67,7 +67,7 @@ class Graph:
         if not self.inputs:
             raise ValueError(f"{name}: a net needs at least one input blob")
         self._check_wiring()
-        self.outputs = self._default_outputs() if outputs is None else tuple(outputs)
+        self.outputs = unread_blobs(self.nodes) if outputs is None else tuple(outputs)
         written = set(self.inputs).union(*(n.outputs for n in self.nodes))
         missing = [b for b in self.outputs if b not in written]
         if missing or not self.outputs:
@@ -102,16 +102,6 @@ class Graph:
         unread = [b for b in self.inputs if not any(b in n.inputs for n in self.nodes)]
         if unread:
             raise LayerError(f"{self.name}: input blobs {unread} are read by no layer")
-
-    def _default_outputs(self):
-        unread = {}
-        for node in self.nodes:
-            for blob in node.inputs:
-                unread.pop(blob, None)
-            for blob in node.outputs:
-                unread.pop(blob, None)
-                unread[blob] = True
-        return tuple(unread)
 
     def _last_uses(self):
         """blob -> index of the last node that reads it (apply drops each blob after it)."""
@@ -274,6 +264,18 @@ class Net(Graph):
             nodes.append(Node(layer, (blob,), (layer.name,)))
             blob = layer.name
         super().__init__(nodes, {nodes[0].inputs[0] if nodes else "data": input_shape}, name=name)
+
+
+def unread_blobs(nodes) -> tuple:
+    """The blobs whose last value no node reads, in the order they were written (a net's default outputs)."""
+    unread = {}
+    for node in nodes:
+        for blob in node.inputs:
+            unread.pop(blob, None)
+        for blob in node.outputs:
+            unread.pop(blob, None)
+            unread[blob] = True
+    return tuple(unread)
 
 
 def _by_layer(rows):

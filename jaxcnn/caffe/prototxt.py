@@ -26,7 +26,7 @@ from ..layers import (
     ELU, LRN, AbsVal, AvgPool, BatchNorm, Bias, Concat, Conv, Dense, Dropout, Eltwise, Flatten, GlobalAvgPool,
     GlobalMaxPool, LayerError, MaxPool, PReLU, ReLU, Scale, Sigmoid, Slice, Softmax, Split, Tanh,
 )
-from ..net import Graph, Node
+from ..net import Graph, Node, unread_blobs
 from . import schema
 
 PHASES = ("TRAIN", "TEST")
@@ -300,7 +300,7 @@ class _Builder:
         read = {b for n in self.nodes for b in n.inputs}
         inputs = {b: s for b, s in self.inputs.items() if b in read}
         inputs = self._fill_shapes(inputs)
-        outputs = [b for b in _unread(self.nodes) if b not in self.silenced]
+        outputs = [b for b in unread_blobs(self.nodes) if b not in self.silenced]
         name = p.name or Path(self.where).stem
         try:
             return CaffeNet(self.nodes, inputs, outputs or None, name, phase=self.phase, transform=self.transform,
@@ -628,15 +628,3 @@ class _Builder:
         kind = MaxPool if c.pool == 0 else AvgPool
         return kind(name, tuple(map(int, kernel)), tuple(map(int, stride)), tuple(map(int, pad)), ceil_mode=ceil,
                     clip="padded")
-
-
-def _unread(nodes):
-    """Blobs whose last value no node reads, in the order written."""
-    unread = {}
-    for node in nodes:
-        for b in node.inputs:
-            unread.pop(b, None)
-        for b in node.outputs:
-            unread.pop(b, None)
-            unread[b] = True
-    return list(unread)
