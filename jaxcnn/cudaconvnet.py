@@ -98,6 +98,16 @@ def _bases(learning):
     return first["epsW"], max(p["wc"] for p in learning.values())
 
 
+def params_beside(layers_cfg) -> Path | None:
+    """The layer-params file cuda-convnet's examples keep beside a layer file: layer-params-X.cfg for
+    layers-X.cfg (layer-params.cfg for layers.cfg), if it exists."""
+    path = Path(layers_cfg)
+    if not path.name.startswith("layers"):
+        return None
+    candidate = path.with_name("layer-params" + path.name[len("layers"):])
+    return candidate if candidate.is_file() else None
+
+
 def _parser(path):
     cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=("#",), strict=True)
     cp.optionxform = str  # cuda-convnet's keys are case-sensitive (filterSize)
@@ -147,7 +157,8 @@ class _Loader:
             elif default is not None:
                 return default
             else:
-                raise self.error(section, f"needs '{key}'")
+                where = " (here or in the layer-params file)" if key in ("scale", "pow") else ""
+                raise self.error(section, f"needs '{key}'{where}")
         text = cfg[key]
         try:
             if kind is bool:
