@@ -273,7 +273,8 @@ class _Loader:
             raise self.error(s, "randSparse (random sparse connectivity) is not supported")
         groups = self.get(s, "groups", int, 1)
         filters = self.get(s, "filters", int) * groups  # cuda-convnet's filters count per group
-        size, stride, pad = self.get(s, "filterSize", int), self.get(s, "stride", int, 1), self.get(s, "padding", int, 0)
+        size, stride = self.get(s, "filterSize", int), self.get(s, "stride", int, 1)
+        pad = self.get(s, "padding", int, 0)
         padding = self._padding(s, x, size, stride, pad)
         init = dict(w_init=fillers.gaussian(self.get(s, "initW", float)), b_init=self.get(s, "initB", float, 0.0),
                     **self._mults(s))

@@ -75,7 +75,8 @@ GOOGLENET_BLOCK = ('name: "inception_block"\n' + _input(6, 9, 9) + _inception("i
 
 # ResNet: a bottleneck with projection shortcut, BatchNorm + Scale after each conv, in-place ReLUs, Eltwise sum
 RESNET_BOTTLENECK = ('name: "resnet_bottleneck"\n' + _input(8, 7, 7)
-                     + conv("res2a_branch1", "data", 16, 1, extra="bias_term: false") + bn_scale("bn2a_branch1", "res2a_branch1")
+                     + conv("res2a_branch1", "data", 16, 1, extra="bias_term: false")
+                     + bn_scale("bn2a_branch1", "res2a_branch1")
                      + conv("res2a_branch2a", "data", 4, 1, extra="bias_term: false")
                      + bn_scale("bn2a_branch2a", "res2a_branch2a") + relu("res2a_branch2a_relu", "res2a_branch2a")
                      + conv("res2a_branch2b", "res2a_branch2a", 4, 3, pad=1, extra="bias_term: false")

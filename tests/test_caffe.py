@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import text_format
 
 import caffe_nets
-from jaxcnn import AvgPool, BatchNorm, Conv, Dense, Flatten, MaxPool, Net, ReLU, Scale, ops, summary, zoo
+from jaxcnn import AvgPool, Conv, Dense, MaxPool, summary, zoo
 from jaxcnn.caffe import (
     CaffeFormatError, load_caffemodel, load_prototxt, load_solver, save_caffemodel, schema,
 )
@@ -170,8 +170,8 @@ def test_independently_written_caffemodel(tmp_path):
             continue
         blobs = [b.astype(np.float32) for b in blobs]
         caffe_blobs[layer.name] = blobs
-        model.layer.add(name=layer.name, type="Convolution" if isinstance(layer, Conv) else "InnerProduct").blobs.extend(
-            map(_caffe_blob, blobs))
+        kind = "Convolution" if isinstance(layer, Conv) else "InnerProduct"
+        model.layer.add(name=layer.name, type=kind).blobs.extend(map(_caffe_blob, blobs))
     (tmp_path / "net.caffemodel").write_bytes(model.SerializeToString())
     params, state = load_caffemodel(net, tmp_path / "net.caffemodel")
     # jaxcnn's layouts, worked out by hand: HWIO kernels; fc6's rows from Caffe's (C, H, W) order to (H, W, C)

@@ -3,13 +3,12 @@ import math
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 import reference as ref
-from jaxcnn import LRN, AvgPool, Conv, Dense, Flatten, Local, MaxPool, ReLU, ops, summary, zoo
+from jaxcnn import LRN, Flatten, ops, summary, zoo
 from jaxcnn.cudaconvnet import ConvNetFormatError, load
 from jaxcnn.train import optimizer
 

@@ -13,7 +13,7 @@ from jax.test_util import check_grads
 
 from jaxcnn import (
     ELU, AbsVal, Bias, Concat, Conv, Dense, Eltwise, Flatten, GlobalAvgPool, GlobalMaxPool, Graph, LayerError,
-    MaxPool, Net, Node, PReLU, ReLU, Scale, Slice, Softmax, Split, summary,
+    MaxPool, Node, PReLU, ReLU, Scale, Slice, Softmax, Split, summary,
 )
 from jaxcnn.checkpoint import Checkpointer
 from jaxcnn.convert import fc_to_conv, sliding_geometry, split
@@ -81,13 +81,9 @@ def test_layer_matches_numpy(layer, shapes, params, reference, rng):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-GRAD_CASES = [c for c in CASES if not isinstance(c[0], (GlobalMaxPool, Split)) and c[0].name != "max"]
-
-
-@pytest.mark.parametrize("layer, shapes, params, reference", GRAD_CASES, ids=[c[0].name for c in GRAD_CASES])
+@pytest.mark.parametrize("layer, shapes, params, reference", CASES, ids=IDS)
 def test_layer_gradients(layer, shapes, params, reference, rng, x64):
-    """Reverse- and forward-mode derivatives against finite differences (max-type layers: ties make them
-    one-sided; their gradient routing is XLA's own)."""
+    """Reverse- and forward-mode derivatives against finite differences (random inputs: no ties in a max)."""
     p = {} if params is None else jax.tree.map(lambda a: np.asarray(a, np.float64), params)
     x = _inputs(layer, shapes, rng, np.float64)
     x = jax.tree.map(lambda v: v + 0.1 * np.sign(v), x)  # keep away from the kinks at 0

@@ -5,7 +5,6 @@ import re
 import shutil
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
