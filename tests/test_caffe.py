@@ -29,20 +29,27 @@ def rel_err(a, b):
 
 
 def random_weights(net, seed=0):
-    """Params from the net's fillers (reseeded), with random Scale/Bias/PReLU values and BatchNorm statistics."""
-    _, params, state = net.init(jax.random.key(seed))
+    """NumPy random params for `net` (weights of std 1/sqrt(fan-in), random Scale/Bias/PReLU values) and random
+    BatchNorm statistics; drawn from the abstract shapes (JAX's fillers would compile once per shape)."""
     rng = np.random.default_rng(seed)
-    for name, p in params.items():
-        for k, v in p.items():
-            if k in ("gamma", "beta", "slope") or (k == "b" and not isinstance(net[name], (Conv, Dense))):
-                p[k] = jnp.asarray(rng.uniform(0.5, 1.5, v.shape) * rng.choice([-1, 1], v.shape), jnp.float32)
-            elif k == "b":
-                p[k] = jnp.asarray(rng.normal(0, 0.1, v.shape), jnp.float32)
-    for name, s in state.items():
-        c = s["mean"].shape
-        state[name] = {"mean": jnp.asarray(rng.normal(0, 0.5, c), jnp.float32),
-                       "var": jnp.asarray(rng.uniform(0.5, 2.0, c), jnp.float32),
-                       "count": jnp.float32(rng.uniform(1.5, 900.0))}
+    params, state = {}, {}
+    for row in net.shapes():
+        p = {}
+        for k, spec in row.params.items():
+            shape = spec.shape
+            if k == "w":
+                p[k] = rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape)
+            elif k == "b" and isinstance(row.layer, (Conv, Dense)):
+                p[k] = rng.normal(0, 0.1, shape)
+            else:  # gamma, beta, slope, Bias's b
+                p[k] = rng.uniform(0.5, 1.5, shape) * rng.choice([-1, 1], shape)
+        if p:
+            params[row.layer.name] = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
+        if row.state:
+            c = row.state["mean"].shape
+            state[row.layer.name] = {"mean": jnp.asarray(rng.normal(0, 0.5, c), jnp.float32),
+                                     "var": jnp.asarray(rng.uniform(0.5, 2.0, c), jnp.float32),
+                                     "count": jnp.float32(rng.uniform(1.5, 900.0))}
     return params, state
 
 
@@ -72,7 +79,7 @@ def _check_against_opencv(tmp_path, text, seed=0):
     params, state = random_weights(net, seed)
     save_caffemodel(net, params, state, model_path)
     x = np.random.default_rng(seed + 1).standard_normal((2, *net.input_shape)).astype(np.float32)
-    ours, _ = net.apply(params, state, x)
+    ours = jax.jit(lambda p, s, x: net.apply(p, s, x)[0])(params, state, x)  # one compile, not one per op
     ours = ours if isinstance(ours, dict) else {net.outputs[0]: ours}
     writers = {blob: last_writer(net, blob) for blob in ours}
     theirs = opencv_forward(proto_path, model_path, x, writers.values())
@@ -134,7 +141,7 @@ def test_lenet_bn_train_test_net(tmp_path):
     rows = [r for r in summary(test_net).rows if r.name != "ip1_flatten"]
     assert [(r.name, r.output_shape, r.trainable, r.non_trainable) for r in rows] == [
         (r.name, r.output_shape, r.trainable, r.non_trainable) for r in zoo_rows if r.name != "flatten"]
-    mults = train_net.multipliers(train_net.init(jax.random.key(0))[1])[0]
+    mults = train_net.multipliers({r.layer.name: r.params for r in train_net.shapes() if r.params})[0]
     assert mults["conv1"] == {"w": 1.0, "b": 2.0} and mults["ip2"] == {"w": 1.0, "b": 2.0}
     # against OpenCV, through the deploy form of the same net
     net, params, state, _ = _check_against_opencv(tmp_path, lenet_deploy_text())

@@ -78,10 +78,10 @@ FIELDS = {
 BLOB_NAMES = {"Convolution": ("w", "b"), "InnerProduct": ("w", "b"), "Scale": ("gamma", "beta"), "Bias": ("b",),
               "PReLU": ("slope",), "BatchNorm": ()}  # BatchNorm's three blobs are statistics: state, not params
 COMMON = {"name", "type", "bottom", "top", "include", "exclude", "phase"}
-EXTRA = {"param": set(BLOB_NAMES) - {"BatchNorm"}, "blobs_lr": set(BLOB_NAMES), "weight_decay": set(BLOB_NAMES),
-         "transform_param": set(DATA_TYPES), "loss_param": {"SoftmaxWithLoss"},
-         "loss_weight": {"SoftmaxWithLoss"}}
-EXTRA["param"] |= {"BatchNorm"}  # Caffe's LeNet-BN gives its BatchNorm blobs lr_mult 0: accepted, never trained
+# fields beyond COMMON and the type's own *_param, and the types that may set them (BatchNorm's `param` entries are
+# accepted and have no effect: its blobs are statistics, never trained; Caffe's LeNet-BN gives them lr_mult 0)
+EXTRA = {"param": set(BLOB_NAMES), "blobs_lr": set(BLOB_NAMES), "weight_decay": set(BLOB_NAMES),
+         "transform_param": set(DATA_TYPES), "loss_param": {"SoftmaxWithLoss"}, "loss_weight": {"SoftmaxWithLoss"}}
 
 
 class CaffeFormatError(ValueError):
@@ -374,7 +374,7 @@ class _Builder:
             return False
         return not rule.stage
 
-    def _check_fields(self, lp, kind, v1, where):
+    def _check_fields(self, lp, kind, where):
         allowed_param, allowed = FIELDS[kind]
         for f, _ in lp.ListFields():
             name = f.name
@@ -392,7 +392,7 @@ class _Builder:
             raise CaffeFormatError(f"{self.where}: a {kind} layer has no name")
         if kind not in FIELDS:
             raise CaffeFormatError(f"{where}: layer type {kind!r} is not supported")
-        self._check_fields(lp, kind, v1, where)
+        self._check_fields(lp, kind, where)
         bottoms, tops = list(lp.bottom), list(lp.top)
         for b in bottoms:
             if b not in self.rank:
@@ -402,8 +402,13 @@ class _Builder:
         if kind == "SoftmaxWithLoss":
             self._two_bottoms(bottoms, where)
             weight = lp.loss_weight[0] if lp.loss_weight else 1.0
-            if lp.HasField("loss_param") or (lp.HasField("softmax_param") and lp.softmax_param.axis != 1):
-                raise CaffeFormatError(f"{where}: loss_param and a softmax axis other than 1 are not supported")
+            lossp = lp.loss_param
+            if lossp.HasField("ignore_label") or lossp.normalization == 3 or (
+                    lossp.HasField("normalize") and not lossp.normalize):
+                raise CaffeFormatError(f"{where}: fields loss_param.ignore_label and an unnormalised loss are not "
+                                       "supported (the loss is the mean over the batch)")
+            if lp.softmax_param.axis != 1:
+                raise CaffeFormatError(f"{where}: field softmax_param.axis other than 1 is not supported")
             self.losses.append(Loss(lp.name, bottoms[0], bottoms[1], float(weight)))
             return
         if kind == "Accuracy":
