@@ -178,6 +178,10 @@ def test_several_inputs_and_outputs_are_dicts(rng):
     with pytest.raises(ValueError, match=r"input blobs \['a', 'b'\]: give a dict of arrays"):
         net.apply(params, state, a)
     assert net.init(KEY, {"a": (2, 2, 4), "b": (2, 2, 4)})[0]["prob"] == (2, 2, 3)
+    s = summary(net)
+    assert s.input_shape == {"a": (3, 3, 4), "b": (3, 3, 4)} and s.to_dict()["input_shape"]["b"] == [3, 3, 4]
+    assert s.forward_activations == 2 * 36 + 36 + 36 + 27  # two inputs, sum, the two slices, softmax
+    assert "a (3, 3, 4), b (3, 3, 4)" in str(s).splitlines()[0]
 
 
 def test_net_is_a_chain_graph_with_the_same_params_and_results(lenet_caffe_init, rng):
