@@ -115,3 +115,19 @@ def test_train_runs_caffes_lenet_solver_on_its_train_test_net(tmp_path, capsys):
     params, state = load_caffemodel(net, out / "lenet_bn_iter_48.caffemodel")
     assert float(state["bn_conv1"]["count"]) > 1  # trained statistics
     assert any((out / "checkpoints").iterdir())
+
+
+def test_train_errors_are_one_line(tmp_path, capsys):
+    for name in ("lenet_bn_train_test.prototxt", "lenet_solver.prototxt"):
+        shutil.copy(CAFFE_DIR / name, tmp_path / name)
+    net = (tmp_path / "lenet_bn_train_test.prototxt").read_text()
+    (tmp_path / "lenet_bn_train_test.prototxt").write_text(net.replace('top: "loss"', 'top: "loss"\n  loss_weight: 2'))
+    for argv, message in [
+        (["--solver", str(tmp_path / "missing.prototxt")], "missing.prototxt: no such solver file"),
+        (["--solver", str(tmp_path / "lenet_solver.prototxt")], "layer 'loss': loss_weight 2.0 is not supported"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", *argv])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err

@@ -59,6 +59,9 @@ def setup(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int
     if len(net.losses) != 1 or net.losses[0].logits != net.outputs[0] or len(net.outputs) != 1:
         raise CaffeFormatError(f"{where}: training needs one SoftmaxWithLoss on the net's one output, got losses "
                                f"{[l.name for l in net.losses]} and outputs {list(net.outputs)}")
+    if net.losses[0].weight != 1:
+        raise CaffeFormatError(f"{where}: layer {net.losses[0].name!r}: loss_weight {net.losses[0].weight} is not "
+                               "supported for training (the Trainer minimises the loss itself)")
     name = dataset or dataset_of(net, where)
     train, test = datasets.load(name, "train", data_dir), datasets.load(name, "test", data_dir)
     transform = net.transform
