@@ -3,8 +3,10 @@ input once, and compare with evaluating every training-size crop through the ori
 
     python -m experiments.fc_as_conv --size 384 --out runs/fc_as_conv          # VGG16: a 6x6x1000 score map
     python -m experiments.fc_as_conv --model lenet_caffe --checkpoint runs/mnist --size 140 --out runs/slide
+    python -m experiments.fc_as_conv --prototxt deploy.prototxt --caffemodel weights.caffemodel --size 355
 
-Weights are random (seeded) unless --checkpoint gives a run of `python -m experiments.mnist`. The input is a
+Weights are random (seeded) unless --checkpoint gives a run of `python -m experiments.mnist` or --caffemodel the
+Caffe weights of a --prototxt net. The input is a
 seeded standard-normal image (no ImageNet here), or for MNIST-sized nets a blank canvas holding real test
 digits, drawn with the class probabilities at each position into heatmap.png. Timings are medians over
 --repeats runs after a warm-up. Peak memory is measured (Linux): the rise of the process's resident high-water
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import checkpoint, datasets, ops, zoo
+from jaxcnn import LayerError, caffe, checkpoint, datasets, ops, zoo
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
 from jaxcnn.summary import summary
 
@@ -35,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=384, help="side of the square input (default 384)")
     p.add_argument("--model", choices=sorted(zoo.MODELS), help="zoo net (default: the checkpoint's, else vgg16)")
     p.add_argument("--checkpoint", help="--out directory of experiments.mnist (or its checkpoints/ directory)")
+    p.add_argument("--prototxt", help="a Caffe deploy net (.prototxt, with its input size) instead of a zoo model")
+    p.add_argument("--caffemodel", help="its Caffe weights (.caffemodel); default: random (seeded)")
     p.add_argument("--out", help="directory for results.json (and heatmap.png); nothing is written without it")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights, image and canvas")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each path after a warm-up (default 5)")
@@ -43,11 +47,17 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.prototxt and (args.model or args.checkpoint):
+        p.error("--prototxt replaces --model and --checkpoint: give one of them")
+    if args.caffemodel and not args.prototxt:
+        p.error("--caffemodel needs --prototxt (the net it holds the weights of)")
     return p, args
 
 
 def load_net(args, parser):
     """-> (net, params, state, description of the weights)."""
+    if args.prototxt:
+        return load_caffe_net(args, parser)
     if args.checkpoint is None:
         net = zoo.get(args.model or "vgg16")
         _, params, state = net.init(jax.random.key(args.seed))
@@ -56,6 +66,24 @@ def load_net(args, parser):
     if args.model and ckpt["model"] != args.model:
         parser.error(f"--checkpoint {args.checkpoint} holds a {ckpt['model']!r} net, not --model {args.model!r}")
     return zoo.get(ckpt["model"]), ckpt["params"], ckpt["state"], f"checkpoint {args.checkpoint}"
+
+
+def load_caffe_net(args, parser):
+    """--prototxt (and --caffemodel) -> (net, params, state, description of the weights)."""
+    try:
+        net = caffe.load_prototxt(args.prototxt)
+    except (caffe.CaffeFormatError, LayerError, FileNotFoundError) as e:
+        parser.error(f"--prototxt {args.prototxt}: {e}")
+    if net.input_shape is None or isinstance(net.input_shape, dict):
+        parser.error(f"--prototxt {args.prototxt}: needs a net with one input of a given size (a deploy net)")
+    if not args.caffemodel:
+        _, params, state = net.init(jax.random.key(args.seed))
+        return net, params, state, f"random (seed {args.seed})"
+    try:
+        params, state = caffe.load_caffemodel(net, args.caffemodel)
+    except (caffe.CaffeFormatError, FileNotFoundError) as e:
+        parser.error(f"--caffemodel {args.caffemodel}: {e}")
+    return net, params, state, f"caffemodel {args.caffemodel}"
 
 
 def mnist_canvas(size, count, data_dir, rng, step):

@@ -2,16 +2,18 @@
 from . import fillers, ops, zoo
 from .convert import fc_to_conv
 from .layers import (
-    LRN, AvgPool, BatchNorm, Conv, Dense, Dropout, Flatten, Layer, LayerError, Local, MaxPool, ReLU, Scale,
-    Sigmoid, Tanh,
+    ELU, LRN, AbsVal, AvgPool, BatchNorm, Bias, Concat, Conv, Dense, Dropout, Eltwise, Flatten, GlobalAvgPool,
+    GlobalMaxPool, Layer, LayerError, Local, MaxPool, PReLU, ReLU, Scale, Sigmoid, Slice, Softmax, Split, Tanh,
 )
-from .net import Net
+from .net import Graph, Net, Node
 from .summary import summary
 from .tuning import tune
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LRN", "AvgPool", "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "Layer", "LayerError", "Local",
-    "MaxPool", "Net", "ReLU", "Scale", "Sigmoid", "Tanh", "fc_to_conv", "fillers", "ops", "summary", "tune", "zoo",
+    "ELU", "LRN", "AbsVal", "AvgPool", "BatchNorm", "Bias", "Concat", "Conv", "Dense", "Dropout", "Eltwise", "Flatten",
+    "GlobalAvgPool", "GlobalMaxPool", "Graph", "Layer", "LayerError", "Local", "MaxPool", "Net", "Node", "PReLU",
+    "ReLU", "Scale", "Sigmoid", "Slice", "Softmax", "Split", "Tanh", "fc_to_conv", "fillers", "ops", "summary",
+    "tune", "zoo",
 ]

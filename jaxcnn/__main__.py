@@ -1,6 +1,12 @@
-"""Command line: python -m jaxcnn summary MODEL [--input-shape H,W,C] [--batch N] [--json]."""
+"""Command line:
+    python -m jaxcnn summary MODEL [--input-shape H,W,C] [--batch N] [--json]
+    python -m jaxcnn draw MODEL --out net.svg [--input-shape H,W,C]
+    python -m jaxcnn train --solver solver.prototxt [--data-dir DIR] [--dataset NAME] [--out DIR]
+MODEL: a zoo model, a Caffe net (.prototxt) or a cuda-convnet layer definition (.cfg; give --input-shape).
+"""
 import argparse
 import json
+import os
 import sys
 
 from . import zoo
@@ -18,24 +24,127 @@ def _shape(text):
     return shape
 
 
+def _model(text):
+    if text in zoo.MODELS or text.endswith((".prototxt", ".cfg")):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a zoo model ({', '.join(sorted(zoo.MODELS))}), a Caffe .prototxt "
+                                     f"or a cuda-convnet .cfg file; got {text!r}")
+
+
+def load_model(spec, input_shape=None):
+    """A zoo model name, a Caffe .prototxt or a cuda-convnet .cfg (with the layer-params file beside it, if any:
+    cudaconvnet.params_beside) -> net. input_shape: for files that do not give their input size."""
+    if spec in zoo.MODELS:
+        return zoo.get(spec)
+    if spec.endswith(".prototxt"):
+        from .caffe import load_prototxt
+        return load_prototxt(spec, input_shape=input_shape)
+    from . import cudaconvnet
+    if input_shape is None:
+        raise ValueError("cuda-convnet files do not give the input size: pass --input-shape H,W,C")
+    return cudaconvnet.load(spec, cudaconvnet.params_beside(spec), input_shape)
+
+
+def _file_errors():
+    from .caffe import CaffeFormatError
+    from .cudaconvnet import ConvNetFormatError
+    return CaffeFormatError, ConvNetFormatError, FileNotFoundError, LayerError, ValueError
+
+
+def _summary(parser, args):
+    try:
+        net = load_model(args.model, args.input_shape)
+        result = summary(net, args.input_shape, batch=args.batch)
+    except _file_errors() as e:
+        shape = f" with --input-shape {','.join(map(str, args.input_shape))}" if args.input_shape else ""
+        parser.exit(2, f"error: {args.model}{shape}: {e}\n")
+    print(json.dumps(result.to_dict(), indent=1) if args.json else result)
+
+
+def _draw(parser, args):
+    from . import draw
+    try:
+        import graphviz
+    except ImportError:
+        parser.exit(2, "error: drawing needs the graphviz package: pip install 'jaxcnn[draw]'\n")
+    try:
+        net = load_model(args.model, args.input_shape)
+        path = draw.render(net, args.out, args.input_shape)
+    except graphviz.ExecutableNotFound:
+        parser.exit(2, "error: Graphviz's dot program is not installed (Debian: apt-get install graphviz)\n")
+    except _file_errors() as e:
+        parser.exit(2, f"error: {args.model}: {e}\n")
+    except graphviz.CalledProcessError as e:
+        parser.exit(2, f"error: --out {args.out}: Graphviz failed: {e}\n")
+    print(f"wrote {path}")
+
+
+def _train(parser, args):
+    import jax
+
+    from .caffe import save_caffemodel, training
+    from .hostmem import keep_freed_memory
+    from .train import Interrupted, fit
+    keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
+    try:
+        run = training.setup(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
+    except _file_errors() as e:
+        parser.exit(2, f"error: --solver {args.solver}: {e}\n")
+    s = run.solver
+    print(summary(run.net, batch=run.trainer.batch_size))
+    print(f"{run.dataset}: {len(run.train[1]):,} training / {len(run.test[1]):,} test images; batch "
+          f"{run.trainer.batch_size}; {s.config.optimizer} lr {s.config.lr} ({s.config.schedule}), max_iter "
+          f"{s.max_iter} -> {run.epochs} epochs")
+    os.makedirs(args.out, exist_ok=True)
+    meta = {"model": run.net.name, "dataset": run.dataset, "solver": os.path.abspath(args.solver)}
+
+    def report(r):
+        print(f"epoch {r['epoch']:3d}  step {r['step']:6d}  train loss {r['train_loss']:.4f}  test loss "
+              f"{r['test_loss']:.4f}  test accuracy {100 * r['test_accuracy']:.2f}%  {r['seconds']:.1f}s")
+
+    try:
+        ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=args.out,
+                          resume=args.resume, meta=meta, on_epoch=report)
+    except Interrupted as e:
+        parser.exit(1, f"{e}\n")
+    weights = os.path.join(args.out, f"{s.snapshot_prefix or run.net.name}_iter_{int(ts.step)}.caffemodel")
+    save_caffemodel(run.net, jax.device_get(ts.params), jax.device_get(ts.state), weights)
+    if history:
+        print(f"test accuracy {100 * history[-1]['test_accuracy']:.2f}% after {int(ts.step)} steps; wrote "
+              f"{args.out} and {weights}")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m jaxcnn", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m jaxcnn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("summary", help="per-layer shapes, parameters, memory and FLOPs of a zoo model")
-    p.add_argument("model", choices=sorted(zoo.MODELS))
+    p = commands.add_parser("summary", help="per-layer shapes, parameters, memory and FLOPs of a model")
+    p.add_argument("model", type=_model, help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
     p.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's training size)")
     p.add_argument("--batch", type=int, default=1, help="batch size for the training-step memory estimate")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    d = commands.add_parser("draw", help="draw a model's graph with Graphviz")
+    d.add_argument("model", type=_model, help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
+    d.add_argument("--out", required=True, help="picture to write: .svg, .png or .pdf")
+    d.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's)")
+    t = commands.add_parser("train", help="train a Caffe train/test net with its solver.prototxt")
+    t.add_argument("--solver", required=True, help="Caffe solver file; its `net` is read beside it if not found")
+    t.add_argument("--dataset", choices=["mnist", "fashion_mnist", "cifar10"],
+                   help="default: from the data layer's source")
+    t.add_argument("--data-dir", help="directory with the dataset's original files (see jaxcnn.datasets.load)")
+    t.add_argument("--out", default="runs/caffe", help="run directory: checkpoints, metrics, final caffemodel")
+    t.add_argument("--epochs", type=int, help="default: enough for the solver's max_iter")
+    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = parser.parse_args(argv)
-    if args.batch < 1:
-        parser.error(f"--batch must be a positive int, got {args.batch}")
-
-    net = zoo.get(args.model)
-    try:
-        result = summary(net, args.input_shape, batch=args.batch)
-    except LayerError as e:
-        parser.exit(2, f"error: {args.model} with --input-shape {','.join(map(str, args.input_shape))}: {e}\n")
-    print(json.dumps(result.to_dict(), indent=1) if args.json else result)
+    if args.command == "summary":
+        if args.batch < 1:
+            parser.error(f"--batch must be a positive int, got {args.batch}")
+        return _summary(parser, args)
+    if args.command == "draw":
+        return _draw(parser, args)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be a positive int, got {args.epochs}")
+    return _train(parser, args)
 
 
 if __name__ == "__main__":

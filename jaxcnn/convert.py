@@ -24,33 +24,62 @@ import jax.numpy as jnp
 import numpy as np
 
 from .layers import (
-    LRN, AvgPool, BatchNorm, Conv, Dense, Dropout, Flatten, LayerError, Local, MaxPool, ReLU, Scale, Sigmoid, Tanh,
+    ELU, LRN, AbsVal, AvgPool, BatchNorm, Bias, Concat, Conv, Dense, Dropout, Eltwise, Flatten, LayerError, Local,
+    MaxPool, PReLU, ReLU, Scale, Sigmoid, Slice, Softmax, Split, Tanh,
 )
-from .net import Net
+from .net import Graph, Net, Node
 from .ops.conv import conv_geometry
 from .ops.pool import pool_geometry
 
 _HEAD = (Flatten, Dense, Local)  # layers that need a fixed input size: the head starts at the first of them
-_ELEMENTWISE = (ReLU, Tanh, Sigmoid, Dropout)
-_PER_CHANNEL = (BatchNorm, Scale)
+_ELEMENTWISE = (ReLU, Tanh, Sigmoid, Dropout, ELU, AbsVal)
+_PER_CHANNEL = (BatchNorm, Scale, Bias, PReLU, Softmax)
+_WIRING = (Concat, Eltwise, Split, Slice)  # trunk layers that join or copy maps of one stride
 
 
-def head_start(net: Net) -> int:
+def head_start(net: Graph) -> int:
     """Index of the first Flatten, Dense or Local layer of `net` (len(net.layers) if it has none)."""
     return next((i for i, layer in enumerate(net.layers) if isinstance(layer, _HEAD)), len(net.layers))
 
 
-def split(net: Net, input_shape=None) -> tuple[Net, Net]:
-    """-> (trunk, head): two Nets that compose to `net`; the head's input_shape is the trunk's output map at
-    the training size. Both take the original params and state dicts."""
+def _check_head(net: Graph, k: int) -> None:
+    """The head (nodes k..) must be a chain from one trunk blob to the net's one output."""
+    prev = net.nodes[k].inputs
+    for node in net.nodes[k:]:
+        if node.inputs != prev or len(node.outputs) != 1 or len(prev) != 1:
+            raise LayerError(f"{node.layer.name} ({type(node.layer).__name__}): the head of {net.name} (from its "
+                             "first Flatten, Dense or Local layer on) must be a chain, each layer reading what the "
+                             "one before it wrote")
+        prev = node.outputs
+    if net.outputs != prev:
+        raise LayerError(f"{net.name}: its outputs {list(net.outputs)} must be the last layer's, {list(prev)}")
+
+
+def _rebuild(net: Graph, nodes, input_shape, name) -> Graph:
+    """A net of the same kind as `net` (a Net for a chain) from new nodes, keeping its inputs and outputs."""
+    shapes = net.input_shapes(input_shape)
+    if net.is_chain and all(len(n.inputs) == 1 for n in nodes):
+        return Net([n.layer for n in nodes], next(iter(shapes.values())), name)
+    return Graph(nodes, shapes, nodes[-1].outputs, name)
+
+
+def split(net: Graph, input_shape=None) -> tuple[Graph, Net]:
+    """-> (trunk, head): two nets that compose to `net` (the trunk a Net too if `net` is a chain); the head
+    is a Net whose input_shape is the trunk's output map at the training size. Both take the original params
+    and state dicts."""
     k, rows = head_start(net), net.shapes(input_shape)
     if not 0 < k < len(rows):
         raise LayerError(f"{net.name}: needs layers before and from its first Flatten, Dense or Local layer")
-    return (Net(net.layers[:k], rows[0].in_shape, f"{net.name}_trunk"),
-            Net(net.layers[k:], rows[k].in_shape, f"{net.name}_head"))
+    _check_head(net, k)
+    trunk_nodes = list(net.nodes[:k])
+    if trunk_nodes[-1].outputs != net.nodes[k].inputs:  # the head reads a blob an earlier trunk layer wrote
+        trunk = Graph(trunk_nodes, net.input_shapes(input_shape), net.nodes[k].inputs, f"{net.name}_trunk")
+    else:
+        trunk = _rebuild(net, trunk_nodes, input_shape, f"{net.name}_trunk")
+    return trunk, Net(net.layers[k:], rows[k].in_shape, f"{net.name}_head")
 
 
-def fc_to_conv(net: Net, params: dict, input_shape=None) -> tuple[Net, dict]:
+def fc_to_conv(net: Graph, params: dict, input_shape=None) -> tuple[Graph, dict]:
     """Convert `net`'s head to convolutions -> (conv_net, conv_params), keyed by the same layer names.
 
     input_shape: the per-example training size (default net.input_shape). In the head, the first Dense or
@@ -66,25 +95,30 @@ def fc_to_conv(net: Net, params: dict, input_shape=None) -> tuple[Net, dict]:
     rows = net.shapes(input_shape)
     _check_params(rows, params)
     k = head_start(net)
-    layers = list(net.layers[:k])
+    nodes = list(net.nodes[:k])
     conv_params = {r.layer.name: params[r.layer.name] for r in rows[:k] if r.params}
-    if k < len(rows) and len(rows[k].in_shape) != 3:
-        raise LayerError(f"{net.layers[k].name} ({type(net.layers[k]).__name__}): its input {rows[k].in_shape} "
-                         "has no (H, W, C) map to slide over")
+    if k < len(rows):
+        _check_head(net, k)
+        if len(rows[k].in_shape) != 3:
+            raise LayerError(f"{net.layers[k].name} ({type(net.layers[k]).__name__}): its input "
+                             f"{rows[k].in_shape} has no (H, W, C) map to slide over")
     window = rows[k].in_shape[:2] if k < len(rows) else None  # kernel of the next Dense/Local: the map, then 1x1
+    blob = net.nodes[k].inputs if k < len(rows) else None  # what the next converted head layer reads
     for row in rows[k:]:
         layer, kind = row.layer, type(row.layer).__name__
         if isinstance(layer, (Dense, Local)):
             matrix, bias = _as_matrix(row, params[layer.name])
-            layers.append(Conv(layer.name, matrix.shape[1], window, bias=bias is not None,
-                               lr_mult=layer.lr_mult, decay_mult=layer.decay_mult))
+            conv = Conv(layer.name, matrix.shape[1], window, bias=bias is not None, lr_mult=layer.lr_mult,
+                        decay_mult=layer.decay_mult)
+            nodes.append(Node(conv, blob, row.outputs))
             conv_params[layer.name] = {"w": matrix.reshape(*window, -1, matrix.shape[1])}
             if bias is not None:
                 conv_params[layer.name]["b"] = bias
-            window = (1, 1)
+            window, blob = (1, 1), row.outputs
         elif isinstance(layer, _ELEMENTWISE) or (
                 isinstance(layer, _PER_CHANNEL) and window == (1, 1) and len(row.in_shape) == 1):
-            layers.append(layer)
+            nodes.append(Node(layer, blob, row.outputs))
+            blob = row.outputs
             if row.params:
                 conv_params[layer.name] = params[layer.name]
         elif isinstance(layer, _PER_CHANNEL):
@@ -94,7 +128,7 @@ def fc_to_conv(net: Net, params: dict, input_shape=None) -> tuple[Net, dict]:
             raise LayerError(f"{layer.name} ({kind}): cannot be converted; from the first Flatten, Dense or Local "
                              "layer on, only Dense, Local, Flatten, elementwise layers, and BatchNorm/Scale on a "
                              "flat input may follow")
-    return Net(layers, rows[0].in_shape, f"{net.name}_conv"), conv_params
+    return _rebuild(net, nodes, input_shape, f"{net.name}_conv"), conv_params
 
 
 def _check_params(rows, params):
@@ -149,16 +183,26 @@ class Sliding(NamedTuple):
         return tuple(out)
 
 
-def sliding_geometry(net: Net, input_shape=None) -> Sliding:
-    """The stride and exactness of `net`'s converted score map, from its trunk at the training size."""
-    rows = net.shapes(input_shape)
-    stride, padded = (1, 1), []
-    for row in rows[:head_start(net)]:
+def sliding_geometry(net: Graph, input_shape=None) -> Sliding:
+    """The stride and exactness of `net`'s converted score map, from its trunk at the training size (a
+    branched trunk's joins must meet maps of one stride)."""
+    rows, k = net.shapes(input_shape), head_start(net)
+    (blob, shape), = net.input_shapes(input_shape).items() if len(net.inputs) == 1 else [(None, None)]
+    if blob is None:
+        raise LayerError(f"{net.name}: slides over one input, not {list(net.inputs)}")
+    strides, padded = {blob: (1, 1)}, []
+    for row in rows[:k]:
+        incoming = {strides[b] for b in row.inputs}
+        if len(incoming) > 1:
+            raise LayerError(f"{row.layer.name} ({type(row.layer).__name__}): joins maps of different strides "
+                             f"{sorted(incoming)}")
         step, pads = _trunk_window(row)
-        stride = (stride[0] * step[0], stride[1] * step[1])
+        stride = incoming.pop()
+        strides.update({b: (stride[0] * step[0], stride[1] * step[1]) for b in row.outputs})
         if pads:
             padded.append(row.layer.name)
-    return Sliding(rows[0].in_shape[:2], stride, tuple(padded))
+    end = net.nodes[k].inputs[0] if k < len(rows) else net.outputs[0]
+    return Sliding(shape[:2], strides[end], tuple(padded))
 
 
 def _trunk_window(row):
@@ -169,11 +213,11 @@ def _trunk_window(row):
         return stride, any(np.ravel(pads))
     if isinstance(layer, (MaxPool, AvgPool)):
         _, _, stride, pads, extra = pool_geometry(row.in_shape, layer.kernel, layer.stride, layer.padding,
-                                                  layer.ceil_mode)
+                                                  layer.ceil_mode, layer.clip)
         return stride, any(np.ravel(pads)) or any(extra)
     if isinstance(layer, LRN):
         return (1, 1), layer.region == "within" and layer.size > 1
-    if isinstance(layer, (*_ELEMENTWISE, *_PER_CHANNEL)):
+    if isinstance(layer, (*_ELEMENTWISE, *_PER_CHANNEL, *_WIRING)):
         return (1, 1), False
     raise LayerError(f"{layer.name} ({type(layer).__name__}): not a layer whose sliding stride is known")
 

@@ -3,6 +3,10 @@
     out_shape, params, state = layer.init(rng, input_shape)      # input_shape per example: (H, W, C) or (F,)
     y, state = layer.apply(params, state, x, train=False, rng=None, lowering="auto")   # x batched: (N, ...)
 
+Layers with several inputs (Concat, Eltwise: `arity = None`) take a tuple of per-example shapes in init and a
+tuple of arrays in apply; layers with several outputs (Slice, Split: `multi_output = True`) give a tuple of
+output shapes and return a tuple of arrays. Every other layer takes one array and gives one.
+
 params hold what training learns, state what it does not (BatchNorm's running statistics). Each layer carries
 Caffe-style `lr_mult` / `decay_mult` per parameter name (missing names mean 1.0). Configuration is checked and
 normalised when a layer is made (kernel, stride and dilation become (h, w) pairs, padding 'VALID', 'SAME' or
@@ -23,7 +27,7 @@ import jax.numpy as jnp
 from . import fillers, ops
 from .ops.conv import check_groups, conv_geometry
 from .ops.geometry import normalize_padding, pair
-from .ops.pool import pool_geometry
+from .ops.pool import CLIPS, pool_geometry
 
 Shape = tuple[int, ...]
 
@@ -62,6 +66,8 @@ class Layer:
 
     input_rank: ClassVar[int | None] = None  # per-example rank the layer needs (3: H, W, C; 1: features)
     inplace: ClassVar[bool] = False  # elementwise: may overwrite its input (Caffe's in-place layers)
+    arity: ClassVar[int | None] = 1  # 1: one input array; None: a tuple of one or more (each of input_rank)
+    multi_output: ClassVar[bool] = False  # True: forward returns a tuple of `num_outputs` arrays
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -78,6 +84,11 @@ class Layer:
 
     def configure(self) -> None:
         """Check and normalise the configuration; raise ValueError for a bad one."""
+
+    @property
+    def num_outputs(self) -> int:
+        """How many arrays the layer returns (1 unless multi_output)."""
+        return 1
 
     def init(self, rng: jax.Array, input_shape: Shape) -> tuple[Shape, dict, dict]:
         """Make the layer's parameters and state for one input shape.
@@ -102,8 +113,20 @@ class Layer:
         return self.output_shape(params, state, input_shape), params, state
 
     def check_shape(self, input_shape) -> Shape:
-        """The per-example input shape as a tuple, or LayerError if its rank is not the layer's."""
-        input_shape = tuple(input_shape)
+        """The per-example input shape as a tuple (a tuple of them for arity None), or LayerError if a rank is
+        not the layer's."""
+        if self.arity == 1:
+            return self._check_rank(tuple(input_shape))
+        try:
+            shapes = tuple(tuple(s) for s in input_shape)
+        except TypeError:
+            shapes = ()
+        if not shapes:
+            raise LayerError(f"{self.name} ({type(self).__name__}): expected a tuple of per-example input shapes, "
+                             f"got {input_shape!r}")
+        return tuple(self._check_rank(s) for s in shapes)
+
+    def _check_rank(self, input_shape):
         if self.input_rank is not None and len(input_shape) != self.input_rank:
             want = "(H, W, C)" if self.input_rank == 3 else "(features,); add a Flatten layer before it"
             raise LayerError(f"{self.name} ({type(self).__name__}): expected a per-example input shape {want}, "
@@ -111,9 +134,15 @@ class Layer:
         return input_shape
 
     def output_shape(self, params, state, input_shape: Shape) -> Shape:
-        """Per-example output shape for params and state (arrays or ShapeDtypeStructs), computed abstractly."""
-        x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+        """Per-example output shape for params and state (arrays or ShapeDtypeStructs), computed abstractly; a
+        tuple of shapes for a multi-output layer."""
+        def spec(shape):
+            return jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+
+        x = spec(input_shape) if self.arity == 1 else tuple(map(spec, input_shape))
         y = jax.eval_shape(lambda p, s, x: self.apply(p, s, x)[0], params, state, x)
+        if self.multi_output:
+            return tuple(tuple(v.shape[1:]) for v in y)
         return tuple(y.shape[1:])
 
     def apply(self, params: dict, state: dict, x: jax.Array, *, train: bool = False, rng: jax.Array | None = None,
@@ -122,29 +151,43 @@ class Layer:
 
         Args:
           params, state: the dicts init made (or trained versions of them).
-          x: (N, *input_shape), floating point.
+          x: (N, *input_shape), floating point; for arity None a tuple of such arrays with the same N.
           train: training mode (batch statistics, dropout).
           rng: a jax.random key; needed by Dropout in training.
           lowering: 'auto', 'native' or 'cpu' (jaxcnn.ops.lowering).
 
         Returns:
-          (y, new_state): y (N, *output_shape) and the updated state (unchanged outside training).
+          (y, new_state): y (N, *output_shape) (a tuple of arrays for a multi-output layer) and the updated
+          state (unchanged outside training).
         """
         with named(self):
-            x = jnp.asarray(x)
-            if x.ndim == 0:
-                raise ValueError("expected a batched input (N, ...), got a scalar")
-            if self.input_rank is not None and x.ndim != self.input_rank + 1:
-                raise ValueError(f"expected a {self.input_rank + 1}-d batched input, got shape {tuple(x.shape)}")
-            if x.shape[0] == 0:
-                raise ValueError(f"empty batch: input shape {tuple(x.shape)}")
-            if not jnp.issubdtype(x.dtype, jnp.floating):
-                raise ValueError(f"expected a floating-point input, got {x.dtype} (scale or cast it to float first)")
-            self.check_params(params, x.shape[1:])
+            if self.arity == 1:
+                xs = [self._check_input(x)]
+            elif isinstance(x, (tuple, list)) and x:
+                xs = [self._check_input(v) for v in x]
+                if len({v.shape[0] for v in xs}) > 1:
+                    raise ValueError(f"inputs have different batch sizes: {[tuple(v.shape) for v in xs]}")
+            else:
+                raise ValueError(f"expected a tuple of one or more input arrays, got {type(x).__name__}")
+            shapes = xs[0].shape[1:] if self.arity == 1 else tuple(v.shape[1:] for v in xs)
+            self.check_params(params, shapes)
             dtype = next((p.dtype for p in jax.tree.leaves(params)), None)
-            if dtype is not None and x.dtype != dtype:
-                x = x.astype(dtype)
-            return self.forward(params, state, x, train=train, rng=rng, lowering=lowering)
+            if dtype is not None:
+                xs = [v if v.dtype == dtype else v.astype(dtype) for v in xs]
+            return self.forward(params, state, xs[0] if self.arity == 1 else tuple(xs), train=train, rng=rng,
+                                lowering=lowering)
+
+    def _check_input(self, x):
+        x = jnp.asarray(x)
+        if x.ndim == 0:
+            raise ValueError("expected a batched input (N, ...), got a scalar")
+        if self.input_rank is not None and x.ndim != self.input_rank + 1:
+            raise ValueError(f"expected a {self.input_rank + 1}-d batched input, got shape {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"empty batch: input shape {tuple(x.shape)}")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"expected a floating-point input, got {x.dtype} (scale or cast it to float first)")
+        return x
 
     def check_params(self, params, input_shape: Shape) -> None:
         """ValueError unless params have exactly the names and shapes create() gives for input_shape."""
@@ -324,15 +367,18 @@ class _Pool(Layer):
     stride: Any = None
     padding: Any = 0
     ceil_mode: bool = False
+    clip: str = "always"
     input_rank: ClassVar[int] = 3
 
     def configure(self):
         kernel = pair(self.kernel, "kernel")
+        if self.clip not in CLIPS:
+            raise ValueError(f"clip must be one of {', '.join(map(repr, CLIPS))}, got {self.clip!r}")
         self._set(kernel=kernel, stride=kernel if self.stride is None else pair(self.stride, "stride"),
                   padding=normalize_padding(self.padding), ceil_mode=bool(self.ceil_mode))
 
     def create(self, rng, input_shape):
-        pool_geometry(input_shape, self.kernel, self.stride, self.padding, self.ceil_mode)
+        pool_geometry(input_shape, self.kernel, self.stride, self.padding, self.ceil_mode, self.clip)
         return {}, {}
 
     def cost(self, in_shape, out_shape):
@@ -342,21 +388,24 @@ class _Pool(Layer):
 @dataclass(frozen=True)
 class MaxPool(_Pool):
     """Max pooling, (H, W, C) -> (OH, OW, C); stride defaults to the kernel. ceil_mode=True rounds sizes up
-    like Caffe and cuda-convnet (32 -> 16 with 3x3/2)."""
+    like Caffe and cuda-convnet (32 -> 16 with 3x3/2); clip='padded' keeps Caffe's last window outside an
+    unpadded input (see ops.pool.pool_geometry)."""
 
     def forward(self, params, state, x, *, train, rng, lowering):
-        y = ops.max_pool(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode, lowering=lowering)
+        y = ops.max_pool(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode, clip=self.clip,
+                         lowering=lowering)
         return y, state
 
 
 @dataclass(frozen=True)
 class AvgPool(_Pool):
-    """Average pooling, (H, W, C) -> (OH, OW, C); count_pad: see ops.avg_pool."""
+    """Average pooling, (H, W, C) -> (OH, OW, C); count_pad and clip: see ops.avg_pool."""
 
     count_pad: bool = True
 
     def forward(self, params, state, x, *, train, rng, lowering):
-        y = ops.avg_pool(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode, count_pad=self.count_pad)
+        y = ops.avg_pool(x, self.kernel, self.stride, self.padding, ceil_mode=self.ceil_mode,
+                         count_pad=self.count_pad, clip=self.clip)
         return y, state
 
 
@@ -398,11 +447,13 @@ class BatchNorm(Layer):
     blobs). Unlike a plain moving average started at 0 and 1, it is right after the first batch, so a short run
     evaluates with real statistics. A batch whose statistics are not finite (a NaN or inf input) leaves the state
     unchanged. The default momentum 0.99 (Keras, Flax) averages ~100 batches; Caffe's moving_average_fraction is
-    0.999.
+    0.999. use_global_stats=True (Caffe's use_global_stats: true, a frozen BatchNorm) normalises with the running
+    statistics and keeps them even in training.
     """
 
     momentum: float = 0.99
     eps: float = 1e-5
+    use_global_stats: bool = False
     inplace: ClassVar[bool] = True
 
     def configure(self):
@@ -417,6 +468,7 @@ class BatchNorm(Layer):
                     "count": jnp.zeros((), jnp.float32)}
 
     def forward(self, params, state, x, *, train, rng, lowering):
+        train = train and not self.use_global_stats
         count = self.momentum * state["count"] + 1 if train else state["count"]
         # the old average's share of the new one: ops.batch_norm's momentum, 0 on the first batch
         keep = self.momentum * state["count"] / count if train else self.momentum
@@ -469,9 +521,15 @@ class _Elementwise(Layer):
 
 @dataclass(frozen=True)
 class ReLU(_Elementwise):
-    """max(x, 0), any shape."""
+    """max(x, 0), any shape; with a negative_slope (Caffe's leaky ReLU) x * negative_slope where x < 0."""
 
+    negative_slope: float = 0.0
     fn: ClassVar[Callable] = ops.relu
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        if self.negative_slope == 0:
+            return ops.relu(x), state
+        return jnp.where(x > 0, x, x * jnp.asarray(self.negative_slope, x.dtype)), state
 
 
 @dataclass(frozen=True)
@@ -514,6 +572,242 @@ class Flatten(Layer):
 
     def forward(self, params, state, x, *, train, rng, lowering):
         return ops.flatten(x), state
+
+    def cost(self, in_shape, out_shape):
+        return 0, 0
+
+
+@dataclass(frozen=True)
+class AbsVal(_Elementwise):
+    """|x|, any shape (Caffe's AbsVal, cuda-convnet's abs neuron)."""
+
+    fn: ClassVar[Callable] = jnp.abs
+
+
+@dataclass(frozen=True)
+class ELU(Layer):
+    """x where x > 0, alpha * (exp(x) - 1) elsewhere; any shape."""
+
+    alpha: float = 1.0
+    inplace: ClassVar[bool] = True
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        return jax.nn.elu(x, self.alpha), state
+
+    def cost(self, in_shape, out_shape):
+        return 0, 3 * math.prod(out_shape)
+
+
+@dataclass(frozen=True)
+class PReLU(Layer):
+    """x where x > 0, slope * x elsewhere, with a learnt slope per channel (..., C) or, channel_shared, one.
+
+    params: slope (C,) or (1,), filled with `init_value` (Caffe's default 0.25)."""
+
+    channel_shared: bool = False
+    init_value: float = 0.25
+    inplace: ClassVar[bool] = True
+
+    def create(self, rng, input_shape):
+        shape = (1,) if self.channel_shared else input_shape[-1:]
+        return {"slope": jnp.full(shape, self.init_value, jnp.float32)}, {}
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        return jnp.where(x > 0, x, x * params["slope"]), state
+
+    def cost(self, in_shape, out_shape):
+        return 0, 2 * math.prod(out_shape)
+
+
+@dataclass(frozen=True)
+class Bias(Layer):
+    """Caffe's Bias: a learnt per-channel offset, (..., C) -> same shape; params b (C,), zeros."""
+
+    inplace: ClassVar[bool] = True
+
+    def create(self, rng, input_shape):
+        return {"b": jnp.zeros(input_shape[-1:], jnp.float32)}, {}
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        return x + params["b"], state
+
+
+def _axis(axis, rank):
+    """A per-example axis (negative counts from the end) -> its index in the batched array, or ValueError."""
+    if not -rank <= axis < rank:
+        raise ValueError(f"axis {axis} is out of range for a per-example input of rank {rank}")
+    return axis % rank + 1
+
+
+@dataclass(frozen=True)
+class Softmax(Layer):
+    """exp(x) / sum(exp(x)) along a per-example `axis` (default the last: channels, as Caffe's axis 1)."""
+
+    axis: int = -1
+
+    def create(self, rng, input_shape):
+        _axis(self.axis, len(input_shape))
+        return {}, {}
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        return jax.nn.softmax(x, axis=_axis(self.axis, x.ndim - 1)), state
+
+    def cost(self, in_shape, out_shape):
+        return 0, 3 * math.prod(out_shape)
+
+
+@dataclass(frozen=True)
+class _GlobalPool(Layer):
+    input_rank: ClassVar[int] = 3
+
+    def cost(self, in_shape, out_shape):
+        return 0, math.prod(in_shape)
+
+
+@dataclass(frozen=True)
+class GlobalMaxPool(_GlobalPool):
+    """Maximum over all positions: (H, W, C) -> (1, 1, C) (Caffe's global_pooling with MAX)."""
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        return jnp.max(x, axis=(1, 2), keepdims=True), state
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool(_GlobalPool):
+    """Mean over all positions: (H, W, C) -> (1, 1, C) (Caffe's global_pooling with AVE; NIN's classifier)."""
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        return jnp.mean(x, axis=(1, 2), keepdims=True), state
+
+
+@dataclass(frozen=True)
+class Concat(Layer):
+    """Several inputs joined along a per-example `axis` (default -1, channels: GoogLeNet's inception output).
+    Inputs: a tuple of shapes equal but along the axis."""
+
+    axis: int = -1
+    arity: ClassVar[None] = None
+
+    def create(self, rng, input_shape):
+        first, axis = input_shape[0], _axis(self.axis, len(input_shape[0])) - 1
+        for shape in input_shape[1:]:
+            if len(shape) != len(first) or any(a != b for i, (a, b) in enumerate(zip(shape, first)) if i != axis):
+                raise ValueError(f"inputs {list(input_shape)} differ outside the concatenation axis {self.axis}")
+        return {}, {}
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        return jnp.concatenate(x, axis=_axis(self.axis, x[0].ndim - 1)), state
+
+    def cost(self, in_shape, out_shape):
+        return 0, 0
+
+
+ELTWISE_OPERATIONS = ("sum", "prod", "max")
+
+
+@dataclass(frozen=True)
+class Eltwise(Layer):
+    """Two or more inputs of one shape combined elementwise: 'sum' (with optional per-input `coeffs`, e.g.
+    (1, -1) for a difference; ResNet's shortcut), 'prod' or 'max'."""
+
+    operation: str = "sum"
+    coeffs: tuple = ()
+    arity: ClassVar[None] = None
+
+    def configure(self):
+        if self.operation not in ELTWISE_OPERATIONS:
+            raise ValueError(f"operation must be one of {', '.join(ELTWISE_OPERATIONS)}, got {self.operation!r}")
+        self._set(coeffs=tuple(float(c) for c in self.coeffs))
+        if self.coeffs and self.operation != "sum":
+            raise ValueError(f"coeffs apply to the 'sum' operation only, not {self.operation!r}")
+
+    def create(self, rng, input_shape):
+        if len(input_shape) < 2:
+            raise ValueError(f"needs two or more inputs, got {len(input_shape)}")
+        if len(set(input_shape)) > 1:
+            raise ValueError(f"inputs must have one shape, got {list(input_shape)}")
+        if self.coeffs and len(self.coeffs) != len(input_shape):
+            raise ValueError(f"{len(self.coeffs)} coeffs for {len(input_shape)} inputs")
+        return {}, {}
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        if self.operation == "sum":
+            if self.coeffs:
+                x = [c * v if c != 1 else v for c, v in zip(self.coeffs, x)]
+            return sum(x[1:], x[0]), state
+        combine = jnp.multiply if self.operation == "prod" else jnp.maximum
+        y = x[0]
+        for v in x[1:]:
+            y = combine(y, v)
+        return y, state
+
+    def cost(self, in_shape, out_shape):
+        return 0, (len(in_shape) - 1 + len(self.coeffs)) * math.prod(out_shape)
+
+
+@dataclass(frozen=True)
+class Slice(Layer):
+    """One input cut along a per-example `axis` (default -1, channels) into pieces: at the indices `points`
+    (increasing), or into `parts` equal pieces. Returns a tuple of len(points) + 1 (or parts) arrays."""
+
+    axis: int = -1
+    points: tuple = ()
+    parts: int | None = None
+    multi_output: ClassVar[bool] = True
+
+    def configure(self):
+        self._set(points=tuple(self.points))
+        if self.points:
+            if self.parts is not None:
+                raise ValueError("give points or parts, not both")
+            increasing = list(self.points) == sorted(set(self.points))
+            if any(not isinstance(p, int) or p < 1 for p in self.points) or not increasing:
+                raise ValueError(f"points must be increasing positive ints, got {self.points}")
+        else:
+            _positive_int(self.parts, "parts")
+
+    @property
+    def num_outputs(self):
+        return len(self.points) + 1 if self.points else self.parts
+
+    def _bounds(self, size):
+        if self.points:
+            if self.points[-1] >= size:
+                raise ValueError(f"slice points {self.points} must be smaller than the axis size {size}")
+            return (0, *self.points, size)
+        if size % self.parts:
+            raise ValueError(f"axis size {size} does not divide into {self.parts} equal parts")
+        return tuple(range(0, size + 1, size // self.parts))
+
+    def create(self, rng, input_shape):
+        self._bounds(input_shape[_axis(self.axis, len(input_shape)) - 1])
+        return {}, {}
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        axis = _axis(self.axis, x.ndim - 1)
+        bounds = self._bounds(x.shape[axis])
+        return tuple(jax.lax.slice_in_dim(x, a, b, axis=axis) for a, b in zip(bounds[:-1], bounds[1:])), state
+
+    def cost(self, in_shape, out_shape):
+        return 0, 0
+
+
+@dataclass(frozen=True)
+class Split(Layer):
+    """Its one input `copies` times (Caffe's Split: one blob read by several layers). Returns a tuple."""
+
+    copies: int = 2
+    multi_output: ClassVar[bool] = True
+
+    def configure(self):
+        _positive_int(self.copies, "copies")
+
+    @property
+    def num_outputs(self):
+        return self.copies
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        return (x,) * self.copies, state
 
     def cost(self, in_shape, out_shape):
         return 0, 0

@@ -57,13 +57,13 @@ def resolve_padding(padding, in_hw: Pair, window: Pair, stride: Pair) -> tuple[P
     )
 
 
-def window_output(in_hw: Pair, window: Pair, stride: Pair, pads: tuple[Pair, Pair], ceil_mode=False):
+def window_output(in_hw: Pair, window: Pair, stride: Pair, pads: tuple[Pair, Pair], ceil_mode=False, clip=True):
     """Output (H, W) of a sliding window, and the extra bottom/right padding ceil rounding needs.
 
     Floor: out = (n + lo + hi - k) // s + 1. Ceil (Caffe, cuda-convnet): out = ceil((n + lo + hi - k) / s) + 1,
-    minus one if the last window would start past the input and its top/left padding (Caffe applies this clip
-    only to padded pooling, PyTorch always; we always do, so no window lies wholly outside the input).
-    Raises ValueError if the window is larger than the padded input.
+    minus one, if `clip`, when the last window would start past the input and its top/left padding (PyTorch
+    always clips, so no window lies wholly outside the input; Caffe only when the pooling pads: see
+    ops.pool.pool_geometry). Raises ValueError if the window is larger than the padded input.
     """
     out, extra = [], []
     for axis, n, k, s, (lo, hi) in zip("HW", in_hw, window, stride, pads):
@@ -74,7 +74,7 @@ def window_output(in_hw: Pair, window: Pair, stride: Pair, pads: tuple[Pair, Pai
                 f"{in_hw[0] + sum(pads[0])}x{in_hw[1] + sum(pads[1])} (input {in_hw[0]}x{in_hw[1]})"
             )
         o = (math.ceil if ceil_mode else math.floor)((span - k) / s) + 1
-        if ceil_mode and (o - 1) * s >= n + lo:
+        if ceil_mode and clip and (o - 1) * s >= n + lo:
             o -= 1
         out.append(o)
         extra.append(max((o - 1) * s + k - span, 0))

@@ -3,6 +3,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from .fusion import boundary
@@ -11,18 +12,32 @@ from .lowering import resolve
 from .windows import window_views
 
 
-def pool_geometry(in_shape, kernel, stride=None, padding="VALID", ceil_mode=False):
+CLIPS = ("always", "padded")
+
+
+def pool_geometry(in_shape, kernel, stride=None, padding="VALID", ceil_mode=False, clip="always"):
     """Validated pooling geometry on a (H, W, C) input -> (out_hw, kernel, stride, pads, extra).
 
     pads are the explicit ((top, bottom), (left, right)); extra is the bottom/right overhang ceil rounding adds.
+    clip: when ceil rounding drops a last window that would start past the input and its top/left padding:
+    'always' (PyTorch, jaxcnn), or 'padded', only when the pooling has any padding (Caffe), so that an
+    unpadded pooling with stride > kernel keeps a last window wholly outside the input.
     """
+    if clip not in CLIPS:
+        raise ValueError(f"clip must be one of {', '.join(map(repr, CLIPS))}, got {clip!r}")
     kernel = pair(kernel, "kernel")
     stride = kernel if stride is None else pair(stride, "stride")
     pads = resolve_padding(padding, in_shape[:2], kernel, stride)
     if any(p >= k for k, side in zip(kernel, pads) for p in side):
         raise ValueError(f"pooling padding {pads} must be smaller than the kernel {kernel[0]}x{kernel[1]}")
-    out_hw, extra = window_output(in_shape[:2], kernel, stride, pads, ceil_mode)
+    clip_last = clip == "always" or any(p for side in pads for p in side)
+    out_hw, extra = window_output(in_shape[:2], kernel, stride, pads, ceil_mode, clip_last)
     return out_hw, kernel, stride, pads, extra
+
+
+def _outside(in_hw, stride, pads, out_hw):
+    """Whether the last window of some axis starts past the input and its top/left padding (clip='padded')."""
+    return any((o - 1) * s >= n + lo for n, s, (lo, _), o in zip(in_hw, stride, pads, out_hw))
 
 
 def _full_pads(pads, extra):
@@ -77,36 +92,58 @@ def _max_of_views_jvp(kernel, stride, primals, tangents):
     return y, boundary(t_y, xp)
 
 
-def max_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, lowering="auto"):
+def max_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, clip="always", lowering="auto"):
     """Max pooling. x: (N, H, W, C) -> (N, OH, OW, C); stride defaults to the kernel.
 
     Padding never wins a max (it is -inf). ceil_mode=True rounds the output size up as Caffe and
     cuda-convnet do (32x32, 3x3 window, stride 2 -> 16x16); the last window then overhangs the input.
+    clip (see pool_geometry): with 'padded', a window wholly outside the input gives the lowest finite
+    float, as Caffe's -FLT_MAX.
     lowering (see ops.lowering): 'native' is lax.reduce_window, whose gradient XLA:CPU runs as a slow
     select-and-scatter; 'cpu' takes the max over the KH*KW strided views in one elementwise pass, and its
     gradient goes to each window's first maximum, the element select-and-scatter picks: elementwise where the
     windows are disjoint, else a scatter-add.
     """
     check_nhwc(x.shape)
-    _, kernel, stride, pads, extra = pool_geometry(x.shape[1:], kernel, stride, padding, ceil_mode)
+    out_hw, kernel, stride, pads, extra = pool_geometry(x.shape[1:], kernel, stride, padding, ceil_mode, clip)
     if resolve(lowering, x) == "cpu":
         xp = jnp.pad(x, _full_pads(pads, extra), constant_values=-jnp.inf)
-        if xp.size < 2**31:  # the gradient's flat indices are int32
-            return _max_of_views(xp, kernel, stride)
-    return _windows(x, -jnp.inf, lax.max, kernel, stride, pads, extra)
+        y = _max_of_views(xp, kernel, stride) if xp.size < 2**31 else None  # the gradient's flat indices: int32
+    else:
+        y = None
+    if y is None:
+        y = _windows(x, -jnp.inf, lax.max, kernel, stride, pads, extra)
+    if _outside(x.shape[1:3], stride, pads, out_hw):
+        y = jnp.maximum(y, jnp.finfo(y.dtype).min)
+    return y
 
 
-def avg_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, count_pad=True):
+def avg_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, count_pad=True, clip="always"):
     """Average pooling. x: (N, H, W, C) -> (N, OH, OW, C); stride defaults to the kernel.
 
     Each window's sum is divided by the number of cells it covers inside the padded input: with
     count_pad=True (Caffe, PyTorch's default) explicit zero padding counts, with count_pad=False
     (TensorFlow/Keras 'SAME') only real input pixels count. The overhang that ceil rounding adds
-    past the padding never counts, as in Caffe.
+    past the padding never counts, as in Caffe. clip: see pool_geometry; where clip='padded' leaves a window
+    wholly outside the input, every window is divided by Caffe's own window size, which for that window is zero
+    or negative: it gives Caffe's NaN (0 / 0) or -0 (count_pad does not apply there).
     """
     check_nhwc(x.shape)
-    _, kernel, stride, pads, extra = pool_geometry(x.shape[1:], kernel, stride, padding, ceil_mode)
+    out_hw, kernel, stride, pads, extra = pool_geometry(x.shape[1:], kernel, stride, padding, ceil_mode, clip)
     sums = _windows(x, 0.0, lax.add, kernel, stride, pads, extra)
+    if _outside(x.shape[1:3], stride, pads, out_hw):
+        return sums / _caffe_window_sizes(x.shape[1:3], kernel, stride, pads, out_hw).astype(x.dtype)
     mask = jnp.pad(jnp.ones((1, *x.shape[1:3], 1), x.dtype), ((0, 0), *pads, (0, 0)), constant_values=float(count_pad))
     counts = _windows(mask, 0.0, lax.add, kernel, stride, ((0, 0), (0, 0)), extra)
     return sums / counts
+
+
+def _caffe_window_sizes(in_hw, kernel, stride, pads, out_hw):
+    """Caffe's AVE divisor per window, (OH, OW, 1): the product of each axis' extent min(start + k, n + pad_end) -
+    start with start = i * s - pad_begin, zero or negative for a window wholly past the input."""
+    def extents(n, k, s, lo, hi, o):
+        start = np.arange(o) * s - lo
+        return np.minimum(start + k, n + hi) - start
+
+    h, w = (extents(*args) for args in zip(in_hw, kernel, stride, *zip(*pads), out_hw))
+    return jnp.asarray((h[:, None] * w[None, :])[..., None])

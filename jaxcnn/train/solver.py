@@ -2,14 +2,21 @@
 
 Caffe's SGD update for a parameter w with multipliers (lr_mult, decay_mult):
     v <- momentum * v + lr_mult * (grad + weight_decay * decay_mult * w);  w <- w - lr * v
+Caffe's adaptive solvers, with g = grad + weight_decay * decay_mult * w and delta their epsilon:
+    rmsprop   r <- rms_decay * r + (1 - rms_decay) g^2;          w <- w - lr lr_mult g / (sqrt(r) + delta)
+    adagrad   r <- r + g^2;                                       w <- w - lr lr_mult g / (sqrt(r) + delta)
+    adadelta  r <- m r + (1 - m) g^2;  u = g sqrt(d + delta) / sqrt(r + delta);  d <- m d + (1 - m) u^2;
+              w <- w - lr lr_mult u          (m: momentum)
 """
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
-SCHEDULES = ("fixed", "step", "multistep", "inv", "poly", "cosine")
-OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+SCHEDULES = ("fixed", "step", "multistep", "inv", "poly", "exp", "sigmoid", "cosine")
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 
 
 @dataclass(frozen=True)
@@ -17,8 +24,13 @@ class SolverConfig:
     """Everything that defines the optimizer; mirrors Caffe's solver.prototxt where it can.
 
     gamma/power/stepsize/stepvalues are Caffe's lr_policy parameters (step: lr * gamma^floor(t/stepsize);
-    multistep: lr * gamma^(#stepvalues <= t); inv: lr * (1 + gamma*t)^-power; poly: lr * (1 - t/T)^power).
-    warmup_steps ramps linearly from 0 to lr before the schedule starts.
+    multistep: lr * gamma^(#stepvalues <= t); inv: lr * (1 + gamma*t)^-power; poly: lr * (1 - t/T)^power;
+    exp: lr * gamma^t; sigmoid: lr / (1 + exp(-gamma * (t - stepsize)))).
+    warmup_steps ramps linearly from 0 to lr before the schedule starts. momentum2 and delta: Adam's second
+    moment decay and epsilon (Caffe's momentum2, delta; Adam's first moment decay is `momentum`); rms_decay:
+    RMSProp's. iter_size: Caffe's gradient accumulation, one update from the mean gradient of that many
+    batches (steps count updates). clip_gradients: Caffe's, the largest global L2 norm of the gradient (< 0:
+    none).
     """
 
     optimizer: str = "sgd"
@@ -31,6 +43,11 @@ class SolverConfig:
     stepsize: int = 0
     stepvalues: tuple = ()
     warmup_steps: int = 0
+    momentum2: float = 0.999
+    delta: float = 1e-8
+    rms_decay: float = 0.99
+    iter_size: int = 1
+    clip_gradients: float = -1.0
 
 
 def schedule(cfg: SolverConfig, total_steps: int) -> optax.Schedule:
@@ -49,6 +66,10 @@ def schedule(cfg: SolverConfig, total_steps: int) -> optax.Schedule:
         main = lambda t: lr * (1.0 + cfg.gamma * t) ** (-cfg.power)  # noqa: E731
     elif name == "poly":
         main = optax.polynomial_schedule(lr, 0.0, cfg.power, decay_steps)
+    elif name == "exp":
+        main = lambda t: lr * cfg.gamma ** t  # noqa: E731
+    elif name == "sigmoid":
+        main = lambda t: lr / (1.0 + jnp.exp(-cfg.gamma * (t - cfg.stepsize)))  # noqa: E731
     elif name == "cosine":
         main = optax.cosine_decay_schedule(lr, decay_steps)
     else:
@@ -67,20 +88,59 @@ def _caffe_weight_decay(weight_decay, decay_mult):
         lambda g, p, d: g + weight_decay * d * p, updates, params, decay_mult))
 
 
+class _AccumulatorState(NamedTuple):
+    first: optax.Updates
+    second: optax.Updates
+
+
+def _caffe_adaptive(kind: str, cfg: SolverConfig) -> optax.GradientTransformation:
+    """Caffe's RMSProp, AdaGrad or AdaDelta direction (see the module docstring), before lr and lr_mult."""
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return _AccumulatorState(zeros, zeros)
+
+    def update(grads, state, params=None):
+        r, d = state
+        if kind == "rmsprop":
+            r = jax.tree.map(lambda r, g: cfg.rms_decay * r + (1 - cfg.rms_decay) * g * g, r, grads)
+            out = jax.tree.map(lambda g, r: g / (jnp.sqrt(r) + cfg.delta), grads, r)
+        elif kind == "adagrad":
+            r = jax.tree.map(lambda r, g: r + g * g, r, grads)
+            out = jax.tree.map(lambda g, r: g / (jnp.sqrt(r) + cfg.delta), grads, r)
+        else:
+            m = cfg.momentum
+            r = jax.tree.map(lambda r, g: m * r + (1 - m) * g * g, r, grads)
+            out = jax.tree.map(lambda g, r, d: g * jnp.sqrt(d + cfg.delta) / jnp.sqrt(r + cfg.delta), grads, r, d)
+            d = jax.tree.map(lambda d, u: m * d + (1 - m) * u * u, d, out)
+        return out, _AccumulatorState(r, d)
+
+    return optax.GradientTransformation(init, update)
+
+
 def optimizer(cfg: SolverConfig, total_steps: int, lr_mult, decay_mult) -> optax.GradientTransformation:
     """The Optax transformation for cfg. lr_mult / decay_mult: pytrees like params (Net.multipliers).
+    total_steps counts updates (with iter_size > 1 the transformation is called iter_size times per update).
 
     sgd / nesterov: Caffe's SGD with L2 weight decay (scaled by decay_mult) and momentum.
-    adam: L2 weight decay added to the gradient before Adam; adamw: decoupled weight decay.
+    adam: L2 weight decay added to the gradient before Adam (b1 = momentum, b2 = momentum2, eps = delta);
+    adamw: decoupled weight decay. rmsprop / adagrad / adadelta: Caffe's (see the module docstring).
     """
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    if not isinstance(cfg.iter_size, int) or cfg.iter_size < 1:
+        raise ValueError(f"iter_size must be a positive int, got {cfg.iter_size!r}")
     lr = schedule(cfg, total_steps)
     decay = _caffe_weight_decay(cfg.weight_decay, decay_mult)
+    adam = optax.scale_by_adam(b1=cfg.momentum, b2=cfg.momentum2, eps=cfg.delta)
     if cfg.optimizer in ("sgd", "nesterov"):
         core = [decay, _scale_by_tree(lr_mult), optax.trace(cfg.momentum, nesterov=cfg.optimizer == "nesterov")]
     elif cfg.optimizer == "adam":
-        core = [decay, optax.scale_by_adam(), _scale_by_tree(lr_mult)]
+        core = [decay, adam, _scale_by_tree(lr_mult)]
+    elif cfg.optimizer == "adamw":
+        core = [adam, decay, _scale_by_tree(lr_mult)]
     else:
-        core = [optax.scale_by_adam(), decay, _scale_by_tree(lr_mult)]
-    return optax.chain(*core, optax.scale_by_learning_rate(lr))
+        core = [decay, _caffe_adaptive(cfg.optimizer, cfg), _scale_by_tree(lr_mult)]
+    if cfg.clip_gradients >= 0:
+        core.insert(0, optax.clip_by_global_norm(cfg.clip_gradients))
+    tx = optax.chain(*core, optax.scale_by_learning_rate(lr))
+    return optax.MultiSteps(tx, cfg.iter_size).gradient_transformation() if cfg.iter_size > 1 else tx

@@ -1,0 +1,133 @@
+"""Model files from the command line: summary and draw of .prototxt / .cfg files, fc_as_conv on a Caffe net, and
+training a Caffe train/test net with its solver."""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffe_nets
+from dataset_writers import write_mnist
+from experiments import fc_as_conv
+from jaxcnn import summary, zoo
+from jaxcnn.__main__ import main
+from jaxcnn.caffe import load_caffemodel, load_prototxt, save_caffemodel
+from synthetic import write_mnist_like
+from test_caffe import lenet_deploy_text, random_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+CAFFE_DIR, CONVNET_DIR = ROOT / "experiments" / "caffe", ROOT / "experiments" / "cudaconvnet"
+
+
+def test_summary_of_caffes_bvlc_alexnet_deploy(capsys):
+    main(["summary", str(CAFFE_DIR / "bvlc_alexnet_deploy.prototxt")])
+    out = capsys.readouterr().out
+    assert "Total params: 60,965,224" in out
+    assert re.search(r"^conv2\s+Conv\s+\(27, 27, 256\)\s+307,456 ", out, re.M)
+
+
+def test_summary_of_a_cuda_convnet_file(capsys):
+    main(["summary", str(CONVNET_DIR / "layers-conv-local-11pct.cfg"), "--input-shape", "32,32,3", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert data["totals"]["trainable"] == summary(zoo.cifar10_local()).trainable
+    with pytest.raises(SystemExit):
+        main(["summary", str(CONVNET_DIR / "layers-conv-local-11pct.cfg")])
+    assert "cuda-convnet files do not give the input size: pass --input-shape" in capsys.readouterr().err
+
+
+def test_summary_of_a_branched_prototxt_shows_each_layers_inputs(tmp_path, capsys):
+    (tmp_path / "fire.prototxt").write_text(caffe_nets.SQUEEZENET_FIRE)
+    main(["summary", str(tmp_path / "fire.prototxt")])
+    out = capsys.readouterr().out
+    assert re.search(r"^fire2/concat\s+Concat\s+fire2/expand1x1, fire2/expand3x3\s+\(10, 10, 8\)", out, re.M)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('layer { name: "x" type: "Deconvolution" bottom: "data" top: "x" }',
+     r"error: .*net.prototxt: layer 'x' \(Deconvolution\): layer type 'Deconvolution' is not supported"),
+    ("layer {", r"error: .*net.prototxt: .*"),
+])
+def test_summary_of_a_bad_file_is_a_one_line_error(tmp_path, capsys, text, message):
+    (tmp_path / "net.prototxt").write_text(caffe_nets._input(1, 4, 4) + text)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["summary", str(tmp_path / "net.prototxt")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed (apt-get install graphviz)")
+def test_draw_writes_the_graph(tmp_path, capsys):
+    (tmp_path / "inception.prototxt").write_text(caffe_nets.GOOGLENET_BLOCK)
+    main(["draw", str(tmp_path / "inception.prototxt"), "--out", str(tmp_path / "net.svg")])
+    svg = (tmp_path / "net.svg").read_text()
+    assert "inception_3a/output" in svg and "Concat" in svg and "9x9x14" in svg
+    assert svg.count("class=\"edge\"") == 17  # one per blob a layer reads: four branches fork and join
+    main(["draw", "lenet_caffe", "--out", str(tmp_path / "lenet.png")])
+    assert (tmp_path / "lenet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fc_as_conv_slides_a_caffe_net_with_its_caffemodel(tmp_path):
+    (tmp_path / "deploy.prototxt").write_text(lenet_deploy_text(1))
+    net = load_prototxt(tmp_path / "deploy.prototxt")
+    params, state = random_weights(net, 4)
+    save_caffemodel(net, params, state, tmp_path / "w.caffemodel")
+    rng = np.random.default_rng(0)
+    write_mnist(tmp_path / "mnist", "test", (rng.random((4, 28, 28)) > 0.8).astype(np.uint8) * 255, np.arange(4))
+    results = fc_as_conv.main(["--prototxt", str(tmp_path / "deploy.prototxt"), "--caffemodel",
+                               str(tmp_path / "w.caffemodel"), "--size", "44", "--digits", "1", "--repeats", "1",
+                               "--data-dir", str(tmp_path / "mnist")])
+    assert results["weights"] == f"caffemodel {tmp_path / 'w.caffemodel'}"
+    assert results["score_map_shape"] == [5, 5, 10] and results["padded_layers"] == []
+    assert results["rel_max_abs_diff"] < 1e-4
+
+
+def test_fc_as_conv_prototxt_flag_errors(tmp_path, capsys):
+    (tmp_path / "deploy.prototxt").write_text(lenet_deploy_text(1))
+    for argv, message in [(["--prototxt", "x.prototxt", "--model", "vgg16"], "--prototxt replaces --model"),
+                          (["--caffemodel", "w.caffemodel"], "--caffemodel needs --prototxt"),
+                          (["--prototxt", str(tmp_path / "deploy.prototxt"), "--caffemodel", str(tmp_path / "no")],
+                           f"--caffemodel {tmp_path / 'no'}")]:
+        with pytest.raises(SystemExit):
+            fc_as_conv.main(argv)
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_runs_caffes_lenet_solver_on_its_train_test_net(tmp_path, capsys):
+    """Caffe's LeNet-BN train/test net with lenet_solver's settings (fewer iterations) on small synthetic
+    MNIST-format data: a run directory with metrics and checkpoints, and the trained weights as a caffemodel."""
+    for name in ("lenet_bn_train_test.prototxt", "lenet_solver.prototxt"):
+        shutil.copy(CAFFE_DIR / name, tmp_path / name)
+    solver = (tmp_path / "lenet_solver.prototxt").read_text().replace("max_iter: 10000", "max_iter: 48")
+    (tmp_path / "lenet_solver.prototxt").write_text(solver)
+    data = write_mnist_like(tmp_path / "mnist", n_train=1024, n_test=256)
+    out = tmp_path / "run"
+    main(["train", "--solver", str(tmp_path / "lenet_solver.prototxt"), "--data-dir", str(data), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "max_iter 48 -> 3 epochs" in text  # 1024 // 64 = 16 steps an epoch
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [16, 32, 48]
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] and metrics[-1]["test_accuracy"] > 0.5
+    net = load_prototxt(tmp_path / "lenet_bn_train_test.prototxt", input_shape=(28, 28, 1))
+    params, state = load_caffemodel(net, out / "lenet_bn_iter_48.caffemodel")
+    assert float(state["bn_conv1"]["count"]) > 1  # trained statistics
+    assert any((out / "checkpoints").iterdir())
+
+
+def test_train_errors_are_one_line(tmp_path, capsys):
+    for name in ("lenet_bn_train_test.prototxt", "lenet_solver.prototxt"):
+        shutil.copy(CAFFE_DIR / name, tmp_path / name)
+    net = (tmp_path / "lenet_bn_train_test.prototxt").read_text()
+    (tmp_path / "lenet_bn_train_test.prototxt").write_text(net.replace('top: "loss"', 'top: "loss"\n  loss_weight: 2'))
+    for argv, message in [
+        (["--solver", str(tmp_path / "missing.prototxt")], "missing.prototxt: no such solver file"),
+        (["--solver", str(tmp_path / "lenet_solver.prototxt")], "layer 'loss': loss_weight 2.0 is not supported"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", *argv])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
