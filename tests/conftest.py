@@ -1,12 +1,14 @@
 """Shared fixtures (a seeded NumPy generator, float64 mode for gradient checks, one lenet_caffe init) and the
-comparison helpers every test file uses (`from conftest import assert_close, rel_diff`).
+helpers every test file uses (`from conftest import assert_close, rel_diff, random_params`).
 
 Tests run with autotuning off (JAXCNN_AUTOTUNE=0, inherited by the commands they start): measuring forms would
 cost every Trainer many compilations. tests/test_tuning.py turns it on where it is the subject.
 """
+import math
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -51,3 +53,29 @@ def rel_diff(actual, expected) -> float:
     """max |actual - expected| / max |expected|."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+def random_params(net, seed=0, input_shape=None):
+    """Random params and state for `net`, drawn with NumPy from its abstract shapes (net.init compiles its fillers
+    once per shape) -> (params, state). Weights N(0, 2 / fan_in) (a Local's two leading position axes are not
+    fan-in); Scale gammas and PReLU slopes +-U(0.5, 1.5); biases, betas and BatchNorm means N(0, 0.3); variances
+    U(0.5, 2); BatchNorm counts U(1.5, 900): nothing trivially 0 or 1, so a misplaced value does not go unnoticed."""
+    rng = np.random.default_rng(seed)
+
+    def draw(name, shape):
+        if name == "w":  # conv (KH, KW, C, O), dense (I, O), local (OH, OW, KH, KW, C, O)
+            return rng.normal(0, math.sqrt(2 / math.prod(shape[2:-1] if len(shape) == 6 else shape[:-1])), shape)
+        if name in ("gamma", "slope"):
+            return rng.uniform(0.5, 1.5, shape) * rng.choice([-1, 1], shape)
+        if name == "var":
+            return rng.uniform(0.5, 2.0, shape)
+        if name == "count":
+            return rng.uniform(1.5, 900.0, shape)
+        return rng.normal(0, 0.3, shape)
+
+    params, state = {}, {}
+    for row in net.shapes(input_shape):
+        for tree, specs in ((params, row.params), (state, row.state)):
+            if specs:
+                tree[row.layer.name] = {k: jnp.asarray(draw(k, v.shape), jnp.float32) for k, v in specs.items()}
+    return params, state

@@ -3,16 +3,22 @@ implementation of Caffe's layers, and against Caffe's pooling written as a loop.
 import math
 from pathlib import Path
 
+import caffe_nets
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_params, rel_diff
 from google.protobuf import text_format
 
-import caffe_nets
 from jaxcnn import AvgPool, Conv, Dense, MaxPool, summary, zoo
 from jaxcnn.caffe import (
-    CaffeFormatError, load_caffemodel, load_prototxt, load_solver, save_caffemodel, schema,
+    CaffeFormatError,
+    load_caffemodel,
+    load_prototxt,
+    load_solver,
+    save_caffemodel,
+    schema,
 )
 from jaxcnn.caffe.weights import blob_array, read_caffemodel
 from jaxcnn.train import SolverConfig, optimizer, schedule
@@ -22,35 +28,6 @@ cv2 = pytest.importorskip("cv2", reason="OpenCV (opencv-python-headless, the tes
 ROOT = Path(__file__).resolve().parents[1]
 CAFFE_DIR = ROOT / "experiments" / "caffe"
 LENET = CAFFE_DIR / "lenet_bn_train_test.prototxt"
-
-
-def rel_err(a, b):
-    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(b)).max(), 1e-30))
-
-
-def random_weights(net, seed=0):
-    """NumPy random params for `net` (weights of std 1/sqrt(fan-in), random Scale/Bias/PReLU values) and random
-    BatchNorm statistics; drawn from the abstract shapes (JAX's fillers would compile once per shape)."""
-    rng = np.random.default_rng(seed)
-    params, state = {}, {}
-    for row in net.shapes():
-        p = {}
-        for k, spec in row.params.items():
-            shape = spec.shape
-            if k == "w":
-                p[k] = rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape)
-            elif k == "b" and isinstance(row.layer, (Conv, Dense)):
-                p[k] = rng.normal(0, 0.1, shape)
-            else:  # gamma, beta, slope, Bias's b
-                p[k] = rng.uniform(0.5, 1.5, shape) * rng.choice([-1, 1], shape)
-        if p:
-            params[row.layer.name] = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
-        if row.state:
-            c = row.state["mean"].shape
-            state[row.layer.name] = {"mean": jnp.asarray(rng.normal(0, 0.5, c), jnp.float32),
-                                     "var": jnp.asarray(rng.uniform(0.5, 2.0, c), jnp.float32),
-                                     "count": jnp.float32(rng.uniform(1.5, 900.0))}
-    return params, state
 
 
 def opencv_forward(prototxt_path, caffemodel_path, x_nhwc, layers):
@@ -76,7 +53,7 @@ def _check_against_opencv(tmp_path, text, seed=0):
     proto_path, model_path = tmp_path / "net.prototxt", tmp_path / "net.caffemodel"
     proto_path.write_text(text)
     net = load_prototxt(proto_path)
-    params, state = random_weights(net, seed)
+    params, state = random_params(net, seed)
     save_caffemodel(net, params, state, model_path)
     x = np.random.default_rng(seed + 1).standard_normal((2, *net.input_shape)).astype(np.float32)
     ours = jax.jit(lambda p, s, x: net.apply(p, s, x)[0])(params, state, x)  # one compile, not one per op
@@ -85,7 +62,7 @@ def _check_against_opencv(tmp_path, text, seed=0):
     theirs = opencv_forward(proto_path, model_path, x, writers.values())
     for blob, y in ours.items():
         assert to_nchw(y).shape == theirs[writers[blob]].shape, blob
-        assert rel_err(to_nchw(y), theirs[writers[blob]]) < 1e-4, blob
+        assert rel_diff(to_nchw(y), theirs[writers[blob]]) < 1e-4, blob
     return net, params, state, model_path
 
 
@@ -107,7 +84,7 @@ def test_outputs_agree_with_opencv_and_weights_round_trip(name, tmp_path):
 
 def test_batch_norm_statistics_round_trip_exactly_with_a_power_of_two_count(tmp_path):
     net = load_prototxt(caffe_nets.RESNET_BOTTLENECK)
-    params, state = random_weights(net)
+    params, state = random_params(net)
     state = {k: dict(v, count=jnp.float32(2.0 ** (i - 2))) for i, (k, v) in enumerate(state.items())}
     save_caffemodel(net, params, state, tmp_path / "a.caffemodel")
     jax.tree.map(np.testing.assert_array_equal, load_caffemodel(net, tmp_path / "a.caffemodel"), (params, state))
@@ -189,7 +166,7 @@ def test_independently_written_caffemodel(tmp_path):
     x = rng.standard_normal((2, 67, 67, 3)).astype(np.float32)
     ours = net.apply(params, state, x)[0]
     theirs = opencv_forward(tmp_path / "net.prototxt", tmp_path / "net.caffemodel", x, ["prob"])["prob"]
-    assert rel_err(ours, theirs) < 1e-4
+    assert rel_diff(ours, theirs) < 1e-4
     save_caffemodel(net, params, state, tmp_path / "saved.caffemodel")
     saved = read_caffemodel(tmp_path / "saved.caffemodel")
     for name, blobs in caffe_blobs.items():
@@ -423,12 +400,12 @@ def test_zoo_net_saves_as_a_caffemodel_opencv_reads(tmp_path):
     """jaxcnn's own LeNet-BN (a Net, not loaded from a file) saved as a caffemodel, run by OpenCV with the
     LeNet-BN deploy prototxt: the same outputs (the zoo's explicit flatten becomes Caffe's implicit one)."""
     net = zoo.lenet_caffe()
-    params, state = random_weights(net, 3)
+    params, state = random_params(net, 3)
     save_caffemodel(net, params, state, tmp_path / "zoo.caffemodel")
     (tmp_path / "deploy.prototxt").write_text(lenet_deploy_text())
     x = np.random.default_rng(4).random((2, 28, 28, 1), np.float32)
     theirs = opencv_forward(tmp_path / "deploy.prototxt", tmp_path / "zoo.caffemodel", x, ["ip2"])["ip2"]
-    assert rel_err(net.apply(params, state, x)[0], theirs) < 1e-4
+    assert rel_diff(net.apply(params, state, x)[0], theirs) < 1e-4
 
 
 # ---------------------------------------------------------------------------------------------- solver

@@ -3,13 +3,12 @@ position equals the original net on the matching crop (trunks that read no paddi
 the matching window of the trunk's map (padded trunks, where isolated crops differ)."""
 import dataclasses
 import json
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import rel_diff
+from conftest import random_params, rel_diff
 from dataset_writers import write_mnist
 
 from experiments import fc_as_conv
@@ -33,30 +32,6 @@ from jaxcnn.layers import (
 from jaxcnn.net import Net
 
 TOL = 1e-5  # max |converted - original| / max |original|
-
-
-def randomized(net, seed=0):
-    """Random params and state for `net` at its training size, drawn with NumPy from the abstract shapes (no
-    per-shape XLA compile, unlike net.init) -> (params, state). Weights N(0, 2 / fan_in); BatchNorm variances
-    U(0.5, 2); Scale gammas 1 + N(0, 0.2); biases, betas and means N(0, 0.1), so none is trivially 0 or 1 (a
-    misplaced one would then go unnoticed)."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        shape, name = leaf.shape, path[-1].key
-        if name == "w":  # conv (KH, KW, C, O), dense (I, O), local (OH, OW, KH, KW, C, O)
-            a = rng.normal(0, np.sqrt(2 / math.prod(shape[2:-1] if len(shape) == 6 else shape[:-1])), shape)
-        elif name == "var":
-            a = rng.uniform(0.5, 2.0, shape)
-        elif name == "gamma":
-            a = 1 + rng.normal(0, 0.2, shape)
-        else:
-            a = rng.normal(0, 0.1, shape)
-        return jnp.asarray(a, jnp.float32)
-
-    rows = net.shapes()
-    return tuple(jax.tree_util.tree_map_with_path(draw, {r.layer.name: getattr(r, kind) for r in rows
-                                                         if getattr(r, kind)}) for kind in ("params", "state"))
 
 
 def forward(net, params, state, x):
@@ -118,7 +93,7 @@ TRAINING_SIZE = {
 @pytest.mark.parametrize("name", TRAINING_SIZE)
 def test_training_size_output_equals_original(name):
     net = TRAINING_SIZE[name]()
-    params, state = randomized(net)
+    params, state = random_params(net)
     conv_net, conv_params = fc_to_conv(net, params)
     assert not any(isinstance(l, (Dense, Flatten, Local)) for l in conv_net.layers)
     x = jax.random.normal(jax.random.key(1), (3, *net.input_shape))
@@ -152,7 +127,7 @@ def test_positions_equal_isolated_crops(make, big):
     net = make()
     geometry = sliding_geometry(net)
     assert geometry.padded == ()
-    params, state = randomized(net)
+    params, state = random_params(net)
     conv_net, conv_params = fc_to_conv(net, params)
     positions = geometry.positions((big, big))
     x = jax.random.normal(jax.random.key(2), (2, big, big, net.input_shape[-1]))
@@ -167,7 +142,7 @@ def test_padded_trunk_positions_equal_head_on_trunk_windows(make, big):
     """Where the trunk pads, a position is the original head on the trunk's window of the whole image; the
     isolated crop, which sees zero padding instead of its surroundings, differs."""
     net = make()
-    params, state = randomized(net)
+    params, state = random_params(net)
     conv_net, conv_params = fc_to_conv(net, params)
     geometry, (trunk, head) = sliding_geometry(net), split(net)
     positions = geometry.positions((big, big))
@@ -197,7 +172,7 @@ def test_positions_reject_inexact_sizes():
 
 def _convert(layers, input_shape):
     net = Net(layers, input_shape)
-    return fc_to_conv(net, randomized(net)[0])
+    return fc_to_conv(net, random_params(net)[0])
 
 
 def test_dense_on_a_flat_input_is_an_error():
@@ -221,7 +196,7 @@ def test_per_channel_layer_on_a_map_in_the_head_is_an_error(layers):
 
 def test_params_that_do_not_fit_are_errors():
     net = zoo.lenet5()
-    params = randomized(net)[0]
+    params = random_params(net)[0]
     with pytest.raises(LayerError, match=r"fc1 \(Dense\): params have no entry 'fc1'"):
         fc_to_conv(net, {k: v for k, v in params.items() if k != "fc1"})
     with pytest.raises(LayerError, match=r"fc1 \(Dense\): params .* do not fit the net at input \(32, 32, 1\)"):
@@ -267,7 +242,7 @@ def test_experiment_canvas_results_and_heatmap(tmp_path):
 
 def test_experiment_restores_a_checkpoint(tmp_path, capsys):
     net = zoo.lenet5()
-    params, state = randomized(net, seed=5)
+    params, state = random_params(net, seed=5)
     ckpt = Checkpointer(tmp_path / "run" / "checkpoints")
     ckpt.save(1, {"params": params, "state": state}, {"model": "lenet5"})
     ckpt.close()

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import optax
 import pytest
-
 import reference as ref
+
 from jaxcnn import LRN, Flatten, ops, summary, zoo
 from jaxcnn.cudaconvnet import ConvNetFormatError, load
 from jaxcnn.train import optimizer

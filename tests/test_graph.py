@@ -10,15 +10,34 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from synthetic import blobs
 
 from jaxcnn import (
-    ELU, AbsVal, Bias, Concat, Conv, Dense, Eltwise, Flatten, GlobalAvgPool, GlobalMaxPool, Graph, LayerError,
-    MaxPool, Node, PReLU, ReLU, Scale, Slice, Softmax, Split, summary,
+    ELU,
+    AbsVal,
+    Bias,
+    Concat,
+    Conv,
+    Dense,
+    Eltwise,
+    Flatten,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    Graph,
+    LayerError,
+    MaxPool,
+    Node,
+    PReLU,
+    ReLU,
+    Scale,
+    Slice,
+    Softmax,
+    Split,
+    summary,
 )
 from jaxcnn.checkpoint import Checkpointer
 from jaxcnn.convert import fc_to_conv, sliding_geometry, split
 from jaxcnn.train import SolverConfig, Trainer, fit, optimizer
-from synthetic import blobs
 
 KEY = jax.random.key(0)
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,17 +5,18 @@ import re
 import shutil
 from pathlib import Path
 
+import caffe_nets
 import numpy as np
 import pytest
-
-import caffe_nets
+from conftest import random_params
 from dataset_writers import write_mnist
+from synthetic import write_mnist_like
+from test_caffe import lenet_deploy_text
+
 from experiments import fc_as_conv
 from jaxcnn import summary, zoo
 from jaxcnn.__main__ import main
 from jaxcnn.caffe import load_caffemodel, load_prototxt, save_caffemodel
-from synthetic import write_mnist_like
-from test_caffe import lenet_deploy_text, random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CAFFE_DIR, CONVNET_DIR = ROOT / "experiments" / "caffe", ROOT / "experiments" / "cudaconvnet"
@@ -72,7 +73,7 @@ def test_draw_writes_the_graph(tmp_path, capsys):
 def test_fc_as_conv_slides_a_caffe_net_with_its_caffemodel(tmp_path):
     (tmp_path / "deploy.prototxt").write_text(lenet_deploy_text(1))
     net = load_prototxt(tmp_path / "deploy.prototxt")
-    params, state = random_weights(net, 4)
+    params, state = random_params(net, 4)
     save_caffemodel(net, params, state, tmp_path / "w.caffemodel")
     rng = np.random.default_rng(0)
     write_mnist(tmp_path / "mnist", "test", (rng.random((4, 28, 28)) > 0.8).astype(np.uint8) * 255, np.arange(4))

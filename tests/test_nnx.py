@@ -6,26 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import assert_close
 from flax import linen, nnx
 
 import jaxcnn.nnx as cnnx
 from jaxcnn import layers, ops
 from jaxcnn.net import Net
 from jaxcnn.train import SolverConfig, Trainer, TrainState, optimizer
-
-
-
-def close(got, want):
-    """Equal up to float32 rounding, measured against the size of the values (sums of many terms differ by
-    their order of summation)."""
-    want = np.asarray(want)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(want).max(initial=0))))
-
-
-def assert_trees_close(got, want):
-    """Same structure, and every leaf close."""
-    assert jax.tree.structure(got) == jax.tree.structure(want)
-    jax.tree.map(close, got, want)
 
 
 def param_grads(grads) -> dict:
@@ -54,12 +41,12 @@ def check_against_pure(module, x, *, key=None):
                     nnx.value_and_grad(nnx_loss, argnums=(0, 1), has_aux=True)(module, x))
 
         ((_, (y_ref, state_ref)), (gp_ref, gx_ref)), ((_, y), (gp, gx)) = both(module, params, x)
-        close(y, y_ref)
-        close(gx, gx_ref)
-        assert_trees_close(param_grads(gp), gp_ref)
-        assert_trees_close(cnnx.to_net(module)[2], state_ref)
+        assert_close(y, y_ref)
+        assert_close(gx, gx_ref)
+        assert_close(param_grads(gp), gp_ref)
+        assert_close(cnnx.to_net(module)[2], state_ref)
         if not train:
-            assert_trees_close(cnnx.to_net(module)[2], state)
+            assert_close(cnnx.to_net(module)[2], state)
 
 
 # -- one module per layer -----------------------------------------------------------------------------------------
@@ -101,9 +88,9 @@ def test_layer_module_matches_the_jaxcnn_layer(case, rng):
     _, params, state = layer.init(jax.random.key(1), shape)
     got = cnnx.to_net(module)
     assert jax.tree.map(jnp.shape, got[1]) == jax.tree.map(jnp.shape, params)
-    assert_trees_close(got[2], state)
+    assert_close(got[2], state)
     if isinstance(layer, layers.Scale):  # constant fillers: the values too
-        assert_trees_close(got[1], params)
+        assert_close(got[1], params)
     if got[1]:  # perturb them so that a mix-up of params shows
         module.net_params = nnx.data(jax.tree.map(
             lambda v: nnx.Param(v.get_value() + 0.1 * jnp.asarray(rng.standard_normal(v.shape), jnp.float32)),
@@ -120,10 +107,10 @@ def test_batch_norm_module_updates_its_statistics_as_the_layer(rng):
         x = jnp.asarray(rng.standard_normal((6, 2, 2, 3)) * 3 + 1, jnp.float32)
         module(x)
         _, state = layer.apply({}, state, x, train=True)
-        assert_trees_close(cnnx.to_net(module)[2], state)
+        assert_close(cnnx.to_net(module)[2], state)
     assert float(state["count"]) > 2
     module.eval()
-    close(module(x), layer.apply({}, state, x)[0])
+    assert_close(module(x), layer.apply({}, state, x)[0])
 
 
 def test_fillers_use_the_kernel_fan_in():
@@ -174,7 +161,7 @@ def test_lenet_caffe_module_matches_the_net(lenet_caffe_init, rng):
     check_against_pure(module, x)
     back_net, back_params, _ = cnnx.to_net(module)
     assert back_net is net
-    assert_trees_close(back_params, params)
+    assert_close(back_params, params)
 
 
 def test_net_with_every_layer_matches_in_both_modes(rng):
@@ -238,13 +225,13 @@ def test_train_eval_and_view_set_the_mode(rng):
     module.eval()
     assert (module.use_running_average, module.deterministic) == (True, True)
     _, state = cnnx.to_net(module)[1:]
-    close(module(x), net.apply(params, state, x)[0])
+    assert_close(module(x), net.apply(params, state, x)[0])
     training = nnx.view(module, use_running_average=False, deterministic=False)
     assert training.use_running_average is False and module.use_running_average is True
     module.set_attributes(deterministic=False)
     with pytest.raises(ValueError, match="every_layer: a jaxcnn net runs all its layers in one mode"):
         module(x)
-    close(module(x, deterministic=True), net.apply(params, state, x)[0])
+    assert_close(module(x, deterministic=True), net.apply(params, state, x)[0])
 
 
 def test_dropout_module_draws_keys_from_its_stream(rng):
@@ -321,10 +308,10 @@ def test_nnx_optimizer_steps_equal_the_trainer(lenet_caffe_init, rng):
         return loss
 
     nnx_losses = [step(model, opt, preprocess(images[idx]), labels[idx]) for idx in np.asarray(perm).reshape(4, 16)]
-    close(nnx_losses, losses)
+    assert_close(nnx_losses, losses)
     _, got_params, got_state = cnnx.to_net(model)
-    assert_trees_close(got_params, jax.device_get(ts.params))
-    assert_trees_close(got_state, jax.device_get(ts.state))
+    assert_close(got_params, jax.device_get(ts.params))
+    assert_close(got_state, jax.device_get(ts.state))
     assert not np.allclose(got_params["conv1"]["w"], params["conv1"]["w"])
 
 
@@ -352,7 +339,7 @@ def test_module_inside_a_flax_model_trains_with_caffes_solver(tiny_init, rng):
     nnx.jit(lambda opt, model, grads: opt.update(model, grads))(opt, model, grads)
     g, after = nnx.to_pure_dict(grads), nnx.to_pure_dict(nnx.state(model, nnx.Param))
     want = jax.tree.map(lambda w, g, lr, d: w - 0.1 * lr * (g + 0.01 * d * w), before, g, lr_mult, decay_mult)
-    assert_trees_close(after, want)
+    assert_close(after, want)
 
 
 # -- Flax's tools -------------------------------------------------------------------------------------------------
@@ -366,9 +353,10 @@ def test_to_linen_gives_a_working_linen_module(tiny_init, rng):
 
     y, updates = model.apply(variables, x, mutable=["batch_stats"])
     y_ref, state_ref = net.apply(params, state, x, train=True)
-    close(y, y_ref)
-    assert_trees_close(updates["batch_stats"]["net_state"], state_ref)
-    close(model.apply(variables, x, use_running_average=True, deterministic=True), net.apply(params, state, x)[0])
+    assert_close(y, y_ref)
+    assert_close(updates["batch_stats"]["net_state"], state_ref)
+    assert_close(model.apply(variables, x, use_running_average=True, deterministic=True),
+                 net.apply(params, state, x)[0])
 
 
 def test_jit_grad_and_vmap(tiny_init, rng):
@@ -381,16 +369,16 @@ def test_jit_grad_and_vmap(tiny_init, rng):
     module.eval()
     y_ref = evaluate(params, state, x)
 
-    close(nnx.jit(lambda m, x: m(x))(module, x), y_ref)
+    assert_close(nnx.jit(lambda m, x: m(x))(module, x), y_ref)
     graphdef, variables = nnx.split(module)
-    close(jax.jit(lambda v, x: nnx.merge(graphdef, v)(x))(variables, x), y_ref)
+    assert_close(jax.jit(lambda v, x: nnx.merge(graphdef, v)(x))(variables, x), y_ref)
 
     grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(x) ** 2)))(module)
-    assert_trees_close(param_grads(grads), jax.jit(jax.grad(lambda p: jnp.sum(evaluate(p, state, x) ** 2)))(params))
+    assert_close(param_grads(grads), jax.jit(jax.grad(lambda p: jnp.sum(evaluate(p, state, x) ** 2)))(params))
 
     xs = jnp.stack([x, 2 * x, 3 * x])
     ys = nnx.jit(nnx.vmap(lambda m, x: m(x), in_axes=(None, 0)))(module, xs)
-    close(ys, jnp.stack([evaluate(params, state, xi) for xi in xs]))
+    assert_close(ys, jnp.stack([evaluate(params, state, xi) for xi in xs]))
 
     @nnx.jit
     @nnx.split_rngs(splits=3)
@@ -402,7 +390,7 @@ def test_jit_grad_and_vmap(tiny_init, rng):
     ys = nnx.jit(nnx.vmap(lambda m, x: m(x), in_axes=(0, None)))(models, x)
     _, stacked, stacked_state = cnnx.to_net(models)
     for i in range(3):
-        close(ys[i], evaluate(*jax.tree.map(lambda a: a[i], (stacked, stacked_state)), x))
+        assert_close(ys[i], evaluate(*jax.tree.map(lambda a: a[i], (stacked, stacked_state)), x))
     assert not np.allclose(ys[0], ys[1])
 
 
@@ -419,7 +407,7 @@ def test_orbax_round_trip(tiny_init, rng, tmp_path):
     abstract = nnx.eval_shape(lambda: cnnx.NetModule(net, rngs=nnx.Rngs(9)))
     graphdef, template = nnx.split(abstract)
     restored = nnx.merge(graphdef, checkpointer.restore(tmp_path / "model", template))
-    checkpointer.close()
+    checkpointer.assert_close()
 
     def raw(a):  # a key's bits, or the array
         return jax.random.key_data(a) if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else a
@@ -429,3 +417,16 @@ def test_orbax_round_trip(tiny_init, rng, tmp_path):
     module.eval()
     restored.eval()
     np.testing.assert_array_equal(restored(x), module(x))
+
+
+def test_from_net_runs_branched_and_imported_nets(rng):
+    """A Graph (Caffe's GoogLeNet inception block, read from prototxt) becomes a module like any net."""
+    from caffe_nets import GOOGLENET_BLOCK
+    from conftest import random_params
+
+    from jaxcnn import caffe
+
+    net = caffe.load_prototxt(GOOGLENET_BLOCK)
+    params, state = random_params(net, 1)
+    module = cnnx.from_net(net, params, state)
+    check_against_pure(module, jnp.asarray(rng.standard_normal((2, 9, 9, 6)), jnp.float32))
