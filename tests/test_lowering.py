@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import assert_close
+from jax import lax
 from jax.test_util import check_grads
 
 from jaxcnn import ops, zoo
@@ -235,3 +236,36 @@ def test_zoo_training_loss_and_gradients_equal_across_lowerings(x64, rng, name, 
     value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
     # atol: conv biases feeding BatchNorm get gradients that are zero up to rounding
     assert_close(value_and_grad(params, "cpu"), value_and_grad(params, "native"), 1e-8, 1e-12)
+
+
+@pytest.mark.parametrize("forms, pads", [(("native", "native", "native"), ((1, 1), (1, 1))),
+                                         (("wide", "wide", "wide"), ((0, 0), (0, 0))),
+                                         (("wide", "wide_input", "wide_input"), ((1, 1), (1, 1)))])
+def test_gradient_convolutions_stay_canonical_inside_a_scan(forms, pads):
+    """XLA:CPU emits a convolution whose layout is not its canonical NHWC/HWIO one as a slow naive loop when it
+    sits inside a while loop (JAX's transpose rules make such convolutions). The CPU lowering's gradients are
+    canonical convolutions, also in a scanned training step."""
+    x, w = jnp.ones((4, 9, 8, 3)), jnp.ones((3, 3, 3, 5))
+
+    def step(w, _):
+        loss = lambda x, w: jnp.sum(conv_cpu.conv(x, w, (1, 1), pads, (1, 1), forms) ** 2)  # noqa: E731
+        dx, dw = jax.grad(loss, argnums=(0, 1))(x * w[0, 0, 0, 0], w)
+        return w - 1e-3 * dw + jnp.sum(dx), None
+
+    hlo = jax.jit(lambda w: lax.scan(step, w, None, length=2)[0]).lower(w).compile().as_text()
+    convolutions = [line for line in hlo.splitlines() if " convolution(" in line]
+    assert len(convolutions) == 3  # the output and both gradients
+    for line in convolutions:
+        assert "dim_labels=b01f_01io->b01f" in line and "outer_dimension_partitions" not in line, line
+
+
+def test_no_weight_gradient_form_whose_convolution_xla_would_swap():
+    """'wide' on a padded input makes the weight gradient's window (the output, widened) larger than x, and XLA
+    then swaps the convolution's operands into a layout it runs slowly inside while loops: not a candidate."""
+    x, w = jax.ShapeDtypeStruct((4, 9, 8, 1), jnp.float32), jax.ShapeDtypeStruct((3, 3, 1, 5), jnp.float32)
+    same, valid = ((1, 1), (1, 1)), ((0, 0), (0, 0))
+    assert "wide" not in conv_cpu.candidates("weight", x, w, (1, 1), same, (1, 1))
+    assert "wide" in conv_cpu.candidates("weight", x, w, (1, 1), valid, (1, 1))
+    assert "wide" in conv_cpu.candidates("forward", x, w, (1, 1), same, (1, 1))
+    assert conv_cpu.weight_form(x, w, (1, 1), valid, (1, 1)) is conv_cpu.wide  # one input channel, as MNIST's conv1
+    assert conv_cpu.weight_form(x, w, (1, 1), same, (1, 1)) is not conv_cpu.wide
