@@ -4,6 +4,7 @@ import json
 import sys
 
 from . import zoo
+from .cli import entry, fail
 from .layers import LayerError
 from .summary import summary
 
@@ -21,8 +22,9 @@ def _shape(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m jaxcnn", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("summary", help="per-layer shapes, parameters, memory and FLOPs of a zoo model")
-    p.add_argument("model", choices=sorted(zoo.MODELS))
+    p = commands.add_parser("summary", help="per-layer shapes, parameters, memory and FLOPs of a zoo model",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", choices=sorted(zoo.MODELS), help="the zoo model to summarise")
     p.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's training size)")
     p.add_argument("--batch", type=int, default=1, help="batch size for the training-step memory estimate")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -34,9 +36,10 @@ def main(argv=None):
     try:
         result = summary(net, args.input_shape, batch=args.batch)
     except LayerError as e:
-        parser.exit(2, f"error: {args.model} with --input-shape {','.join(map(str, args.input_shape))}: {e}\n")
+        shape = args.input_shape or net.input_shape
+        fail(f"{args.model} with --input-shape {','.join(map(str, shape))}: {e}")
     print(json.dumps(result.to_dict(), indent=1) if args.json else result)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry(main))

@@ -3,10 +3,13 @@
 Caffe's SGD update for a parameter w with multipliers (lr_mult, decay_mult):
     v <- momentum * v + lr_mult * (grad + weight_decay * decay_mult * w);  w <- w - lr * v
 """
+import math
 from dataclasses import dataclass
 
 import jax
 import optax
+
+from .errors import ConfigError
 
 SCHEDULES = ("fixed", "step", "multistep", "inv", "poly", "cosine")
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
@@ -18,7 +21,8 @@ class SolverConfig:
 
     gamma/power/stepsize/stepvalues are Caffe's lr_policy parameters (step: lr * gamma^floor(t/stepsize);
     multistep: lr * gamma^(#stepvalues <= t); inv: lr * (1 + gamma*t)^-power; poly: lr * (1 - t/T)^power).
-    warmup_steps ramps linearly from 0 to lr before the schedule starts.
+    warmup_steps ramps linearly from 0 to lr before the schedule starts. Raises ConfigError naming the field for a
+    value that cannot work (lr not finite and > 0, an unknown optimizer or schedule, 'step' without a stepsize, ...).
     """
 
     optimizer: str = "sgd"
@@ -32,16 +36,39 @@ class SolverConfig:
     stepvalues: tuple = ()
     warmup_steps: int = 0
 
+    def __post_init__(self):
+        object.__setattr__(self, "stepvalues", tuple(self.stepvalues))
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError("optimizer", repr(self.optimizer), f"expected one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError("schedule", repr(self.schedule), f"expected one of {', '.join(SCHEDULES)}")
+        checks = [("lr", self.lr, self.lr > 0, "must be finite and greater than 0"),
+                  ("momentum", self.momentum, 0 <= self.momentum < 1, "must lie in [0, 1)"),
+                  ("weight_decay", self.weight_decay, self.weight_decay >= 0, "must be finite and at least 0"),
+                  ("gamma", self.gamma, self.gamma > 0, "must be finite and greater than 0"),
+                  ("power", self.power, True, "must be finite")]
+        for field, value, ok, expected in checks:
+            if not (math.isfinite(value) and ok):
+                raise ConfigError(field, value, expected)
+        if self.schedule == "step" and self.stepsize <= 0:
+            raise ConfigError("stepsize", self.stepsize, "the step schedule needs a stepsize of at least 1")
+        if self.stepsize < 0:
+            raise ConfigError("stepsize", self.stepsize, "must be at least 0")
+        if any(v < 0 for v in self.stepvalues) or list(self.stepvalues) != sorted(self.stepvalues):
+            raise ConfigError("stepvalues", list(self.stepvalues), "must be increasing step numbers, at least 0")
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup_steps", self.warmup_steps, "must be at least 0")
+
 
 def schedule(cfg: SolverConfig, total_steps: int) -> optax.Schedule:
-    """Step -> learning rate, for a run of total_steps optimizer steps."""
+    """Step -> learning rate, for a run of total_steps optimizer steps (at least 1)."""
+    if total_steps < 1:
+        raise ConfigError("total_steps", total_steps, "a schedule needs at least 1 step")
     lr, name = cfg.lr, cfg.schedule
     decay_steps = max(total_steps - cfg.warmup_steps, 1)
     if name == "fixed":
         main = optax.constant_schedule(lr)
     elif name == "step":
-        if cfg.stepsize <= 0:
-            raise ValueError("schedule 'step' needs --stepsize > 0")
         main = optax.exponential_decay(lr, cfg.stepsize, cfg.gamma, staircase=True)
     elif name == "multistep":
         main = optax.piecewise_constant_schedule(lr, {int(s): cfg.gamma for s in cfg.stepvalues})
@@ -49,10 +76,8 @@ def schedule(cfg: SolverConfig, total_steps: int) -> optax.Schedule:
         main = lambda t: lr * (1.0 + cfg.gamma * t) ** (-cfg.power)  # noqa: E731
     elif name == "poly":
         main = optax.polynomial_schedule(lr, 0.0, cfg.power, decay_steps)
-    elif name == "cosine":
-        main = optax.cosine_decay_schedule(lr, decay_steps)
     else:
-        raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
+        main = optax.cosine_decay_schedule(lr, decay_steps)
     if cfg.warmup_steps <= 0:
         return main
     return optax.join_schedules([optax.linear_schedule(0.0, lr, cfg.warmup_steps), main], [cfg.warmup_steps])
@@ -73,8 +98,6 @@ def optimizer(cfg: SolverConfig, total_steps: int, lr_mult, decay_mult) -> optax
     sgd / nesterov: Caffe's SGD with L2 weight decay (scaled by decay_mult) and momentum.
     adam: L2 weight decay added to the gradient before Adam; adamw: decoupled weight decay.
     """
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     lr = schedule(cfg, total_steps)
     decay = _caffe_weight_decay(cfg.weight_decay, decay_mult)
     if cfg.optimizer in ("sgd", "nesterov"):
