@@ -176,6 +176,8 @@ class RunDir:
         return self
 
     def _check_contents(self, resume, overwrite):
+        for leftover in self.path.glob(".*.tmp"):  # a write cut short by a crash (it never replaced its file)
+            leftover.unlink()
         entries = sorted(p.name for p in self.path.iterdir() if p.name != LOCK)
         if not entries or (resume and MANIFEST in entries):
             return
