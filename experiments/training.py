@@ -33,7 +33,8 @@ def parser(prog, description, *, model, datasets, epochs, batch_size, lr, out):
     s = p.add_argument_group("solver (Caffe's LeNet solver: --lr 0.01 --schedule inv --gamma 1e-4 --power 0.75)")
     s.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="the update rule")
     s.add_argument("--lr", type=float, default=lr, help="base learning rate")
-    s.add_argument("--schedule", default="cosine", choices=SCHEDULES, help="learning-rate policy")
+    s.add_argument("--schedule", default="cosine", choices=SCHEDULES,
+                   help="the learning-rate policy (Caffe's lr_policy)")
     s.add_argument("--momentum", type=float, default=0.9, help="momentum of SGD and Nesterov")
     s.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (AdamW: decoupled)")
     s.add_argument("--gamma", type=float, default=0.1, help="decay factor of the step, multistep and inv schedules")

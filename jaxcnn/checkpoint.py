@@ -8,6 +8,7 @@ business.
 """
 import logging
 import os
+import sys
 from typing import Any, NamedTuple
 
 import jax
@@ -27,6 +28,22 @@ class Restored(NamedTuple):
     tree: Any
     meta: dict
     skipped: list
+
+
+def _drop_late_callbacks() -> None:
+    """Make sys.unraisablehook drop 'RuntimeError: Event loop is closed' (once per process; anything else goes
+    on to the hook in place before). When a restore fails, tensorstore still finishes the reads it had started
+    and calls back into the event loop orbax has already closed; each call would print that traceback."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_late_callbacks", False):
+        return
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_late_callbacks = True
+    sys.unraisablehook = hook
 
 
 def _reason(error: Exception) -> str:
@@ -100,6 +117,7 @@ class Checkpointer:
         if not steps:
             raise CheckpointError(f"{self.directory}: no checkpoint")
         skipped = []
+        _drop_late_callbacks()
         for s in steps:
             try:
                 tree, meta = self._restore(s, template)

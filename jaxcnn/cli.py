@@ -37,7 +37,7 @@ def message(error: BaseException) -> str:
         asked = ", ".join(f"{flag(k)} {b}" for k, _, b in error.differences)
         return (f"{where}: the run there was made with {recorded}, not {asked}; --resume keeps them (start a new "
                 "run with another --out, or --overwrite)")
-    if isinstance(error, RunExists):
+    if isinstance(error, RunExists) and str(error).endswith("a new run needs an empty directory"):
         return f"{error}; --resume continues the run there, --overwrite replaces it"
     if isinstance(error, Interrupted):
         return f"{error}; run the same command with --resume to continue"

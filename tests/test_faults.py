@@ -84,5 +84,6 @@ def test_sigkill_at_every_fault_point_then_resume_gives_the_uninterrupted_run(tm
     assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3]
     assert _without_timings(_metrics(out)) == _without_timings(_metrics(tmp_path / "reference"))
     results = json.loads((out / "results.json").read_text())
-    assert results["test_accuracy"] == json.loads((tmp_path / "reference" / "results.json").read_text())["test_accuracy"]
+    expected_results = json.loads((tmp_path / "reference" / "results.json").read_text())
+    assert results["test_accuracy"] == expected_results["test_accuracy"]
     assert not list(out.glob(".*.tmp"))

@@ -88,8 +88,9 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
       test_accuracy, seconds and images_per_second.
     Raises:
       ConfigError (epochs below 1 or fewer than a resumed run has done, a batch larger than the training set),
-      RunMismatch (a manifest that differs from the settings), Diverged (a non-finite loss), Interrupted (SIGTERM/SIGINT; a checkpoint was
-      saved), ValueError (labels outside [0, K)), and out_dir's errors (jaxcnn.train.RunDir).
+      RunMismatch (a manifest that differs from the settings), Diverged (a non-finite loss), Interrupted
+      (SIGTERM/SIGINT; a checkpoint was saved), ValueError (labels outside [0, K)), and out_dir's errors
+      (jaxcnn.train.RunDir).
     """
     if not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ConfigError("epochs", epochs, "must be an integer of at least 1")

@@ -97,7 +97,8 @@ def _flatten(tree, prefix=""):
     """{'solver': {'lr': 0.1}} -> {'solver.lr': 0.1}; values as JSON gives them back (tuples become lists)."""
     if not isinstance(tree, dict):
         return {prefix: json.loads(json.dumps(tree))}
-    return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}.{key}" if prefix else key).items()}
+    return {k: v for key, value in tree.items()
+            for k, v in _flatten(value, f"{prefix}.{key}" if prefix else key).items()}
 
 
 def _is_run_file(name: str) -> bool:
@@ -281,9 +282,9 @@ class RunDir:
             log.info("%s: no checkpoint, starting afresh", self.path)
             return None
         restored = ckpt.restore(template)
-        for step, why in restored.skipped:
+        for step, _ in restored.skipped:  # Checkpointer.restore has logged why each does not load
             ckpt.delete(step)
-            log.warning("removed checkpoint %s, which does not load (%s)", ckpt.path(step), why)
+            log.warning("removed checkpoint %s, which does not load", ckpt.path(step))
         if self.primary:
             self.write_metrics(restored.meta["history"])
         return restored
