@@ -43,16 +43,17 @@ def _catch_signals(flag: dict):
 
 @contextlib.contextmanager
 def _opened(out_dir, resume, manifest):
-    """The RunDir to train into (None without out_dir): a path is acquired and started here and released after;
-    a RunDir is started here unless it already is, and stays the caller's to release."""
+    """The RunDir to train into (None without out_dir). One the caller has acquired stays the caller's (and is
+    started here unless it is already); a path, or a RunDir not acquired, is acquired and started here and
+    released at the end."""
     if out_dir is None:
         yield None
-    elif isinstance(out_dir, RunDir):
+    elif isinstance(out_dir, RunDir) and out_dir.held:
         if out_dir.manifest is None:
             out_dir.start(manifest(), resume=resume)
         yield out_dir
     else:
-        with RunDir(out_dir).acquire(resume=resume) as run:
+        with (out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir)).acquire(resume=resume) as run:
             run.start(manifest(), resume=resume)
             yield run
 
@@ -75,9 +76,9 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
       epochs: at least 1; a resumed run may ask for more epochs than it has done, not fewer.
       seed: params, dropout and augmentation keys and example order of a new run (a resumed run continues the
         checkpoint's).
-      out_dir: None (nothing is saved), a directory path, or a jaxcnn.train.RunDir. A path is acquired (locked;
-        a new run needs it empty) and given a manifest of the trainer's settings and `meta` here, and released
-        at the end. Checkpoints are saved at each epoch's end and on SIGTERM/SIGINT, never with non-finite
+      out_dir: None (nothing is saved), a directory path, or a jaxcnn.train.RunDir. A path (or a RunDir not
+        acquired) is acquired here (locked; a new run needs it empty), given a manifest of the trainer's settings
+        and `meta`, and released at the end; an acquired RunDir stays the caller's. Checkpoints are saved at each epoch's end and on SIGTERM/SIGINT, never with non-finite
         params or state; metrics.jsonl follows each checkpoint.
       resume: continue from the newest checkpoint in out_dir that loads (afresh when there is none).
       meta: settings to record in the manifest of a run started here (model, dataset, solver, ...).

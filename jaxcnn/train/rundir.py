@@ -126,10 +126,16 @@ class RunDir:
         self.primary = jax.process_index() == 0 if primary is None else primary
         self.manifest = None
         self._lock = None
+        self._acquired = False
         self._checkpointer = None
 
     def __repr__(self):
         return f"RunDir({str(self.path)!r})"
+
+    @property
+    def held(self) -> bool:
+        """Whether acquire() has made the directory this process's (always, for a process that is not primary)."""
+        return self._acquired
 
     @property
     def checkpoints(self) -> Path:
@@ -152,6 +158,7 @@ class RunDir:
         if resume and overwrite:
             raise RunExists(f"{self.path}: resume and overwrite exclude each other")
         if not self.primary:
+            self._acquired = True
             return self
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -174,6 +181,7 @@ class RunDir:
         except BaseException:
             self.release()
             raise
+        self._acquired = True
         return self
 
     def _check_contents(self, resume, overwrite):
@@ -205,6 +213,7 @@ class RunDir:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             os.close(self._lock)
             self._lock = None
+        self._acquired = False
 
     def __enter__(self):
         return self
