@@ -265,6 +265,7 @@ def test_sigterm_mid_epoch_saves_and_resume_gives_the_same_run(trainer, data, re
 
 
 # -- run_experiment: the schedule on resume ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_more_epochs_keep_the_schedule_unless_rescaled(data, tmp_path, caplog):
     """Cosine over 2 epochs reaches a learning rate of 0: a third epoch with the schedule kept changes nothing,
     one with the schedule rescaled over 3 epochs does."""

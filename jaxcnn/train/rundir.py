@@ -5,7 +5,8 @@ with its checkpoints after any crash.
                          schedule's length, versions; written when the run starts, checked when it resumes
     checkpoints/<step>/  orbax checkpoints (each epoch's end, and on SIGTERM/SIGINT); each also holds the metrics
                          of every epoch finished before it
-    metrics.jsonl        one JSON line per finished epoch, rewritten from the checkpoint just saved
+    metrics.jsonl        one JSON line per finished epoch, rewritten after each checkpoint from the records it
+                         holds (a crash between the two leaves it an epoch behind until the run resumes)
     results.json         the finished run's results
     *.png                its plots
     .lock                held (fcntl.flock) by the process training into the directory; says which one
@@ -357,9 +358,9 @@ def load(path) -> Run:
     manifest = run.read_manifest()
     if manifest is None:
         raise RunDirError(f"{run.path}: no {MANIFEST}, not a training run's directory")
-    ckpt = Checkpointer(run.checkpoints, create=False) if run.checkpoints.is_dir() else None
-    if ckpt is None:
+    if not run.checkpoints.is_dir():
         raise RunDirError(f"{run.path}: no {CHECKPOINTS}/ directory, the run saved no checkpoint")
+    ckpt = Checkpointer(run.checkpoints, create=False)
     try:
         restored = ckpt.restore()
     finally:
