@@ -1,4 +1,5 @@
-"""Shared fixtures: a seeded NumPy generator, float64 mode for gradient checks, one lenet_caffe init."""
+"""Shared fixtures: a seeded NumPy generator, float64 mode for gradient checks, one lenet_caffe init; and
+without_timings, to compare the metric records of two training runs."""
 import jax
 import numpy as np
 import pytest
@@ -25,3 +26,8 @@ def lenet_caffe_init():
     net = zoo.lenet_caffe()
     _, params, state = net.init(jax.random.key(0))
     return net, params, state
+
+
+def without_timings(records):
+    """Metric records (as jaxcnn.train.fit returns them) without their wall-clock fields, which differ run to run."""
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in records]

@@ -14,6 +14,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import without_timings
 
 from jaxcnn.train import rundir
 
@@ -48,10 +49,6 @@ def _metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def _without_timings(records):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in records]
-
-
 @pytest.mark.slow
 def test_sigkill_at_every_fault_point_then_resume_gives_the_uninterrupted_run(tmp_path):
     cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
@@ -82,7 +79,7 @@ def test_sigkill_at_every_fault_point_then_resume_gives_the_uninterrupted_run(tm
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(got.params), jax.device_get(expected.params))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(got.state), jax.device_get(expected.state))
     assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3]
-    assert _without_timings(_metrics(out)) == _without_timings(_metrics(tmp_path / "reference"))
+    assert without_timings(_metrics(out)) == without_timings(_metrics(tmp_path / "reference"))
     results = json.loads((out / "results.json").read_text())
     expected_results = json.loads((tmp_path / "reference" / "results.json").read_text())
     assert results["test_accuracy"] == expected_results["test_accuracy"]

@@ -20,6 +20,7 @@ from jaxcnn.train import (
 )
 from jaxcnn.train.experiment import RunConfig, run_experiment
 
+from conftest import without_timings
 from synthetic import blobs
 
 BATCH, STEPS_PER_EPOCH = 32, 4
@@ -57,10 +58,6 @@ def reference(trainer, data):
 
 def _same(a, b):
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
-
-
-def _without_timings(history):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in history]
 
 
 def _metric_lines(out):
@@ -176,7 +173,7 @@ def test_resume_past_damaged_checkpoint_and_metrics_gives_the_uninterrupted_run(
     assert f"removed checkpoint {tmp_path / 'checkpoints' / '12'}" in log
     assert f"resuming {tmp_path} after epoch 2 (step 8), from checkpoint {tmp_path / 'checkpoints' / '8'}" in log
     _same(ts.params, reference[0].params)
-    assert _without_timings(history) == _without_timings(reference[1]) == _without_timings(_metric_lines(tmp_path))
+    assert without_timings(history) == without_timings(reference[1]) == without_timings(_metric_lines(tmp_path))
     assert _steps(tmp_path) == [4, 8, 12] and Checkpointer(tmp_path / "checkpoints").restore().step == 12
 
 
@@ -261,7 +258,7 @@ def test_sigterm_mid_epoch_saves_and_resume_gives_the_same_run(trainer, data, re
     ts, history = fit(trainer, *data, epochs=3, out_dir=tmp_path, resume=True)
     _same(ts.params, reference[0].params)
     # the losses of epoch 2's first steps were saved with checkpoint 6: the metrics are the uninterrupted run's
-    assert _without_timings(history) == _without_timings(reference[1])
+    assert without_timings(history) == without_timings(reference[1])
 
 
 # -- run_experiment: the schedule on resume ----------------------------------------------------------------------
