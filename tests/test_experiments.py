@@ -140,6 +140,15 @@ def test_missing_data_ends_with_one_line_after_the_places_looked(command, tmp_pa
     assert f"  - data_dir={tmp_path / 'empty'}: {tmp_path / 'empty'}, {tmp_path / 'empty'}/mnist" in err
 
 
+def test_a_damaged_data_file_is_one_line_naming_it(command, tmp_path):
+    data = write_mnist_like(tmp_path / "data", n_train=64, n_test=16)
+    images = data / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:100])
+    status, _, err = command(mnist.main, ["--data-dir", str(data), "--out", str(tmp_path / "run")])
+    assert (status, err) == (1, [f"error: {images}: corrupt or truncated gzip data (Compressed file ended before the "
+                                 "end-of-stream marker was reached)"])
+
+
 @pytest.mark.slow
 def test_divergence_exits_with_one_line_and_keeps_no_checkpoint(command, tmp_path):
     data = write_mnist_like(tmp_path / "data", n_train=256, n_test=16)

@@ -160,6 +160,7 @@ def test_resume_checks_the_manifest_and_keeps_the_schedule_length(tmp_path):
             "schedule_steps"] == 24
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # no stray 'Event loop is closed'
 def test_resume_past_damaged_checkpoint_and_metrics_gives_the_uninterrupted_run(trainer, data, reference, tmp_path,
                                                                                  caplog):
     fit(trainer, *data, epochs=3, out_dir=tmp_path)
