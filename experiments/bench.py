@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import Net, datasets, fc_to_conv, ops, summary, tuning, zoo
+from jaxcnn.datasets import CAFFE_PIXEL_SCALE
 from jaxcnn.hostmem import keep_freed_memory
 from jaxcnn.train import SolverConfig, Trainer, fit, optimizer
 
@@ -55,7 +56,6 @@ except ImportError:  # the optional extra
 
 VARIANTS = {"jaxcnn": "auto", "plain_xla": "native"}  # the jaxcnn lowering of each JAX variant
 SOLVER = SolverConfig(lr=0.01, schedule="fixed", momentum=0.9, weight_decay=5e-4)
-PIXEL_SCALE = 1 / 256
 
 
 class Target:
@@ -118,7 +118,7 @@ def train_case(net, batch, steps, target, seed=0):
     runners = {}
     for variant, lowering in VARIANTS.items():
         trainer = Trainer(net, optimizer(SOLVER, 10**6, lr_mult, decay_mult), batch_size=batch,
-                          preprocess=lambda x: x.astype(jnp.float32) * PIXEL_SCALE, lowering=lowering,
+                          preprocess=lambda x: x.astype(jnp.float32) * CAFFE_PIXEL_SCALE, lowering=lowering,
                           compiler_options=jit_options(variant, target))
         box = {"ts": trainer.init(seed)}
         data = trainer.put((images, labels))
@@ -138,13 +138,13 @@ def train_case(net, batch, steps, target, seed=0):
         for i in range(steps):
             idx = t_perm[i * batch:(i + 1) * batch]
             opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(t_images[idx].float() * PIXEL_SCALE), t_labels[idx])
+            loss = torch.nn.functional.cross_entropy(model(t_images[idx].float() * CAFFE_PIXEL_SCALE), t_labels[idx])
             loss.backward()
             opt.step()
         return loss
     runners["torch"] = torch_run
 
-    x = images[:batch].astype(np.float32) * PIXEL_SCALE
+    x = images[:batch].astype(np.float32) * CAFFE_PIXEL_SCALE
     ours, _ = net.apply(params, state, jnp.asarray(x), train=True)
     with torch.no_grad():
         check_close(net.name, ours, model(nchw(x, target)).cpu().numpy(), tolerance(target))
@@ -237,7 +237,7 @@ def epoch_case(data_dir, images, target, seed=0):
                       steps_per_dispatch=recipe.steps_per_dispatch, compiler_options=jit_options("jaxcnn", target))
 
     def jaxcnn_run():
-        _, history = fit(trainer, train, test, epochs=1, seed=seed, progress=False)
+        _, history = fit(trainer, train, test, epochs=1, seed=seed)
         return history[-1]["test_accuracy"]
 
     settings = dict(batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,

@@ -3,10 +3,13 @@
     python -m experiments.cifar10 --data-dir DIR      # DIR holds cifar-10-batches-bin/ or -py/, else TFDS
 Augmentation: random 32x32 crops of the 4-pixel zero-padded image and left-right flips, inside the jitted step.
 """
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.augment import random_crop_flip
+from jaxcnn.cli import entry
 
 from .training import parser, run
 
@@ -21,10 +24,11 @@ def standardize(train_images):
 
 
 def main(argv=None):
-    args = parser(__doc__.splitlines()[0], model="cifar10_local", datasets=["cifar10"], epochs=60, batch_size=128,
-                  lr=0.01, out="runs/cifar10").parse_args(argv)
-    return run(args, preprocess_for=standardize, augment=random_crop_flip, class_names=CLASSES)
+    args = parser("python -m experiments.cifar10", __doc__.splitlines()[0], model="cifar10_local",
+                  datasets=["cifar10"], epochs=60, batch_size=128, lr=0.01, out="runs/cifar10").parse_args(argv)
+    return run(args, preprocess_for=standardize, augment=random_crop_flip, augment_name="crop_flip",
+               class_names=CLASSES)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(entry(main))

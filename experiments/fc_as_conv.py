@@ -17,6 +17,7 @@ import argparse
 import ctypes
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -24,29 +25,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import LayerError, caffe, checkpoint, datasets, ops, zoo
+from jaxcnn import LayerError, caffe, datasets, ops, plots, zoo
+from jaxcnn.cli import entry
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
 from jaxcnn.summary import summary
+from jaxcnn.train import rundir
 
 MNIST_SHAPE = (28, 28, 1)
-PIXEL_SCALE = 0.00390625  # Caffe's MNIST scaling of uint8 pixels, as the zoo's lenet_caffe expects
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m experiments.fc_as_conv", description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=384, help="side of the square input (default 384)")
+    p = argparse.ArgumentParser(prog="python -m experiments.fc_as_conv", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--size", type=int, default=384, help="side of the square input, in pixels")
     p.add_argument("--model", choices=sorted(zoo.MODELS), help="zoo net (default: the checkpoint's, else vgg16)")
-    p.add_argument("--checkpoint", help="--out directory of experiments.mnist (or its checkpoints/ directory)")
+    p.add_argument("--checkpoint", help="a run directory of experiments.mnist (or its checkpoints/ directory) "
+                   "whose trained weights to use (default: random weights)")
     p.add_argument("--prototxt", help="a Caffe deploy net (.prototxt, with its input size) instead of a zoo model")
     p.add_argument("--caffemodel", help="its Caffe weights (.caffemodel); default: random (seeded)")
     p.add_argument("--out", help="directory for results.json (and heatmap.png); nothing is written without it")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights, image and canvas")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs of each path after a warm-up (default 5)")
-    p.add_argument("--digits", type=int, default=8, help="MNIST test digits on the canvas (default 8)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs of each path after a warm-up")
+    p.add_argument("--digits", type=int, default=8, help="MNIST test digits on the canvas")
     p.add_argument("--data-dir", help="directory with the MNIST IDX files (see jaxcnn.datasets.load)")
     args = p.parse_args(argv)
-    if args.repeats < 1:
-        p.error(f"--repeats must be at least 1, got {args.repeats}")
+    for name in ("size", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.prototxt and (args.model or args.checkpoint):
         p.error("--prototxt replaces --model and --checkpoint: give one of them")
     if args.caffemodel and not args.prototxt:
@@ -55,17 +60,37 @@ def parse_args(argv=None):
 
 
 def load_net(args, parser):
-    """-> (net, params, state, description of the weights)."""
+    """The net, checked against --size before any weights are made or read -> (net, params, state, description
+    of the weights)."""
     if args.prototxt:
         return load_caffe_net(args, parser)
-    if args.checkpoint is None:
-        net = zoo.get(args.model or "vgg16")
+    manifest = None
+    if args.checkpoint is not None:
+        try:
+            manifest = rundir.RunDir(args.checkpoint, primary=False).read_manifest()
+        except rundir.RunDirError as e:
+            parser.error(f"--checkpoint {args.checkpoint}: {e}")
+        if manifest is None or "model" not in manifest:
+            parser.error(f"--checkpoint {args.checkpoint}: not the directory of a training run (no manifest.json "
+                         "naming its model)")
+        if args.model and manifest["model"] != args.model:
+            parser.error(f"--checkpoint {args.checkpoint} holds a {manifest['model']!r} net, not --model "
+                         f"{args.model!r}")
+    net = zoo.get(manifest["model"] if manifest else args.model or "vgg16")
+    check_size(net, args, parser)
+    if manifest is None:
         _, params, state = net.init(jax.random.key(args.seed))
         return net, params, state, f"random (seed {args.seed})"
-    ckpt = checkpoint.restore(args.checkpoint)
-    if args.model and ckpt["model"] != args.model:
-        parser.error(f"--checkpoint {args.checkpoint} holds a {ckpt['model']!r} net, not --model {args.model!r}")
-    return zoo.get(ckpt["model"]), ckpt["params"], ckpt["state"], f"checkpoint {args.checkpoint}"
+    run = rundir.load(args.checkpoint)
+    return net, run.params, run.state, f"checkpoint {args.checkpoint} (step {run.step})"
+
+
+def check_size(net, args, parser):
+    """--size must be the net's training size plus a multiple of its stride."""
+    try:
+        sliding_geometry(net).positions((args.size, args.size))
+    except (ValueError, LayerError) as e:
+        parser.error(f"--size {args.size}: {e}")
 
 
 def load_caffe_net(args, parser):
@@ -76,6 +101,7 @@ def load_caffe_net(args, parser):
         parser.error(f"--prototxt {args.prototxt}: {e}")
     if net.input_shape is None or isinstance(net.input_shape, dict):
         parser.error(f"--prototxt {args.prototxt}: needs a net with one input of a given size (a deploy net)")
+    check_size(net, args, parser)
     if not args.caffemodel:
         _, params, state = net.init(jax.random.key(args.seed))
         return net, params, state, f"random (seed {args.seed})"
@@ -155,7 +181,7 @@ def make_input(net, args, geometry):
         x = rng.standard_normal((1, args.size, args.size, net.input_shape[-1]))
         return jnp.asarray(x, jnp.float32), f"standard-normal image (seed {args.seed})", None, None
     canvas, placed = mnist_canvas(args.size, args.digits, args.data_dir, rng, geometry.stride)
-    x = jnp.asarray(canvas[None] * PIXEL_SCALE, jnp.float32)
+    x = jnp.asarray(canvas[None] * datasets.CAFFE_PIXEL_SCALE, jnp.float32)
     return x, f"MNIST canvas, {len(placed)} test digits", placed, canvas
 
 
@@ -209,15 +235,8 @@ def compare(net, params, state, x, repeats):
 def run(args, parser):
     """Load or build the net, make the input, compare the two paths -> the results dict (printed, and written
     to --out)."""
-    try:
-        net, params, state, weights = load_net(args, parser)
-    except FileNotFoundError as e:
-        parser.error(f"--checkpoint {args.checkpoint}: {e}")
+    net, params, state, weights = load_net(args, parser)
     geometry = sliding_geometry(net)
-    try:
-        geometry.positions((args.size, args.size))
-    except ValueError as e:
-        parser.error(f"--size {args.size}: {e}")
     try:
         x, source, placed, canvas = make_input(net, args, geometry)
     except FileNotFoundError as e:
@@ -238,9 +257,9 @@ def run(args, parser):
         out.mkdir(parents=True, exist_ok=True)
         if placed is not None:
             results["heatmap"] = str(out / "heatmap.png")
-            plot_heatmap(canvas, np.asarray(probs), geometry, placed, out / "heatmap.png")
+            plots.heatmap(canvas, np.asarray(probs), geometry.window, geometry.stride, placed, out / "heatmap.png")
             print(f"heatmap: {results['heatmap']}")
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+        rundir.write_atomic(out / "results.json", json.dumps(results, indent=1), "results")
         print(f"wrote {out / 'results.json'}")
     return results
 
@@ -273,42 +292,10 @@ def report(r):
           + ", ".join(f"{k}: {r['mean_class_scores'][k]:.4g}" for k in top))
 
 
-def plot_heatmap(canvas, probs, geometry, placed, path):
-    """The canvas beside one map per class of the softmax probability at each position, each drawn over the
-    dimmed canvas at the centres of the crops, with the digits of that class circled. probs: (P, Q, classes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    (wh, ww), (sh, sw), size = geometry.window, geometry.stride, canvas.shape[0]
-    p, q, classes = probs.shape
-    extent = (ww / 2 - sw / 2, ww / 2 + (q - 0.5) * sw, wh / 2 + (p - 0.5) * sh, wh / 2 - sh / 2)
-    cols = (classes + 1) // 2
-    fig = plt.figure(figsize=(5 + 2 * cols, 5), layout="constrained")
-    grid = fig.add_gridspec(2, cols + 2)
-    ax = fig.add_subplot(grid[:, :2])
-    ax.imshow(canvas[..., 0], cmap="gray")
-    for d in placed:
-        ax.text(d["col"], d["row"], str(d["label"]), color="yellow", fontsize=8, va="top")
-    ax.set_title(f"{size}x{size} canvas, test digits")
-    ax.axis("off")
-    for k in range(classes):
-        a = fig.add_subplot(grid[k // cols, 2 + k % cols])
-        a.imshow(canvas[..., 0], cmap="gray", vmax=4 * 255)
-        image = a.imshow(probs[..., k], extent=extent, vmin=0, vmax=1, cmap="magma", alpha=0.8)
-        for d in (d for d in placed if d["label"] == k):
-            a.plot(d["col"] + ww / 2, d["row"] + wh / 2, "o", ms=12, mfc="none", mec="cyan")
-        a.set(xlim=(0, size), ylim=(size, 0), xticks=[], yticks=[], title=f"p({k})")
-    fig.colorbar(image, ax=fig.axes[1:], shrink=0.8, label="softmax probability of the crop centred here")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(argv=None):
     parser, args = parse_args(argv)
     return run(args, parser)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(entry(main))

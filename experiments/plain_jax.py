@@ -1,5 +1,5 @@
-"""experiments.mnist's recipe written in plain JAX + Optax, without jaxcnn, for experiments.bench: what a user of
-JAX alone would write for Caffe's LeNet with BatchNorm.
+"""experiments.mnist's recipe written in plain JAX + Optax, for experiments.bench: what a user of JAX alone would
+write for Caffe's LeNet with BatchNorm (nothing of jaxcnn but its pixel-scale constant).
 
 The net (conv1 20@5x5, BatchNorm, per-channel scale and shift, 2x2 max pool, ReLU, conv2 50@5x5, the same, ip1 500,
 ReLU, ip2 10) is made of lax ops (conv_general_dilated, reduce_window); training is optax SGD with momentum,
@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
+
+from jaxcnn.datasets import CAFFE_PIXEL_SCALE
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -77,7 +79,7 @@ class Recipe:
     def _train_step(self, carry, images, labels, perm, i):
         params, stats, opt_state, key = carry
         idx = lax.dynamic_slice_in_dim(perm, i * self.batch_size, self.batch_size)
-        x = shift(jax.random.fold_in(key, i), images[idx].astype(jnp.float32) * 0.00390625)
+        x = shift(jax.random.fold_in(key, i), images[idx].astype(jnp.float32) * CAFFE_PIXEL_SCALE)
 
         def loss(params):
             logits, new_stats = forward(params, stats, x, True)
@@ -88,7 +90,7 @@ class Recipe:
         return (optax.apply_updates(params, updates), stats, opt_state, key), value
 
     def _accuracy(self, params, stats, images, labels):
-        batches = images.reshape(-1, 1000, *images.shape[1:]).astype(jnp.float32) * 0.00390625
+        batches = images.reshape(-1, 1000, *images.shape[1:]).astype(jnp.float32) * CAFFE_PIXEL_SCALE
         logits = lax.map(lambda x: forward(params, stats, x, False)[0], batches).reshape(-1, 10)
         return jnp.mean(jnp.argmax(logits, axis=1) == labels)
 

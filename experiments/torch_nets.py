@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from jaxcnn import layers as L
+from jaxcnn.datasets import CAFFE_PIXEL_SCALE
 from jaxcnn.ops.geometry import dilated, resolve_padding
 
 
@@ -121,8 +122,8 @@ def shift(x, gen, pad=2):
     dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=gen, device=x.device)
     rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
     cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
-    return padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[:, None, None],
-                  rows, cols]
+    images, channels = torch.arange(n, device=x.device), torch.arange(c, device=x.device)
+    return padded[images[:, None, None, None], channels[:, None, None], rows, cols]
 
 
 class Recipe:
@@ -153,7 +154,7 @@ class Recipe:
             for g, lr in zip(self.opt.param_groups, base):
                 g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * i / self.steps))
             idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
-            x = shift(self.images[idx].float() * 0.00390625, self.gen)
+            x = shift(self.images[idx].float() * CAFFE_PIXEL_SCALE, self.gen)
             self.opt.zero_grad()
             nn.functional.cross_entropy(self.model(x), self.labels[idx]).backward()
             self.opt.step()
@@ -161,6 +162,6 @@ class Recipe:
             g["lr"] = lr
         self.model.eval()
         with torch.no_grad():
-            correct = sum((self.model(x.float() * 0.00390625).argmax(1) == y).sum()
+            correct = sum((self.model(x.float() * CAFFE_PIXEL_SCALE).argmax(1) == y).sum()
                           for x, y in zip(self.test[0].split(1000), self.test[1].split(1000)))
         return correct / len(self.test[1])

@@ -1,113 +1,95 @@
-"""What the training experiments share: flags, the run itself, and the files it writes."""
+"""What the training experiments share: their flags, checked before any data is loaded, and the run itself
+(jaxcnn.train.run_experiment), reported on the terminal."""
 import argparse
-import json
-import os
-import sys
-import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from jaxcnn import LayerError, datasets, plots, summary, zoo
+from jaxcnn import LayerError, datasets, summary, zoo
+from jaxcnn.cli import ProgressBar
 from jaxcnn.hostmem import keep_freed_memory
-from jaxcnn.train import OPTIMIZERS, SCHEDULES, Interrupted, SolverConfig, Trainer, fit, optimizer
+from jaxcnn.train import OPTIMIZERS, SCHEDULES, ConfigError, RunDir, SolverConfig
 from jaxcnn.train.distributed import initialize
+from jaxcnn.train.experiment import DTYPES, RunConfig, run_experiment
 
 
-def parser(description, *, model, datasets, epochs, batch_size, lr, out):
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default=model, choices=sorted(zoo.MODELS), help="zoo model")
-    p.add_argument("--dataset", default=datasets[0], choices=datasets)
-    p.add_argument("--data-dir", help="directory with the dataset's original files (else $JAXCNN_DATA_DIR, "
-                   "/usr/share/datasets/<name>, then TensorFlow Datasets)")
-    p.add_argument("--epochs", type=int, default=epochs)
+def parser(prog, description, *, model, datasets, epochs, batch_size, lr, out):
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=model, choices=sorted(zoo.MODELS), help="the zoo model to train")
+    p.add_argument("--dataset", default=datasets[0], choices=datasets, help="the dataset to train on")
+    p.add_argument("--data-dir", help="directory with the dataset's original files; when given, the only place "
+                   "looked (else $JAXCNN_DATA_DIR, then /usr/share/datasets/<name>, then TensorFlow Datasets)")
+    p.add_argument("--epochs", type=int, default=epochs, help="epochs to train (with --resume: in all)")
     p.add_argument("--batch-size", type=int, default=batch_size, help="global batch, split over all devices")
-    p.add_argument("--out", default=out, help="directory for checkpoints, metrics, plots and results.json")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
-    p.add_argument("--steps-per-dispatch", type=int, default=50, help="steps between host syncs")
+    p.add_argument("--out", default=out, help="run directory: checkpoints, metrics, plots, results.json; a new run "
+                   "needs it empty")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="remove an earlier run from --out first")
+    p.add_argument("--rescale-schedule", action="store_true", help="with --resume and more --epochs, stretch the "
+                   "learning-rate schedule over them (else it keeps its length and then holds its final rate)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, example order and augmentation")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (weights stay float32)")
+    p.add_argument("--steps-per-dispatch", type=int, default=50, help="training steps between host syncs")
     s = p.add_argument_group("solver (Caffe's LeNet solver: --lr 0.01 --schedule inv --gamma 1e-4 --power 0.75)")
-    s.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
+    s.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="the update rule")
     s.add_argument("--lr", type=float, default=lr, help="base learning rate")
-    s.add_argument("--schedule", default="cosine", choices=SCHEDULES)
-    s.add_argument("--momentum", type=float, default=0.9)
-    s.add_argument("--weight-decay", type=float, default=5e-4)
-    s.add_argument("--gamma", type=float, default=0.1, help="step/multistep/inv gamma")
-    s.add_argument("--power", type=float, default=0.75, help="inv/poly power")
-    s.add_argument("--stepsize", type=int, default=0, help="step schedule: steps between decays")
-    s.add_argument("--stepvalues", type=int, nargs="*", default=(), help="multistep schedule: steps to decay at")
-    s.add_argument("--warmup-steps", type=int, default=0)
+    s.add_argument("--schedule", default="cosine", choices=SCHEDULES,
+                   help="the learning-rate policy (Caffe's lr_policy)")
+    s.add_argument("--momentum", type=float, default=0.9, help="momentum of SGD and Nesterov")
+    s.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (AdamW: decoupled)")
+    s.add_argument("--gamma", type=float, default=0.1, help="decay factor of the step, multistep and inv schedules")
+    s.add_argument("--power", type=float, default=0.75, help="exponent of the inv and poly schedules")
+    s.add_argument("--stepsize", type=int, default=0, help="steps between decays of the step schedule")
+    s.add_argument("--stepvalues", type=int, nargs="*", default=(), help="steps at which the multistep schedule "
+                   "decays")
+    s.add_argument("--warmup-steps", type=int, default=0, help="steps of linear warm-up from 0 to --lr")
     d = p.add_argument_group("multi-process (one process per host)")
     d.add_argument("--coordinator", help="host:port of process 0; enables jax.distributed")
-    d.add_argument("--num-processes", type=int, default=1)
-    d.add_argument("--process-id", type=int, default=0)
+    d.add_argument("--num-processes", type=int, default=1, help="how many processes take part")
+    d.add_argument("--process-id", type=int, default=0, help="this process's index, from 0")
     return p
 
 
-def _solver(args):
-    return SolverConfig(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, momentum=args.momentum,
-                        weight_decay=args.weight_decay, gamma=args.gamma, power=args.power, stepsize=args.stepsize,
-                        stepvalues=tuple(args.stepvalues), warmup_steps=args.warmup_steps)
+def config(args, augment_name) -> RunConfig:
+    """The run's settings from the flags; ConfigError names the setting (jaxcnn.cli turns it into the flag)."""
+    solver = SolverConfig(optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, momentum=args.momentum,
+                          weight_decay=args.weight_decay, gamma=args.gamma, power=args.power, stepsize=args.stepsize,
+                          stepvalues=tuple(args.stepvalues), warmup_steps=args.warmup_steps)
+    return RunConfig(model=args.model, dataset=args.dataset, batch_size=args.batch_size, epochs=args.epochs,
+                     solver=solver, seed=args.seed, dtype=args.dtype, augment=augment_name,
+                     steps_per_dispatch=args.steps_per_dispatch)
 
 
-def run(args, *, preprocess_for, augment=None, class_names=None):
-    """Train args.model on args.dataset and write --out. preprocess_for(train_images) -> uint8-to-float fn.
+def run(args, *, preprocess_for, augment=None, augment_name="none", class_names=None):
+    """Train args.model on args.dataset into --out. preprocess_for(train_images) -> uint8-to-float fn.
+    Every flag is checked before the data is loaded (the batch against the training set's size right after).
     Returns the results dict (also written to --out/results.json)."""
     keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
+    cfg = config(args, augment_name)
     if args.coordinator:
         initialize(args.coordinator, args.num_processes, args.process_id)
+    cfg.check_devices(jax.device_count())
     main = jax.process_index() == 0
     say = print if main else (lambda *a, **k: None)
-    train, test = datasets.load(args.dataset, "train", args.data_dir), datasets.load(args.dataset, "test", args.data_dir)
-    try:
-        net = zoo.get(args.model, num_classes=10, input_shape=train[0].shape[1:])
-        say(summary(net, batch=args.batch_size))
-        _, params, _ = net.init(jax.random.key(args.seed))
-    except LayerError as e:
-        sys.exit(f"--model {args.model} does not fit {args.dataset}'s {train[0].shape[1:]} images: {e}")
-    steps = args.epochs * (len(train[1]) // args.batch_size)
-    tx = optimizer(_solver(args), steps, *net.multipliers(params))
-    try:
-        trainer = Trainer(net, tx, batch_size=args.batch_size, preprocess=preprocess_for(train[0]), augment=augment,
-                          compute_dtype=jnp.dtype(args.dtype), steps_per_dispatch=args.steps_per_dispatch)
-    except ValueError as e:
-        sys.exit(str(e))
-    say(f"{len(train[1]):,} training / {len(test[1]):,} test images; {trainer.mesh.size} device(s): "
-        f"{jax.devices()[0].platform}; batch {args.batch_size}, {args.epochs} epochs")
-    os.makedirs(args.out, exist_ok=True)
-    meta = {"model": args.model, "dataset": args.dataset, "args": vars(args)}
+    with RunDir(args.out).acquire(resume=args.resume, overwrite=args.overwrite) as out:
+        train, test = (datasets.load(args.dataset, split, args.data_dir) for split in ("train", "test"))
+        try:
+            net = zoo.get(args.model, num_classes=10, input_shape=train[0].shape[1:])
+            say(summary(net, batch=args.batch_size))
+        except LayerError as e:
+            raise ConfigError("model", args.model, f"does not fit {args.dataset}'s {train[0].shape[1:]} images: "
+                              f"{e}") from e
+        say(f"{len(train[1]):,} training / {len(test[1]):,} test images; {jax.device_count()} device(s): "
+            f"{jax.devices()[0].platform}; batch {args.batch_size}, {args.epochs} epochs")
 
-    def report(r):
-        say(f"epoch {r['epoch']:3d}  train loss {r['train_loss']:.4f}  test loss {r['test_loss']:.4f}  "
-            f"test accuracy {100 * r['test_accuracy']:.2f}%  {r['images_per_second']:,.0f} img/s  {r['seconds']:.1f}s")
+        def report(r):
+            say(f"epoch {r['epoch']:3d}  train loss {r['train_loss']:.4f}  test loss {r['test_loss']:.4f}  test "
+                f"accuracy {100 * r['test_accuracy']:.2f}%  {r['images_per_second']:,.0f} img/s  {r['seconds']:.1f}s")
 
-    start = time.perf_counter()
-    try:
-        ts, history = fit(trainer, train, test, epochs=args.epochs, seed=args.seed, out_dir=args.out,
-                          resume=args.resume, meta=meta, on_epoch=report)
-    except Interrupted as e:
-        sys.exit(str(e))
-    seconds = time.perf_counter() - start
-    if not history:
-        sys.exit(f"nothing to train: --epochs {args.epochs} already done in {args.out}")
-    _, accuracy, predictions = jax.device_get(trainer.evaluate(ts, *trainer.put(test)))
-    results = {
-        "model": args.model, "dataset": args.dataset, "test_accuracy": float(accuracy), "epochs": args.epochs,
-        "train_images_per_second": float(np.median([r["images_per_second"] for r in history])),
-        "seconds_per_epoch": float(np.median([r["seconds"] for r in history])),
-        "seconds": seconds, "devices": trainer.mesh.size, "platform": jax.devices()[0].platform,
-        "batch_size": args.batch_size, "dtype": args.dtype,
-    }
-    if main:
-        plots.curves(history, os.path.join(args.out, "curves.png"))
-        results["misclassified"] = plots.misclassified(test[0], test[1], predictions,
-                                                       os.path.join(args.out, "misclassified.png"), class_names)
-        conv1 = next(name for name in jax.device_get(ts.params) if "conv" in name)
-        plots.filters(jax.device_get(ts.params[conv1]["w"]), os.path.join(args.out, f"{conv1}_filters.png"))
-        with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump(results, f, indent=1)
-    say(f"test accuracy {100 * accuracy:.2f}% after {args.epochs} epochs, {results['seconds_per_epoch']:.1f}s "
-        f"per epoch ({results['train_images_per_second']:,.0f} img/s); wrote {args.out}")
+        results = run_experiment(cfg, net, train, test, preprocess=preprocess_for(train[0]), augment=augment,
+                                 out=out, resume=args.resume, rescale_schedule=args.rescale_schedule,
+                                 class_names=class_names, on_progress=ProgressBar(enabled=main), on_epoch=report)
+    say(f"test accuracy {100 * results['test_accuracy']:.2f}% after {args.epochs} epochs, "
+        f"{results['seconds_per_epoch']:.1f}s per epoch ({results['train_images_per_second']:,.0f} img/s); "
+        f"wrote {args.out}")
     return results

@@ -2,8 +2,32 @@
 from . import fillers, ops, zoo
 from .convert import fc_to_conv
 from .layers import (
-    ELU, LRN, AbsVal, AvgPool, BatchNorm, Bias, Concat, Conv, Dense, Dropout, Eltwise, Flatten, GlobalAvgPool,
-    GlobalMaxPool, Layer, LayerError, Local, MaxPool, PReLU, ReLU, Scale, Sigmoid, Slice, Softmax, Split, Tanh,
+    ELU,
+    LRN,
+    AbsVal,
+    AvgPool,
+    BatchNorm,
+    Bias,
+    Concat,
+    Conv,
+    Dense,
+    Dropout,
+    Eltwise,
+    Flatten,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    Layer,
+    LayerError,
+    Local,
+    MaxPool,
+    PReLU,
+    ReLU,
+    Scale,
+    Sigmoid,
+    Slice,
+    Softmax,
+    Split,
+    Tanh,
 )
 from .net import Graph, Net, Node
 from .summary import summary

@@ -10,6 +10,7 @@ import os
 import sys
 
 from . import zoo
+from .cli import ProgressBar, entry, fail
 from .layers import LayerError
 from .summary import summary
 
@@ -51,64 +52,61 @@ def _file_errors():
     return CaffeFormatError, ConvNetFormatError, FileNotFoundError, LayerError, ValueError
 
 
-def _summary(parser, args):
+def _summary(args):
     try:
         net = load_model(args.model, args.input_shape)
         result = summary(net, args.input_shape, batch=args.batch)
     except _file_errors() as e:
         shape = f" with --input-shape {','.join(map(str, args.input_shape))}" if args.input_shape else ""
-        parser.exit(2, f"error: {args.model}{shape}: {e}\n")
+        fail(f"{args.model}{shape}: {e}")
     print(json.dumps(result.to_dict(), indent=1) if args.json else result)
 
 
-def _draw(parser, args):
+def _draw(args):
     from . import draw
     try:
         import graphviz
     except ImportError:
-        parser.exit(2, "error: drawing needs the graphviz package: pip install 'jaxcnn[draw]'\n")
+        fail("drawing needs the graphviz package: pip install 'jaxcnn[draw]'")
     try:
         net = load_model(args.model, args.input_shape)
         path = draw.render(net, args.out, args.input_shape)
     except graphviz.ExecutableNotFound:
-        parser.exit(2, "error: Graphviz's dot program is not installed (Debian: apt-get install graphviz)\n")
+        fail("Graphviz's dot program is not installed (Debian: apt-get install graphviz)")
     except _file_errors() as e:
-        parser.exit(2, f"error: {args.model}: {e}\n")
+        fail(f"{args.model}: {e}")
     except graphviz.CalledProcessError as e:
-        parser.exit(2, f"error: --out {args.out}: Graphviz failed: {e}\n")
+        fail(f"--out {args.out}: Graphviz failed: {e}", 1)
     print(f"wrote {path}")
 
 
-def _train(parser, args):
+def _train(args):
     import jax
 
     from .caffe import save_caffemodel, training
     from .hostmem import keep_freed_memory
-    from .train import Interrupted, fit
+    from .train import RunDir, fit
     keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
-    try:
-        run = training.setup(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
-    except _file_errors() as e:
-        parser.exit(2, f"error: --solver {args.solver}: {e}\n")
-    s = run.solver
-    print(summary(run.net, batch=run.trainer.batch_size))
-    print(f"{run.dataset}: {len(run.train[1]):,} training / {len(run.test[1]):,} test images; batch "
-          f"{run.trainer.batch_size}; {s.config.optimizer} lr {s.config.lr} ({s.config.schedule}), max_iter "
-          f"{s.max_iter} -> {run.epochs} epochs")
-    os.makedirs(args.out, exist_ok=True)
-    meta = {"model": run.net.name, "dataset": run.dataset, "solver": os.path.abspath(args.solver)}
+    with RunDir(args.out).acquire(resume=args.resume, overwrite=args.overwrite) as out:
+        try:
+            run = training.setup(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
+        except _file_errors() as e:
+            fail(f"--solver {args.solver}: {e}")
+        s = run.solver
+        print(summary(run.net, batch=run.trainer.batch_size))
+        print(f"{run.dataset}: {len(run.train[1]):,} training / {len(run.test[1]):,} test images; batch "
+              f"{run.trainer.batch_size}; {s.config.optimizer} lr {s.config.lr} ({s.config.schedule}), max_iter "
+              f"{s.max_iter} -> {run.epochs} epochs")
+        meta = {"model": run.net.name, "dataset": run.dataset, "solver": os.path.abspath(args.solver)}
 
-    def report(r):
-        print(f"epoch {r['epoch']:3d}  step {r['step']:6d}  train loss {r['train_loss']:.4f}  test loss "
-              f"{r['test_loss']:.4f}  test accuracy {100 * r['test_accuracy']:.2f}%  {r['seconds']:.1f}s")
+        def report(r):
+            print(f"epoch {r['epoch']:3d}  step {r['step']:6d}  train loss {r['train_loss']:.4f}  test loss "
+                  f"{r['test_loss']:.4f}  test accuracy {100 * r['test_accuracy']:.2f}%  {r['seconds']:.1f}s")
 
-    try:
-        ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=args.out,
-                          resume=args.resume, meta=meta, on_epoch=report)
-    except Interrupted as e:
-        parser.exit(1, f"{e}\n")
-    weights = os.path.join(args.out, f"{s.snapshot_prefix or run.net.name}_iter_{int(ts.step)}.caffemodel")
-    save_caffemodel(run.net, jax.device_get(ts.params), jax.device_get(ts.state), weights)
+        ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=out,
+                          resume=args.resume, meta=meta, on_progress=ProgressBar(), on_epoch=report)
+        weights = os.path.join(args.out, f"{s.snapshot_prefix or run.net.name}_iter_{int(ts.step)}.caffemodel")
+        save_caffemodel(run.net, jax.device_get(ts.params), jax.device_get(ts.state), weights)
     if history:
         print(f"test accuracy {100 * history[-1]['test_accuracy']:.2f}% after {int(ts.step)} steps; wrote "
               f"{args.out} and {weights}")
@@ -118,34 +116,38 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m jaxcnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("summary", help="per-layer shapes, parameters, memory and FLOPs of a model")
+    defaults = argparse.ArgumentDefaultsHelpFormatter
+    p = commands.add_parser("summary", help="per-layer shapes, parameters, memory and FLOPs of a model",
+                            formatter_class=defaults)
     p.add_argument("model", type=_model, help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
     p.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's training size)")
     p.add_argument("--batch", type=int, default=1, help="batch size for the training-step memory estimate")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    d = commands.add_parser("draw", help="draw a model's graph with Graphviz")
+    d = commands.add_parser("draw", help="draw a model's graph with Graphviz", formatter_class=defaults)
     d.add_argument("model", type=_model, help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
     d.add_argument("--out", required=True, help="picture to write: .svg, .png or .pdf")
     d.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's)")
-    t = commands.add_parser("train", help="train a Caffe train/test net with its solver.prototxt")
+    t = commands.add_parser("train", help="train a Caffe train/test net with its solver.prototxt",
+                            formatter_class=defaults)
     t.add_argument("--solver", required=True, help="Caffe solver file; its `net` is read beside it if not found")
     t.add_argument("--dataset", choices=["mnist", "fashion_mnist", "cifar10"],
                    help="default: from the data layer's source")
     t.add_argument("--data-dir", help="directory with the dataset's original files (see jaxcnn.datasets.load)")
     t.add_argument("--out", default="runs/caffe", help="run directory: checkpoints, metrics, final caffemodel")
     t.add_argument("--epochs", type=int, help="default: enough for the solver's max_iter")
-    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="remove an earlier run from --out first")
     args = parser.parse_args(argv)
     if args.command == "summary":
         if args.batch < 1:
             parser.error(f"--batch must be a positive int, got {args.batch}")
-        return _summary(parser, args)
+        return _summary(args)
     if args.command == "draw":
-        return _draw(parser, args)
+        return _draw(args)
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be a positive int, got {args.epochs}")
-    return _train(parser, args)
+    return _train(args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry(main))

@@ -24,8 +24,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from .layers import (
-    ELU, LRN, AbsVal, AvgPool, BatchNorm, Bias, Concat, Conv, Dense, Dropout, Eltwise, Flatten, LayerError, Local,
-    MaxPool, PReLU, ReLU, Scale, Sigmoid, Slice, Softmax, Split, Tanh,
+    ELU,
+    LRN,
+    AbsVal,
+    AvgPool,
+    BatchNorm,
+    Bias,
+    Concat,
+    Conv,
+    Dense,
+    Dropout,
+    Eltwise,
+    Flatten,
+    LayerError,
+    Local,
+    MaxPool,
+    PReLU,
+    ReLU,
+    Scale,
+    Sigmoid,
+    Slice,
+    Softmax,
+    Split,
+    Tanh,
 )
 from .net import Graph, Net, Node
 from .ops.conv import conv_geometry

@@ -29,7 +29,19 @@ from pathlib import Path
 
 from . import fillers
 from .layers import (
-    LRN, AbsVal, AvgPool, Conv, Dense, Flatten, LayerError, Local, MaxPool, ReLU, Sigmoid, Softmax, Tanh,
+    LRN,
+    AbsVal,
+    AvgPool,
+    Conv,
+    Dense,
+    Flatten,
+    LayerError,
+    Local,
+    MaxPool,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
 )
 from .net import Graph, Node
 from .train import SolverConfig

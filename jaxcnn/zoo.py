@@ -3,7 +3,18 @@
 Every constructor returns a Net whose input_shape is the size the source trains at.
 """
 from .fillers import gaussian
-from .layers import LRN, BatchNorm, Conv, Dense, Dropout, Flatten, Local, MaxPool, ReLU, Scale
+from .layers import (
+    LRN,
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    Local,
+    MaxPool,
+    ReLU,
+    Scale,
+)
 from .net import Net
 
 CAFFE_BIAS = {"lr_mult": {"b": 2.0}}  # Caffe's usual param { lr_mult: 1 } param { lr_mult: 2 }

@@ -1,5 +1,5 @@
 """Shared fixtures (a seeded NumPy generator, float64 mode for gradient checks, one lenet_caffe init) and the
-helpers every test file uses (`from conftest import assert_close, rel_diff, random_params`).
+helpers every test file uses (`from conftest import assert_close, rel_diff, random_params, without_timings`).
 
 Tests run with autotuning off (JAXCNN_AUTOTUNE=0, inherited by the commands they start): measuring forms would
 cost every Trainer many compilations. tests/test_tuning.py turns it on where it is the subject.
@@ -79,3 +79,8 @@ def random_params(net, seed=0, input_shape=None):
             if specs:
                 tree[row.layer.name] = {k: jnp.asarray(draw(k, v.shape), jnp.float32) for k, v in specs.items()}
     return params, state
+
+
+def without_timings(records):
+    """Metric records (as jaxcnn.train.fit returns them) without their wall-clock fields, which differ run to run."""
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in records]

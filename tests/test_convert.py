@@ -12,8 +12,7 @@ from conftest import random_params, rel_diff
 from dataset_writers import write_mnist
 
 from experiments import fc_as_conv
-from jaxcnn import summary, zoo
-from jaxcnn.checkpoint import Checkpointer
+from jaxcnn import datasets, summary, zoo
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
 from jaxcnn.layers import (
     BatchNorm,
@@ -30,6 +29,7 @@ from jaxcnn.layers import (
     Tanh,
 )
 from jaxcnn.net import Net
+from jaxcnn.train import RunDir, make_manifest
 
 TOL = 1e-5  # max |converted - original| / max |original|
 
@@ -243,17 +243,18 @@ def test_experiment_canvas_results_and_heatmap(tmp_path):
 def test_experiment_restores_a_checkpoint(tmp_path, capsys):
     net = zoo.lenet5()
     params, state = random_params(net, seed=5)
-    ckpt = Checkpointer(tmp_path / "run" / "checkpoints")
-    ckpt.save(1, {"params": params, "state": state}, {"model": "lenet5"})
-    ckpt.close()
+    with RunDir(tmp_path / "run").acquire() as run:  # a run's directory as jaxcnn.train writes it
+        run.start(make_manifest(batch_size=1, steps_per_epoch=1, train_examples=1, epochs=1, seed=5,
+                                dtype="float32", model="lenet5"), resume=False)
+        run.save(1, {"params": params, "state": state}, history=[])
     data_dir = _mnist_dir(tmp_path)
     args = ["--size", "64", "--digits", "1", "--repeats", "1", "--data-dir", data_dir,
             "--checkpoint", str(tmp_path / "run")]
     results = fc_as_conv.main(args)
-    assert results["model"] == "lenet5" and results["weights"] == f"checkpoint {tmp_path / 'run'}"
+    assert results["model"] == "lenet5" and results["weights"] == f"checkpoint {tmp_path / 'run'} (step 1)"
     # the saved weights on every crop of the same canvas (same seed), averaged over positions
     canvas, _ = fc_as_conv.mnist_canvas(64, 1, data_dir, np.random.default_rng(0), (4, 4))
-    x = jnp.asarray(canvas[None] * fc_as_conv.PIXEL_SCALE, jnp.float32)
+    x = jnp.asarray(canvas[None] * datasets.CAFFE_PIXEL_SCALE, jnp.float32)
     want = forward(net, params, state, windows(x, (28, 28), (4, 4), (10, 10))).mean(0)
     assert rel_diff(jnp.asarray(results["mean_class_scores"]), want) <= TOL
     with pytest.raises(SystemExit):
@@ -267,10 +268,23 @@ def test_experiment_restores_a_checkpoint(tmp_path, capsys):
     (["--model", "lenet5", "--size", "40", "--data-dir", "{mnist}"], "--digits 8: must be at least 1, and a 40x40 "
      "canvas has room for 0"),
     (["--model", "lenet5", "--size", "40", "--data-dir", "{missing}"], "--data-dir {missing}:"),
-    (["--checkpoint", "{missing}"], "--checkpoint {missing}: checkpoint path"),
+    (["--checkpoint", "{missing}"], "--checkpoint {missing}: not the directory of a training run (no manifest.json"),
+    (["--size", "0"], "--size must be at least 1, got 0"),
 ])
 def test_experiment_flag_errors(argv, message, capsys, tmp_path):
     paths = {"mnist": _mnist_dir(tmp_path), "missing": str(tmp_path / "missing")}
     with pytest.raises(SystemExit):
         fc_as_conv.main([a.format(**paths) for a in argv])
     assert message.format(**paths) in capsys.readouterr().err
+
+
+def test_experiment_checks_the_size_before_making_weights(capsys, monkeypatch):
+    def no_init(*args, **kwargs):
+        raise AssertionError("weights were made before --size was checked")
+
+    monkeypatch.setattr(Net, "init", no_init)
+    with pytest.raises(SystemExit) as err:
+        fc_as_conv.main(["--size", "300"])  # VGG16: 138M parameters not drawn in vain
+    assert err.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: --size 300: input 300x300 is not the training size 224x224 plus a multiple of the stride 32x32")

@@ -4,8 +4,10 @@ References are independent of the readers: header fields and pixels are taken fr
 the IDX and CIFAR-10 format descriptions give, and synthetic files are built byte by byte here.
 """
 import gzip
+import importlib.util
 import os
 import pickle
+import socket
 import struct
 from pathlib import Path
 
@@ -19,20 +21,35 @@ from jaxcnn.datasets.formats import DataFormatError, read_cifar10_python, read_i
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 REAL_DEBIAN_ROOT = data.DEBIAN_ROOT
-REAL_TFDS_SOURCE = tfds.data_source
+REAL_TFDS_SOURCE = data._tfds_source
 needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"real MNIST not at {MNIST_DIR}")
 
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    """No test sees the caller's $JAXCNN_DATA_DIR or the real Debian datasets, or reaches the network via TFDS."""
+    """No test sees the caller's $JAXCNN_DATA_DIR or the real Debian datasets, or reaches TFDS unless it says so;
+    the calls that would have reached TFDS are recorded in the returned list."""
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     monkeypatch.setattr(data, "DEBIAN_ROOT", tmp_path / "debian")
+    calls = []
 
-    def offline(*args, **kwargs):
+    def offline(name, split):
+        calls.append((name, split))
         raise ConnectionError("no network (test)")
 
-    monkeypatch.setattr(tfds, "data_source", offline)
+    monkeypatch.setattr(data, "_tfds_source", offline)
+    return calls
+
+
+@pytest.fixture
+def tfds_dir(monkeypatch, tmp_path):
+    """TFDS's real code path, with its data directory in tmp_path/tfds (holding one file of the user's)."""
+    root = tmp_path / "tfds"
+    root.mkdir()
+    (root / "keep.txt").write_text("the user's")
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", str(root))
+    monkeypatch.setattr(data, "_tfds_source", REAL_TFDS_SOURCE)
+    return root
 
 
 def raw_bytes(path):
@@ -325,20 +342,49 @@ def marked_mnist(directory, mark, split="test"):
     writers.write_mnist(directory, split, images, np.full(3, mark))
 
 
-def test_search_order(monkeypatch, tmp_path):
+def test_search_order(monkeypatch, tmp_path, isolated):
     marked_mnist(tmp_path / "given", 1)
     marked_mnist(tmp_path / "env" / "mnist", 2)  # a parent holding mnist/
     marked_mnist(tmp_path / "debian" / "mnist", 3)
     monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "env"))
     assert data.load("mnist", "test", data_dir=tmp_path / "given")[1].tolist() == [1, 1, 1]
     assert data.load("mnist", "test")[1].tolist() == [2, 2, 2]
-    assert data.load("mnist", "test", data_dir="")[1].tolist() == [2, 2, 2]  # an empty --data-dir: not given
-    (tmp_path / "empty").mkdir()
-    assert data.load("mnist", "test", data_dir=tmp_path / "empty")[1].tolist() == [2, 2, 2]
+    assert data.load("mnist", "test", data_dir="")[1].tolist() == [2, 2, 2]  # an empty data_dir: not given
     monkeypatch.delenv(data.ENV_VAR)
     assert data.load("mnist", "test")[1].tolist() == [3, 3, 3]
     monkeypatch.setenv(data.ENV_VAR, "")  # set but empty: as if unset
     assert data.load("mnist", "test")[1].tolist() == [3, 3, 3]
+    assert not isolated
+
+
+def test_a_given_directory_wins_over_the_environment(monkeypatch, tmp_path):
+    marked_mnist(tmp_path / "given", 1)
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "stale"))  # no such directory: ignored when data_dir is given
+    assert data.load("mnist", "test", data_dir=tmp_path / "given")[1].tolist() == [1, 1, 1]
+    marked_mnist(tmp_path / "env", 2)
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "env"))
+    assert data.load("mnist", "test", data_dir=tmp_path / "given")[1].tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("how", ["data_dir", "environment"])
+def test_a_given_directory_with_nothing_usable_fails_at_once(monkeypatch, tmp_path, isolated, how):
+    """No fallback to the environment, Debian's copy or TFDS: the directory asked for is the only place looked."""
+    (tmp_path / "empty").mkdir()
+    marked_mnist(tmp_path / "env", 2)
+    marked_mnist(tmp_path / "debian" / "mnist", 3)
+    if how == "data_dir":
+        monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "env"))
+        where, kwargs = "data_dir", {"data_dir": tmp_path / "empty"}
+    else:
+        monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "empty"))
+        where, kwargs = "$JAXCNN_DATA_DIR", {}
+    with pytest.raises(FileNotFoundError) as err:
+        data.load("mnist", "test", **kwargs)
+    message = str(err.value)
+    assert message.splitlines()[0] == (f"no local copy of mnist 'test' found: nothing usable in "
+                                       f"{where}={tmp_path / 'empty'}.")
+    assert f"  - {where}={tmp_path / 'empty'}: {tmp_path / 'empty'}, {tmp_path / 'empty' / 'mnist'}" in message
+    assert str(tmp_path / "env") not in message and "debian" not in message and not isolated
 
 
 def test_debian_hyphenated_fashion_mnist_dir(tmp_path):
@@ -351,6 +397,9 @@ def test_a_dir_named_mnist_is_not_fashion_mnist(monkeypatch, tmp_path):
     marked_mnist(tmp_path / "debian" / "fashion-mnist", 6)
     monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "mnist"))
     assert data.load("mnist", "test")[1].tolist() == [5, 5, 5]
+    with pytest.raises(FileNotFoundError, match="nothing usable in"):  # its files are MNIST's, not Fashion-MNIST's
+        data.load("fashion_mnist", "test")
+    monkeypatch.delenv(data.ENV_VAR)
     assert data.load("fashion_mnist", "test")[1].tolist() == [6, 6, 6]
 
 
@@ -362,7 +411,7 @@ def test_cifar_nested_batches_dir(monkeypatch, tmp_path):
 
 
 def test_missing_directories_are_named(monkeypatch, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"data_dir \(--data-dir\)=.*nowhere: no such directory"):
+    with pytest.raises(FileNotFoundError, match=r"data_dir=.*nowhere: no such directory"):
         data.load("mnist", "test", data_dir=tmp_path / "nowhere")
     monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match=r"\$JAXCNN_DATA_DIR=.*nowhere: no such directory"):
@@ -376,31 +425,29 @@ def test_bad_name_and_split():
         data.load("mnist", "validation")
 
 
-def test_not_found_anywhere_lists_every_place(monkeypatch, tmp_path):
-    (tmp_path / "given").mkdir()
-    (tmp_path / "env").mkdir()
-    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "env"))
+def test_not_found_anywhere_lists_every_place(tmp_path, isolated):
     with pytest.raises(FileNotFoundError) as err:
-        data.load("fashion_mnist", "train", data_dir=tmp_path / "given")
+        data.load("fashion_mnist", "train")
     message = str(err.value)
-    for place in (tmp_path / "given", tmp_path / "given" / "fashion-mnist", tmp_path / "env" / "fashion_mnist",
-                  tmp_path / "debian" / "fashion-mnist", "train-images-idx3-ubyte[.gz]",
-                  "ConnectionError: no network (test)", "--data-dir", "JAXCNN_DATA_DIR=DIR",
-                  "apt-get install dataset-fashion-mnist", "pip install tensorflow"):
+    for place in ("data_dir and $JAXCNN_DATA_DIR: not given", tmp_path / "debian" / "fashion-mnist",
+                  "train-images-idx3-ubyte[.gz]", "TensorFlow Datasets: ConnectionError: no network (test)",
+                  "data_dir=DIR", "JAXCNN_DATA_DIR=DIR", "apt-get install dataset-fashion-mnist",
+                  'pip install -e ".[download]"'):
         assert str(place) in message
-    assert isinstance(err.value.__cause__, ConnectionError)
-    monkeypatch.delenv(data.ENV_VAR)
-    with pytest.raises(FileNotFoundError, match=r"\$JAXCNN_DATA_DIR: not given") as err:
+    assert isinstance(err.value.__cause__, ConnectionError) and isolated == [("fashion_mnist", "train")]
+    with pytest.raises(FileNotFoundError) as err:
         data.load("cifar10", "test")
     assert "test_batch.bin (binary batches) or test_batch (python batches)" in str(err.value)
-    assert "apt-get" not in str(err.value)
+    assert "apt-get" not in str(err.value) and "--" not in str(err.value)
 
 
 # --- TensorFlow Datasets -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
-def test_tfds_fallback(monkeypatch, name, shape):
-    monkeypatch.setattr(tfds, "data_source", REAL_TFDS_SOURCE)
+def test_tfds_fallback(monkeypatch, tfds_dir, name, shape):
+    """The real TFDS path (builder, download_and_prepare, as_data_source) on TFDS's mock data."""
+    monkeypatch.setattr(data, "_missing_packages", lambda: [])
+    monkeypatch.setattr(data, "_reachable", lambda host, port: True)
     with tfds.testing.mock_data(num_examples=6):
         images, labels = data.load(name, "train")
         source = tfds.data_source(name, split="train", builder_kwargs={"file_format": "array_record"})
@@ -411,9 +458,67 @@ def test_tfds_fallback(monkeypatch, name, shape):
     np.testing.assert_array_equal(labels, [r["label"] for r in expected])
 
 
-def test_local_copy_wins_over_tfds(monkeypatch, tmp_path):
+def test_local_copy_wins_over_tfds(tmp_path, isolated):
     marked_mnist(tmp_path, 8, split="train")
-    monkeypatch.setattr(tfds, "data_source", REAL_TFDS_SOURCE)
-    with tfds.testing.mock_data(num_examples=6):
-        assert data.load("mnist", "train", data_dir=tmp_path)[1].tolist() == [8, 8, 8]
+    assert data.load("mnist", "train", data_dir=tmp_path)[1].tolist() == [8, 8, 8] and not isolated
 
+
+def _no_download(monkeypatch):
+    """Make TFDS's download_and_prepare an error, recording that it was called."""
+    calls = []
+
+    def refuse(self, *args, **kwargs):
+        calls.append(self.name)
+        raise AssertionError("TFDS asked to download")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", refuse)
+    return calls
+
+
+def test_tfds_without_tensorflow_fails_at_once_leaving_nothing(monkeypatch, tfds_dir):
+    downloads = _no_download(monkeypatch)
+    monkeypatch.setattr(data, "find_spec", lambda module: None if module == "tensorflow" else object())
+    with pytest.raises(FileNotFoundError) as err:
+        data.load("mnist", "train")
+    assert ('TensorFlow Datasets: ModuleNotFoundError: TensorFlow not installed, which TFDS needs to prepare the '
+            'data: pip install -e ".[download]"') in str(err.value)
+    assert not downloads and [p.name for p in tfds_dir.iterdir()] == ["keep.txt"]
+
+
+def test_tfds_without_network_fails_at_once_leaving_nothing(monkeypatch, tfds_dir):
+    downloads = _no_download(monkeypatch)
+    monkeypatch.setattr(data, "_missing_packages", lambda: [])
+    with socket.socket() as s:  # a port nothing listens on: connections are refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setitem(data.DOWNLOAD_HOSTS, "mnist", ("127.0.0.1", port))
+    with pytest.raises(FileNotFoundError, match=f"ConnectionError: no network: 127.0.0.1:{port} cannot be reached"):
+        data.load("mnist", "test")
+    assert not downloads and [p.name for p in tfds_dir.iterdir()] == ["keep.txt"]
+
+
+def test_a_failed_download_leaves_nothing_behind(monkeypatch, tfds_dir):
+    monkeypatch.setattr(data, "_missing_packages", lambda: [])
+    monkeypatch.setattr(data, "_reachable", lambda host, port: True)
+
+    def partly(self, *args, **kwargs):  # what an interrupted TFDS download leaves
+        (Path(self.data_dir).parent / f"incomplete.{Path(self.data_dir).name}").mkdir(parents=True)
+        (tfds_dir / "downloads" / "mnist.tmp.0123").mkdir(parents=True)
+        (tfds_dir / "downloads" / "mnist.tmp.0123" / "part").write_bytes(b"x")
+        raise ConnectionError("connection reset (test)")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", partly)
+    with pytest.raises(FileNotFoundError, match=r"ConnectionError: connection reset \(test\)"):
+        data.load("mnist", "train")
+    assert [p.name for p in tfds_dir.iterdir()] == ["keep.txt"] and (tfds_dir / "keep.txt").read_text() == "the user's"
+
+
+def test_what_a_download_needs():
+    assert data._missing_packages() == [what for module, what in data.DOWNLOAD_PACKAGES.items()
+                                        if importlib.util.find_spec(module) is None]
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert data._reachable("127.0.0.1", port)
+    assert not data._reachable("127.0.0.1", port)  # closed

@@ -16,7 +16,15 @@ from synthetic import blobs, write_mnist_like
 
 from jaxcnn import Conv, Dense, Flatten, MaxPool, Net, ReLU, checkpoint, ops, zoo
 from jaxcnn.augment import random_crop_flip
-from jaxcnn.train import SolverConfig, Trainer, fit, optimizer, schedule
+from jaxcnn.train import (
+    ConfigError,
+    SolverConfig,
+    Trainer,
+    fit,
+    optimizer,
+    rundir,
+    schedule,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,9 +50,17 @@ def test_warmup_ramps_then_follows_the_schedule():
     np.testing.assert_allclose([float(f(t)) for t in (0, 5, 10, 50)], [0.0, 0.05, 0.1, 0.1], rtol=1e-6)
 
 
-def test_step_schedule_needs_a_stepsize():
-    with pytest.raises(ValueError, match="--stepsize"):
-        schedule(SolverConfig(schedule="step"), 10)
+@pytest.mark.parametrize("settings, field", [
+    ({"lr": float("nan")}, "lr"), ({"lr": -1.0}, "lr"), ({"lr": 0.0}, "lr"), ({"lr": float("inf")}, "lr"),
+    ({"momentum": 1.5}, "momentum"), ({"weight_decay": -1e-4}, "weight_decay"), ({"gamma": 0.0}, "gamma"),
+    ({"schedule": "step"}, "stepsize"), ({"stepvalues": (30, 10)}, "stepvalues"),
+    ({"warmup_steps": -1}, "warmup_steps"),
+    ({"schedule": "exp"}, "schedule"), ({"optimizer": "rmsprop"}, "optimizer"),
+])
+def test_solver_settings_that_cannot_work_name_the_setting(settings, field):
+    with pytest.raises(ConfigError) as err:
+        SolverConfig(**settings)
+    assert err.value.field == field and str(err.value).startswith(f"{field} ") and "--" not in str(err.value)
 
 
 def test_sgd_is_caffes_update_with_multipliers():
@@ -107,7 +123,7 @@ def data():
 
 def test_fit_learns_is_deterministic_and_respects_lr_mult_zero(data):
     train, test = data
-    runs = [fit(_trainer(_tiny_net()), train, test, epochs=2, seed=3, progress=False) for _ in range(2)]
+    runs = [fit(_trainer(_tiny_net()), train, test, epochs=2, seed=3) for _ in range(2)]
     (ts, history), (ts2, history2) = runs
     assert history == [dict(r, seconds=h["seconds"], images_per_second=h["images_per_second"])
                        for r, h in zip(history2, history)]
@@ -124,7 +140,7 @@ def test_scan_and_per_step_dispatch_agree(data):
     for scan in (True, False):
         tr = _trainer(_tiny_net())
         tr.scan = scan
-        results.append(fit(tr, train, test, epochs=1, seed=0, progress=False)[0].params)
+        results.append(fit(tr, train, test, epochs=1, seed=0)[0].params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
 
 
@@ -132,20 +148,47 @@ def test_cpu_compiler_options_give_the_default_options_result(data):
     train, test = data
     assert ops.compiler_options("cpu") == {"xla_cpu_prefer_vector_width": 512} and ops.compiler_options("gpu") == {}
     results = [fit(_trainer(zoo.lenet_caffe(), compiler_options=options), train, test, epochs=1, seed=0,
-                   progress=False)[0].params for options in (None, {})]
+                   )[0].params for options in (None, {})]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), *results)
 
 
 def test_bfloat16_compute_trains_with_float32_master_weights(data):
     train, test = data
-    ts, history = fit(_trainer(zoo.lenet_caffe(), jnp.bfloat16), train, test, epochs=2, seed=0, progress=False)
+    ts, history = fit(_trainer(zoo.lenet_caffe(), jnp.bfloat16), train, test, epochs=2, seed=0)
     assert ts.params["conv2"]["w"].dtype == jnp.float32 and ts.state["bn_conv1"]["mean"].dtype == jnp.float32
     assert history[-1]["train_loss"] < history[0]["train_loss"] and history[-1]["test_accuracy"] > 0.5
 
 
 def test_batch_larger_than_the_data_is_an_error(data):
-    with pytest.raises(ValueError, match="--batch-size 1024 is larger than the 512"):
-        fit(_trainer(_tiny_net(), batch_size=1024), *data, epochs=1, progress=False)
+    with pytest.raises(ConfigError, match="batch_size 1024: is larger than the 512 training examples"):
+        fit(_trainer(_tiny_net(), batch_size=1024), *data, epochs=1)
+
+
+@pytest.mark.parametrize("kwargs, field", [({"batch_size": 0}, "batch_size"), ({"batch_size": -3}, "batch_size"),
+                                           ({"steps_per_dispatch": 0}, "steps_per_dispatch")])
+def test_trainer_settings_that_cannot_work(kwargs, field):
+    net = _tiny_net()
+    with pytest.raises(ConfigError) as err:
+        Trainer(net, optax.sgd(0.1), preprocess=lambda x: x, **{"batch_size": 8, **kwargs})
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("epochs", [0, -1])
+def test_fit_needs_an_epoch(data, epochs):
+    with pytest.raises(ConfigError, match=f"epochs {epochs}: must be an integer of at least 1"):
+        fit(_trainer(_tiny_net()), *data, epochs=epochs)
+
+
+def test_put_refuses_labels_outside_the_nets_classes(data):
+    (images, labels), test = data
+    trainer = _trainer(_tiny_net())
+    for bad in (10, -1):
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\) for 10 classes"):
+            trainer.put((images, np.where(labels == 3, bad, labels)))
+    with pytest.raises(ValueError, match="training set: labels must lie in"):
+        fit(trainer, (images, labels + 1), test, epochs=1)
+    with pytest.raises(ValueError, match="one label per image"):
+        trainer.put((images, labels[:-1]))
 
 
 def test_random_crop_flip_gives_flipped_crops_of_the_padded_image():
@@ -181,7 +224,7 @@ def _run(cmd, env=None, **kw):
 
 
 def _final_params(out):
-    return checkpoint.restore(out)["params"]
+    return rundir.load(out).params
 
 
 def _assert_same_params(a, b, rtol=0.0):
@@ -205,6 +248,7 @@ def _wait_for_epochs(out, n, proc):
     raise AssertionError(f"run ended before epoch {n}: {proc.stderr.read()}")
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_result(mnist_dir, reference_run, tmp_path):
     proc = subprocess.Popen(_cmd(mnist_dir, tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
@@ -220,6 +264,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(mnist_dir, reference
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_mid_epoch_and_resume_gives_the_same_result(mnist_dir, reference_run, tmp_path):
     proc = subprocess.Popen(_cmd(mnist_dir, tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
@@ -227,12 +272,14 @@ def test_sigterm_saves_mid_epoch_and_resume_gives_the_same_result(mnist_dir, ref
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0 and "stopped by SIGTERM at step" in err
+    assert proc.returncode == 1 and "stopped by SIGTERM at step" in err and "--resume to continue" in err
     step = int(err.split("at step ")[1].split(";")[0])
     assert checkpoint.Checkpointer(tmp_path / "checkpoints").latest_step() == step
     resumed = _run(_cmd(mnist_dir, tmp_path, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
+    assert f"from checkpoint {tmp_path / 'checkpoints' / str(step)}" in resumed.stdout
     _assert_same_params(_final_params(tmp_path), _final_params(reference_run), rtol=1e-6)
+    np.testing.assert_allclose(_losses(tmp_path), _losses(reference_run), rtol=1e-6)
 
 
 EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
@@ -274,6 +321,7 @@ def _assert_same_run(out, reference):
     assert _distance(params, expected) < 0.01 * _distance(expected, initial)
 
 
+@pytest.mark.slow
 def test_eight_devices_give_the_one_device_loss_curve(small_dir, small_reference, tmp_path):
     result = _run(_cmd(small_dir, tmp_path, *SMALL), env=EIGHT)
     assert result.returncode == 0, result.stderr
@@ -281,10 +329,13 @@ def test_eight_devices_give_the_one_device_loss_curve(small_dir, small_reference
     _assert_same_run(tmp_path, small_reference)
 
 
+@pytest.mark.slow
 def test_batch_that_does_not_divide_over_the_devices_is_an_error(mnist_dir, tmp_path):
     result = _run(_cmd(mnist_dir, tmp_path, "--batch-size", "12"), env=EIGHT)
-    assert result.returncode != 0
-    assert "--batch-size 12 does not divide over 8 devices" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == ("error: --batch-size 12: does not divide over 8 devices; use a multiple "
+                                              "of 8")
+    assert not (tmp_path / "manifest.json").exists()  # refused before the run began
 
 
 def _free_port():
@@ -293,11 +344,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_one_process_result(small_dir, small_reference, tmp_path):
     coordinator = f"127.0.0.1:{_free_port()}"
     procs = [subprocess.Popen(_cmd(small_dir, tmp_path, *SMALL, "--coordinator", coordinator,
-                                   "--num-processes", "2", "--process-id", str(i)), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
+                                   "--num-processes", "2", "--process-id", str(i)), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err

@@ -7,7 +7,15 @@ against the part of Caffe's schema declared in `schema` (no Caffe install, no pr
     jaxcnn.caffe.save_caffemodel(net, params, state, "out.caffemodel")
     solver = jaxcnn.caffe.load_solver("solver.prototxt")     # solver.config: a jaxcnn.train.SolverConfig
 """
-from .prototxt import CaffeFormatError, CaffeNet, DataSource, Loss, Metric, Transform, load_prototxt
+from .prototxt import (
+           CaffeFormatError,
+           CaffeNet,
+           DataSource,
+           Loss,
+           Metric,
+           Transform,
+           load_prototxt,
+)
 from .solver import CaffeSolver, load_solver
 from .weights import load_caffemodel, save_caffemodel
 

@@ -23,8 +23,30 @@ from google.protobuf import text_format
 
 from .. import fillers
 from ..layers import (
-    ELU, LRN, AbsVal, AvgPool, BatchNorm, Bias, Concat, Conv, Dense, Dropout, Eltwise, Flatten, GlobalAvgPool,
-    GlobalMaxPool, LayerError, MaxPool, PReLU, ReLU, Scale, Sigmoid, Slice, Softmax, Split, Tanh,
+    ELU,
+    LRN,
+    AbsVal,
+    AvgPool,
+    BatchNorm,
+    Bias,
+    Concat,
+    Conv,
+    Dense,
+    Dropout,
+    Eltwise,
+    Flatten,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    LayerError,
+    MaxPool,
+    PReLU,
+    ReLU,
+    Scale,
+    Sigmoid,
+    Slice,
+    Softmax,
+    Split,
+    Tanh,
 )
 from ..net import Graph, Node, unread_blobs
 from . import schema

@@ -1,20 +1,33 @@
 """Load MNIST, Fashion-MNIST and CIFAR-10 as images (N, H, W, C) uint8 and labels (N,) int32.
 
-Sources, first hit wins: `data_dir` (the experiments' --data-dir), then $JAXCNN_DATA_DIR, then Debian's
-/usr/share/datasets/<name> (`apt-get install dataset-fashion-mnist`), each in the datasets' original formats (IDX,
-gzipped or not; CIFAR-10 binary or python batches), in the directory itself or in a sub-folder named after the
-dataset (`mnist/`, `fashion-mnist/`, `cifar-10-batches-py/`, ...). Otherwise TensorFlow Datasets, which downloads
-and caches under $TFDS_DATA_DIR (default ~/tensorflow_datasets); it needs TensorFlow to prepare the data and
-Pillow to decode it.
+Where the data is found: a `data_dir` given is the only place looked; otherwise $JAXCNN_DATA_DIR, when set, is
+the only place looked; otherwise Debian's /usr/share/datasets/<name> (`apt-get install dataset-fashion-mnist`),
+then TensorFlow Datasets. A directory holds the datasets' original formats (IDX, gzipped or not; CIFAR-10 binary
+or python batches), in itself or in a sub-folder named after the dataset (`mnist/`, `fashion-mnist/`,
+`cifar-10-batches-py/`, ...); a directory that is given and holds none of them is an error at once.
+
+TensorFlow Datasets uses what it has prepared under $TFDS_DATA_DIR (default ~/tensorflow_datasets); to download
+and prepare a dataset it needs TensorFlow and Pillow (`pip install -e ".[download]"`) and a network. Without
+either, loading fails at once with what to do, and a failed download leaves nothing behind there.
 """
+import contextlib
 import logging
 import os
+import shutil
+import socket
+import threading
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 
 from .formats import (
-    CIFAR10_BATCHES, IDX_PREFIX, DataFormatError, read_cifar10_binary, read_cifar10_python, read_idx_pair,
+    CIFAR10_BATCHES,
+    IDX_PREFIX,
+    DataFormatError,
+    read_cifar10_binary,
+    read_cifar10_python,
+    read_idx_pair,
 )
 
 log = logging.getLogger(__name__)
@@ -22,6 +35,7 @@ ENV_VAR = "JAXCNN_DATA_DIR"
 DEBIAN_ROOT = Path("/usr/share/datasets")
 DEBIAN_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}
 IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+CAFFE_PIXEL_SCALE = 0.00390625  # Caffe's transform_param { scale } for MNIST: uint8 pixels to [0, 1)
 SPLITS = ("train", "test")
 # Sub-folders of a data root that may hold a dataset's files, in search order.
 SUBDIRS = {
@@ -31,56 +45,71 @@ SUBDIRS = {
                 "cifar10/cifar-10-batches-bin", "cifar10/cifar-10-batches-py",
                 "cifar-10/cifar-10-batches-bin", "cifar-10/cifar-10-batches-py"),
 }
+# Where TensorFlow Datasets downloads each dataset from (host, port): reachable or not, checked before asking it.
+DOWNLOAD_HOSTS = {"mnist": ("storage.googleapis.com", 443),
+                  "fashion_mnist": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+                  "cifar10": ("www.cs.toronto.edu", 443)}
+DOWNLOAD_PACKAGES = {"tensorflow": "TensorFlow", "PIL": "Pillow"}  # what TFDS needs to prepare a dataset
+INSTALL_DOWNLOAD = 'pip install -e ".[download]"'
+NETWORK_TIMEOUT = 3.0  # seconds
 
 
 def load(name, split, data_dir=None):
     """Dataset `name` ('mnist', 'fashion_mnist', 'cifar10'), `split` ('train', 'test') -> (images, labels).
 
-    images (N, 28, 28, 1), or (N, 32, 32, 3) RGB for CIFAR-10, uint8; labels (N,) int32 in 0..9. Raises
-    DataFormatError naming the file for a corrupt, truncated or incomplete local copy, and FileNotFoundError
-    listing every place looked (and why TFDS failed) when no source has the data.
+    Args:
+      name, split: which data.
+      data_dir: a directory holding the original files (or a sub-folder with them); when given (not None or
+        ''), the only place looked, whatever $JAXCNN_DATA_DIR says.
+    Returns:
+      images (N, 28, 28, 1), or (N, 32, 32, 3) RGB for CIFAR-10, uint8; labels (N,) int32 in 0..9.
+    Raises:
+      DataFormatError naming the file for a corrupt, truncated or incomplete local copy; FileNotFoundError
+      listing every place looked, and what to do, when none has the data.
     """
     if name not in IMAGE_SHAPES:
         raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(IMAGE_SHAPES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} for {name}: expected 'train' or 'test'")
-    places = []
-    for where, root, subdirs in _local_roots(name, data_dir):
-        for directory in [root / sub for sub in subdirs]:
-            found = _read_directory(directory, name, split)
-            if found is not None:
-                return _checked(*found, name, directory)
-        places.append(f"{where}: {', '.join(str(root / sub) for sub in subdirs)}" if root else where)
-    log.warning("no local copy of %s %r; asking TensorFlow Datasets (it downloads on first use; without a "
-                "network it retries for a few minutes, then fails)", name, split)
+    for where, root in (("data_dir", data_dir or None), (f"${ENV_VAR}", os.environ.get(ENV_VAR) or None)):
+        if root is not None:  # given: the only place looked
+            if not Path(root).is_dir():
+                raise FileNotFoundError(f"{where}={root}: no such directory")
+            found, places = _search(f"{where}={root}", Path(root), _subdirs(name, Path(root)), name, split)
+            if found is None:
+                raise FileNotFoundError(_not_found_message(name, split, places, f"nothing usable in {where}={root}"))
+            return found
+    found, places = _search(f"Debian's {DEBIAN_ROOT}", DEBIAN_ROOT, SUBDIRS[name], name, split)
+    if found is not None:
+        return found
+    places.insert(0, f"data_dir and ${ENV_VAR}: not given")
     try:
         source = _tfds_source(name, split)
     except Exception as e:  # TFDS fails in many ways offline: missing TensorFlow, DownloadError, ConnectionError
         first_line = (str(e).splitlines() or [""])[0]
-        places.append(f"TensorFlow Datasets: tfds.data_source({name!r}, split={split!r}) failed with "
-                      f"{type(e).__name__}: {first_line}")
-        raise FileNotFoundError(_not_found_message(name, split, places)) from e
+        places.append(f"TensorFlow Datasets: {type(e).__name__}: {first_line}")
+        raise FileNotFoundError(_not_found_message(name, split, places, "TensorFlow Datasets could not provide it")) \
+            from e
     records = [source[i] for i in range(len(source))]
     images = np.stack([r["image"] for r in records]).astype(np.uint8)
     labels = np.array([r["label"] for r in records], np.int32)
     return _checked(images, labels, name, f"TensorFlow Datasets {name!r}")
 
 
-def _local_roots(name, data_dir):
-    """(description, root or None, sub-folders to search) for each local source, in search order."""
-    roots = []
-    for where, root in (("data_dir (--data-dir)", data_dir or None), (f"${ENV_VAR}", os.environ.get(ENV_VAR) or None)):
-        if root is None:
-            roots.append((f"{where}: not given", None, ()))
-            continue
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{where}={root}: no such directory")
-        # The root itself may hold the files, unless it is named after another dataset (MNIST is no Fashion-MNIST).
-        others = {sub.split("/")[0] for other, subs in SUBDIRS.items() if other != name for sub in subs}
-        roots.append((f"{where}={root}", root, SUBDIRS[name] if root.name in others else (".", *SUBDIRS[name])))
-    roots.append((f"Debian's {DEBIAN_ROOT}", DEBIAN_ROOT, SUBDIRS[name]))
-    return roots
+def _subdirs(name, root):
+    """The folders of `root` to search: itself (unless named after another dataset: MNIST is no Fashion-MNIST)
+    and the sub-folders named after the dataset."""
+    others = {sub.split("/")[0] for other, subs in SUBDIRS.items() if other != name for sub in subs}
+    return SUBDIRS[name] if root.name in others else (".", *SUBDIRS[name])
+
+
+def _search(where, root, subdirs, name, split):
+    """-> ((images, labels) or None, [a description of the places looked])."""
+    for directory in [root / sub for sub in subdirs]:
+        found = _read_directory(directory, name, split)
+        if found is not None:
+            return _checked(*found, name, directory), []
+    return None, [f"{where}: {', '.join(str(root / sub) for sub in subdirs)}"]
 
 
 def _find_files(directory, required):
@@ -125,25 +154,88 @@ def _checked(images, labels, name, where):
 
 
 def _tfds_source(name, split):
-    """TensorFlow Datasets' random-access source for the split; downloads and prepares it on first use."""
+    """TensorFlow Datasets' random-access source for the split: what it has prepared, else downloaded and
+    prepared now when it can be (TensorFlow and Pillow installed, the download host reachable), else an error
+    at once. A failed download leaves no new files in TFDS's data directory."""
     import tensorflow_datasets as tfds  # slow to import: only on this path
 
-    return tfds.data_source(name, split=split, builder_kwargs={"file_format": "array_record"})
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # is_prepared() warns of the missing folder it checks for
+    try:
+        builder = tfds.builder(name, file_format="array_record")
+        prepared = builder.is_prepared()
+    finally:
+        absl.setLevel(level)
+    if not prepared:
+        missing = _missing_packages()
+        if missing:
+            raise ModuleNotFoundError(f"{' and '.join(missing)} not installed, which TFDS needs to prepare the data: "
+                                      f"{INSTALL_DOWNLOAD}")
+        host, port = DOWNLOAD_HOSTS[name]
+        if not _reachable(host, port):
+            raise ConnectionError(f"no network: {host}:{port} cannot be reached")
+        log.warning("no local copy of %s; TensorFlow Datasets downloads and prepares it", name)
+        with _removed_on_failure(Path(builder.data_dir).parents[1]):
+            builder.download_and_prepare()
+    return builder.as_data_source(split=split)
 
 
-def _not_found_message(name, split, places):
+def _missing_packages() -> list[str]:
+    """The names of what TFDS needs to prepare a dataset that is not installed."""
+    return [what for module, what in DOWNLOAD_PACKAGES.items() if find_spec(module) is None]
+
+
+def _reachable(host, port, timeout=NETWORK_TIMEOUT) -> bool:
+    """Whether a TCP connection to host:port opens within `timeout` seconds (name lookup included)."""
+    result = []
+
+    def connect():
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+            result.append(True)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result)
+
+
+def _entries(root, depth=3):
+    """root and the paths under it, `depth` levels deep."""
+    paths = {root} if root.exists() else set()
+    if depth and root.is_dir():
+        for child in root.iterdir():
+            paths |= _entries(child, depth - 1)
+    return paths
+
+
+@contextlib.contextmanager
+def _removed_on_failure(root):
+    """If the block fails, remove what appeared under `root` (3 levels deep) while it ran."""
+    before = _entries(root)
+    try:
+        yield
+    except BaseException:
+        for path in sorted(_entries(root) - before, key=lambda p: len(p.parts)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
+        raise
+
+
+def _not_found_message(name, split, places, why):
     """What was looked for, where, and the ways to make the data available."""
     if name == "cifar10":
         batches = "test_batch" if split == "test" else "data_batch_1..5"
         files = f"{batches}.bin (binary batches) or {batches} (python batches)"
     else:
         files = f"{IDX_PREFIX[split]}-images-idx3-ubyte[.gz] and {IDX_PREFIX[split]}-labels-idx1-ubyte[.gz]"
-    fixes = [f"pass --data-dir DIR (data_dir=DIR in Python) with those files in DIR or DIR/{SUBDIRS[name][0]}",
-             f"set {ENV_VAR}=DIR, likewise"]
+    fixes = [f"give data_dir=DIR, a directory with those files in DIR or DIR/{SUBDIRS[name][0]}",
+             f"or set {ENV_VAR}=DIR, likewise"]
     if name in DEBIAN_PACKAGES:
-        fixes.append(f"apt-get install {DEBIAN_PACKAGES[name]} (installs it under {DEBIAN_ROOT})")
-    fixes.append("connect to the network, `pip install tensorflow pillow` (TFDS prepares data with TensorFlow and "
-                 "decodes it with Pillow) and TFDS downloads and caches it")
-    return "\n".join([f"no local copy of {name} {split!r} found, and TensorFlow Datasets could not provide it.",
-                      f"Looked for {files} in:", *[f"  - {p}" for p in places],
-                      "To fix, do one of:", *[f"  - {f}" for f in fixes]])
+        fixes.append(f"or apt-get install {DEBIAN_PACKAGES[name]} (installs it under {DEBIAN_ROOT})")
+    fixes.append(f"or, with a network, {INSTALL_DOWNLOAD} (TensorFlow and Pillow) and TensorFlow Datasets "
+                 "downloads and caches it")
+    return "\n".join([f"no local copy of {name} {split!r} found: {why}.", f"Looked for {files} in:",
+                      *[f"  - {p}" for p in places], "To fix:", *[f"  - {f}" for f in fixes]])

@@ -1,8 +1,8 @@
 """Pure array functions: NHWC activations, HWIO kernels, no state."""
 from .basic import dense, dropout, flatten, relu, sigmoid, tanh
 from .conv import conv2d, local2d
-from .lowering import LOWERINGS, compiler_options
 from .loss import accuracy, softmax_cross_entropy, top_k_accuracy
+from .lowering import LOWERINGS, compiler_options
 from .norm import batch_norm, lrn, scale
 from .pool import avg_pool, max_pool
 

@@ -11,7 +11,6 @@ from .geometry import check_nhwc, pair, resolve_padding, window_output
 from .lowering import resolve
 from .windows import window_views
 
-
 CLIPS = ("always", "padded")
 
 

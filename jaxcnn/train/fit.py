@@ -1,29 +1,35 @@
-"""The epoch loop: progress, evaluation, metrics, checkpoints, resume, and a clean stop on SIGTERM/SIGINT."""
+"""The epoch loop: evaluation, metrics, checkpoints, resume, a divergence guard, and a clean stop on
+SIGTERM/SIGINT."""
 import contextlib
-import json
-import os
+import logging
 import signal
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
-from ..checkpoint import Checkpointer
+from .errors import ConfigError, Diverged, Interrupted
+from .rundir import RunDir, fault_point, make_manifest
 from .trainer import Trainer, TrainState
 
+log = logging.getLogger(__name__)
 
-class Interrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint at `step`."""
 
-    def __init__(self, signum, step):
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved, --resume continues")
-        self.signum, self.step = signum, step
+class Progress(NamedTuple):
+    """Where an epoch stands, passed to fit's on_progress after each chunk of steps."""
+
+    epoch: int  # 1-based
+    epochs: int
+    step: int  # steps done in this epoch
+    steps_per_epoch: int
+    loss: float  # mean loss of the chunk just run
+    images_per_second: float  # over the epoch so far
 
 
 @contextlib.contextmanager
 def _catch_signals(flag: dict):
-    """While active, SIGTERM/SIGINT only set flag['signum']; the loop saves and stops at the next chunk."""
+    """While active, SIGTERM/SIGINT only set flag['signum']; the loop saves and stops after the chunk in flight."""
     def handler(signum, frame):
         flag["signum"] = signum
 
@@ -35,84 +41,144 @@ def _catch_signals(flag: dict):
             signal.signal(s, h)
 
 
-def _is_main():
-    return jax.process_index() == 0
+@contextlib.contextmanager
+def _opened(out_dir, resume, manifest):
+    """The RunDir to train into (None without out_dir). One the caller has acquired stays the caller's (and is
+    started here unless it is already); a path, or a RunDir not acquired, is acquired and started here and
+    released at the end."""
+    if out_dir is None:
+        yield None
+    elif isinstance(out_dir, RunDir) and out_dir.held:
+        if out_dir.manifest is None:
+            out_dir.start(manifest(), resume=resume)
+        yield out_dir
+    else:
+        with (out_dir if isinstance(out_dir, RunDir) else RunDir(out_dir)).acquire(resume=resume) as run:
+            run.start(manifest(), resume=resume)
+            yield run
 
 
-def _read_metrics(path, upto_epoch):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [r for r in rows if r["epoch"] <= upto_epoch]
+def _put(trainer, data, what):
+    try:
+        return trainer.put(data)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e}") from e
 
 
-def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=None, resume=False,
-        meta=None, progress=True, on_epoch=None):
-    """Train for `epochs` epochs; evaluate on `test` after each.
+def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=None, resume: bool = False,
+        meta: dict | None = None, on_progress: Callable[[Progress], None] | None = None,
+        on_epoch: Callable[[dict], None] | None = None):
+    """Train for `epochs` epochs of len(train) // batch_size steps; evaluate on `test` after each.
 
-    train, test: (uint8 images (N, H, W, C), int labels (N,)) on the host.
-    out_dir: if given, checkpoints go to out_dir/checkpoints (each epoch and on SIGTERM/SIGINT) and one JSON
-    line per epoch to out_dir/metrics.jsonl. resume=True continues from the latest checkpoint there.
-    meta: JSON-able dict saved with checkpoints (e.g. model name, flags). on_epoch(record) is called per epoch.
-    -> (final TrainState, list of per-epoch metric records).
+    Args:
+      trainer: the Trainer (net, optimizer, batch size, ...).
+      train, test: (images (N, H, W, C), labels (N,)) on the host, labels in [0, K) for the net's K outputs.
+      epochs: at least 1; a resumed run may ask for more epochs than it has done, not fewer.
+      seed: params, dropout and augmentation keys and example order of a new run (a resumed run continues the
+        checkpoint's).
+      out_dir: None (nothing is saved), a directory path, or a jaxcnn.train.RunDir. A path (or a RunDir not
+        acquired) is acquired here (locked; a new run needs it empty), given a manifest of the trainer's settings
+        and `meta`, and released at the end; an acquired RunDir stays the caller's. Checkpoints are saved at each epoch's end and on SIGTERM/SIGINT, never with non-finite
+        params or state; metrics.jsonl follows each checkpoint.
+      resume: continue from the newest checkpoint in out_dir that loads (afresh when there is none).
+      meta: settings to record in the manifest of a run started here (model, dataset, solver, ...).
+      on_progress: called with a Progress after each chunk of steps (e.g. to draw a progress bar).
+      on_epoch: called with each new epoch's metric record.
+    Returns:
+      (final TrainState, history): one record per finished epoch with epoch, step, train_loss, test_loss,
+      test_accuracy, seconds and images_per_second.
+    Raises:
+      ConfigError (epochs below 1 or fewer than a resumed run has done, a batch larger than the training set),
+      RunMismatch (a manifest that differs from the settings), Diverged (a non-finite loss), Interrupted
+      (SIGTERM/SIGINT; a checkpoint was saved), ValueError (labels outside [0, K)), and out_dir's errors
+      (jaxcnn.train.RunDir).
     """
-    images, labels = trainer.put(train)
-    test_images, test_labels = trainer.put(test)
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ConfigError("epochs", epochs, "must be an integer of at least 1")
     n, bs = len(train[1]), trainer.batch_size
     steps_per_epoch = n // bs
     if steps_per_epoch == 0:
-        raise ValueError(f"--batch-size {bs} is larger than the {n} training examples")
+        raise ConfigError("batch_size", bs, f"is larger than the {n} training examples")
+    images, labels = _put(trainer, train, "training set")
+    test_images, test_labels = _put(trainer, test, "test set")
 
-    ts = trainer.init(seed)
-    ckpt = Checkpointer(os.path.join(out_dir, "checkpoints")) if out_dir else None
-    history = []
-    if resume and ckpt is not None and ckpt.latest_step() is not None:
-        tree, _ = ckpt.restore(template=dict(ts._asdict()))
-        ts = TrainState(**tree)
-        history = _read_metrics(os.path.join(out_dir, "metrics.jsonl"), int(ts.step) // steps_per_epoch)
-    elif resume:
-        print(f"--resume: no checkpoint in {out_dir}, starting afresh")
+    def manifest():
+        return make_manifest(batch_size=bs, steps_per_epoch=steps_per_epoch, train_examples=n, epochs=epochs,
+                             seed=seed, dtype=trainer.compute_dtype.name, **(meta or {}))
 
-    def save(ts):
-        if ckpt is not None:
-            ckpt.save(int(ts.step), dict(ts._asdict()), {**(meta or {}), "step": int(ts.step),
-                                                         "steps_per_epoch": steps_per_epoch})
+    with _opened(out_dir, resume, manifest) as run:
+        ts, history, partial, saved = trainer.init(seed), [], {"losses": [], "seconds": 0.0}, None
+        if run is not None and resume:
+            restored = run.resume(dict(ts._asdict()))
+            if restored is not None:
+                ts, history = TrainState(**restored.tree), restored.meta["history"]
+                partial = restored.meta.get("partial", partial)
+                done = saved = restored.step
+                if done > epochs * steps_per_epoch:
+                    raise ConfigError("epochs", epochs, f"fewer than the {done / steps_per_epoch:g} epochs the run in "
+                                      f"{run.path} has done")
+                epoch, offset = divmod(done, steps_per_epoch)
+                where = (f"after epoch {epoch}" if offset == 0 else
+                         f"in epoch {epoch + 1}, after its step {offset} of {steps_per_epoch}")
+                log.info("resuming %s %s (step %d), from checkpoint %s", run.path, where, done,
+                         run.checkpointer().path(done))
+                if done == epochs * steps_per_epoch:
+                    log.info("%s: all %d epochs are done, nothing to train", run.path, epochs)
+        return _loop(trainer, ts, history, partial, saved, (images, labels), (test_images, test_labels), epochs,
+                     steps_per_epoch, run, on_progress, on_epoch)
+
+
+def _loop(trainer, ts, history, partial, last_saved, train, test, epochs, steps_per_epoch, run, on_progress,
+          on_epoch):
+    """fit's epochs from ts.step on; last_saved: the step of the newest checkpoint (None before the first)."""
+    n, bs = len(train[1]), trainer.batch_size
+
+    def save(ts, partial=None):
+        nonlocal last_saved
+        step = int(ts.step)
+        if run is None or step == last_saved:
+            return
+        if not trainer.is_finite(ts):
+            raise Diverged(step, "non-finite parameters or statistics", _checkpoint_path(run, last_saved))
+        run.save(step, dict(ts._asdict()), history, partial)
+        last_saved = step
 
     flag = {}
-    try:
-        with _catch_signals(flag):
-            while int(ts.step) < epochs * steps_per_epoch:
-                epoch, offset = divmod(int(ts.step), steps_per_epoch)
-                perm = trainer.permutation(ts, epoch, n)
-                bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch + 1}/{epochs}",
-                           unit="step", disable=None if progress and _is_main() else True, leave=False)
-                start_time, losses = time.perf_counter(), []
-                while offset < steps_per_epoch:
-                    count = min(trainer.steps_per_dispatch, steps_per_epoch - offset)
-                    ts, chunk_losses = trainer.train_steps(ts, images, labels, perm, offset, count)
-                    losses.append(np.asarray(chunk_losses))  # waits for the chunk
-                    offset += count
-                    rate = bs * sum(map(len, losses)) / (time.perf_counter() - start_time)
-                    bar.set_postfix(loss=f"{losses[-1].mean():.4f}", img_s=f"{rate:,.0f}")
-                    bar.update(count)
-                    if "signum" in flag:
-                        save(ts)
-                        raise Interrupted(flag["signum"], int(ts.step))
-                bar.close()
+    with _catch_signals(flag):
+        while int(ts.step) < epochs * steps_per_epoch:
+            epoch, offset = divmod(int(ts.step), steps_per_epoch)
+            perm = trainer.permutation(ts, epoch, n)
+            start_time, losses = time.perf_counter() - partial["seconds"], list(partial["losses"])
+            partial = {"losses": [], "seconds": 0.0}
+            while offset < steps_per_epoch:
+                count = min(trainer.steps_per_dispatch, steps_per_epoch - offset)
+                ts, chunk = trainer.train_steps(ts, *train, perm, offset, count)
+                chunk = np.asarray(chunk, np.float64)  # waits for the chunk
+                if not np.isfinite(chunk).all():
+                    i = int(np.argmin(np.isfinite(chunk)))
+                    raise Diverged(epoch * steps_per_epoch + offset + i + 1, f"loss {chunk[i]}",
+                                   _checkpoint_path(run, last_saved))
+                losses.extend(chunk.tolist())
+                offset += count
+                fault_point(f"step-{int(ts.step)}")
                 seconds = time.perf_counter() - start_time
-                test_loss, test_acc, _ = jax.device_get(trainer.evaluate(ts, test_images, test_labels))
-                record = {"epoch": epoch + 1, "step": int(ts.step), "train_loss": float(np.concatenate(losses).mean()),
-                          "test_loss": float(test_loss), "test_accuracy": float(test_acc),
-                          "seconds": seconds, "images_per_second": bs * sum(map(len, losses)) / seconds}
-                history.append(record)
-                save(ts)
-                if out_dir and _is_main():
-                    with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:
-                        f.writelines(json.dumps(r) + "\n" for r in history)
-                if on_epoch is not None:
-                    on_epoch(record)
-    finally:
-        if ckpt is not None:
-            ckpt.close()
+                if on_progress is not None:
+                    on_progress(Progress(epoch + 1, epochs, offset, steps_per_epoch, float(chunk.mean()),
+                                         bs * len(losses) / seconds))
+                if "signum" in flag:
+                    save(ts, {"losses": losses, "seconds": seconds})
+                    raise Interrupted(flag["signum"], int(ts.step), _checkpoint_path(run, last_saved))
+            seconds = time.perf_counter() - start_time
+            test_loss, test_acc, _ = jax.device_get(trainer.evaluate(ts, *test))
+            record = {"epoch": epoch + 1, "step": int(ts.step), "train_loss": float(np.mean(losses)),
+                      "test_loss": float(test_loss), "test_accuracy": float(test_acc), "seconds": seconds,
+                      "images_per_second": bs * len(losses) / seconds}
+            history = [*history, record]
+            save(ts)
+            if on_epoch is not None:
+                on_epoch(record)
     return ts, history
+
+
+def _checkpoint_path(run, step):
+    return None if run is None or step is None else run.checkpointer().path(step)

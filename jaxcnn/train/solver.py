@@ -8,12 +8,15 @@ Caffe's adaptive solvers, with g = grad + weight_decay * decay_mult * w and delt
     adadelta  r <- m r + (1 - m) g^2;  u = g sqrt(d + delta) / sqrt(r + delta);  d <- m d + (1 - m) u^2;
               w <- w - lr lr_mult u          (m: momentum)
 """
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from .errors import ConfigError
 
 SCHEDULES = ("fixed", "step", "multistep", "inv", "poly", "exp", "sigmoid", "cosine")
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
@@ -30,7 +33,8 @@ class SolverConfig:
     moment decay and epsilon (Caffe's momentum2, delta; Adam's first moment decay is `momentum`); rms_decay:
     RMSProp's. iter_size: Caffe's gradient accumulation, one update from the mean gradient of that many
     batches (steps count updates). clip_gradients: Caffe's, the largest global L2 norm of the gradient (< 0:
-    none).
+    none). Raises ConfigError naming the field for a value that cannot work (lr not finite and > 0, an unknown
+    optimizer or schedule, 'step' without a stepsize, ...).
     """
 
     optimizer: str = "sgd"
@@ -49,16 +53,46 @@ class SolverConfig:
     iter_size: int = 1
     clip_gradients: float = -1.0
 
+    def __post_init__(self):
+        object.__setattr__(self, "stepvalues", tuple(self.stepvalues))
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError("optimizer", repr(self.optimizer), f"expected one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError("schedule", repr(self.schedule), f"expected one of {', '.join(SCHEDULES)}")
+        checks = [("lr", self.lr, self.lr > 0, "must be finite and greater than 0"),
+                  ("momentum", self.momentum, 0 <= self.momentum < 1, "must lie in [0, 1)"),
+                  ("weight_decay", self.weight_decay, self.weight_decay >= 0, "must be finite and at least 0"),
+                  ("gamma", self.gamma, self.gamma > 0 or self.schedule == "sigmoid",
+                   "must be finite and greater than 0"),
+                  ("power", self.power, True, "must be finite"),
+                  ("momentum2", self.momentum2, 0 <= self.momentum2 < 1, "must lie in [0, 1)"),
+                  ("delta", self.delta, self.delta > 0, "must be finite and greater than 0"),
+                  ("rms_decay", self.rms_decay, 0 <= self.rms_decay < 1, "must lie in [0, 1)"),
+                  ("clip_gradients", self.clip_gradients, True, "must be finite")]
+        for field, value, ok, expected in checks:
+            if not (math.isfinite(value) and ok):
+                raise ConfigError(field, value, expected)
+        if self.schedule == "step" and self.stepsize <= 0:
+            raise ConfigError("stepsize", self.stepsize, "the step schedule needs a stepsize of at least 1")
+        if self.stepsize < 0:
+            raise ConfigError("stepsize", self.stepsize, "must be at least 0")
+        if any(v < 0 for v in self.stepvalues) or list(self.stepvalues) != sorted(self.stepvalues):
+            raise ConfigError("stepvalues", list(self.stepvalues), "must be increasing step numbers, at least 0")
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup_steps", self.warmup_steps, "must be at least 0")
+        if not isinstance(self.iter_size, int) or self.iter_size < 1:
+            raise ConfigError("iter_size", self.iter_size, "must be an integer of at least 1")
+
 
 def schedule(cfg: SolverConfig, total_steps: int) -> optax.Schedule:
-    """Step -> learning rate, for a run of total_steps optimizer steps."""
+    """Step -> learning rate, for a run of total_steps optimizer steps (at least 1)."""
+    if total_steps < 1:
+        raise ConfigError("total_steps", total_steps, "a schedule needs at least 1 step")
     lr, name = cfg.lr, cfg.schedule
     decay_steps = max(total_steps - cfg.warmup_steps, 1)
     if name == "fixed":
         main = optax.constant_schedule(lr)
     elif name == "step":
-        if cfg.stepsize <= 0:
-            raise ValueError("schedule 'step' needs --stepsize > 0")
         main = optax.exponential_decay(lr, cfg.stepsize, cfg.gamma, staircase=True)
     elif name == "multistep":
         main = optax.piecewise_constant_schedule(lr, {int(s): cfg.gamma for s in cfg.stepvalues})
@@ -70,10 +104,8 @@ def schedule(cfg: SolverConfig, total_steps: int) -> optax.Schedule:
         main = lambda t: lr * cfg.gamma ** t  # noqa: E731
     elif name == "sigmoid":
         main = lambda t: lr / (1.0 + jnp.exp(-cfg.gamma * (t - cfg.stepsize)))  # noqa: E731
-    elif name == "cosine":
-        main = optax.cosine_decay_schedule(lr, decay_steps)
     else:
-        raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
+        main = optax.cosine_decay_schedule(lr, decay_steps)
     if cfg.warmup_steps <= 0:
         return main
     return optax.join_schedules([optax.linear_schedule(0.0, lr, cfg.warmup_steps), main], [cfg.warmup_steps])
@@ -125,10 +157,6 @@ def optimizer(cfg: SolverConfig, total_steps: int, lr_mult, decay_mult) -> optax
     adam: L2 weight decay added to the gradient before Adam (b1 = momentum, b2 = momentum2, eps = delta);
     adamw: decoupled weight decay. rmsprop / adagrad / adadelta: Caffe's (see the module docstring).
     """
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-    if not isinstance(cfg.iter_size, int) or cfg.iter_size < 1:
-        raise ValueError(f"iter_size must be a positive int, got {cfg.iter_size!r}")
     lr = schedule(cfg, total_steps)
     decay = _caffe_weight_decay(cfg.weight_decay, decay_mult)
     adam = optax.scale_by_adam(b1=cfg.momentum, b2=cfg.momentum2, eps=cfg.delta)

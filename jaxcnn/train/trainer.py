@@ -15,10 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from .. import ops, tuning
 from ..net import Net
+from .errors import ConfigError
 
 
 class TrainState(NamedTuple):
@@ -53,22 +55,28 @@ class Trainer:
         cache, else measured now, within a minute) rather than the fixed rules; default: unless
         $JAXCNN_AUTOTUNE=0.
     compiler_options: XLA options for the jitted steps (default: ops.compiler_options() for the mesh's platform).
+    Raises ConfigError for a batch size or steps_per_dispatch below 1, or a batch that does not divide over the
+    mesh's devices.
     """
 
     def __init__(self, net: Net, tx: optax.GradientTransformation, *, batch_size: int,
                  preprocess: Callable, augment: Callable | None = None, compute_dtype=jnp.float32,
                  steps_per_dispatch: int = 50, eval_batch_size: int = 1000, mesh=None, scan=None,
                  lowering="auto", autotune: bool | None = None, compiler_options: dict | None = None):
-        self.net, self.tx, self.batch_size = net, tx, batch_size
-        self.preprocess, self.augment = preprocess, augment
-        self.compute_dtype = jnp.dtype(compute_dtype)
-        self.steps_per_dispatch = steps_per_dispatch
+        for field, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                             ("steps_per_dispatch", steps_per_dispatch)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(field, value, "must be an integer of at least 1")
         self.mesh = data_mesh() if mesh is None else mesh
         n = self.mesh.size
-        for flag, size in (("--batch-size", batch_size), ("eval batch size", eval_batch_size)):
+        for field, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if size % n:
-                raise ValueError(f"{flag} {size} does not divide over {n} devices; use a multiple of {n}")
-        self.eval_batch_size = eval_batch_size
+                raise ConfigError(field, size, f"does not divide over {n} devices; use a multiple of {n}")
+        self.net, self.tx, self.batch_size = net, tx, int(batch_size)
+        self.preprocess, self.augment = preprocess, augment
+        self.compute_dtype = jnp.dtype(compute_dtype)
+        self.steps_per_dispatch = int(steps_per_dispatch)
+        self.eval_batch_size = int(eval_batch_size)
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
         platform = self.mesh.devices.flat[0].platform
@@ -85,14 +93,32 @@ class Trainer:
         self._eval = jit(self._eval_all, out_shardings=self.replicated)
         self._perm = jax.jit(lambda key, epoch, n: jax.random.permutation(jax.random.fold_in(key, epoch), n),
                              static_argnums=(2,), out_shardings=self.replicated)
+        self._finite = jax.jit(lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)
+                                                               if jnp.issubdtype(a.dtype, jnp.floating)])))
 
     # -- placement -----------------------------------------------------------------------------------
-    def put(self, tree):
+    def _replicate(self, tree):
         """Replicate a pytree of host arrays over the mesh (works across processes too)."""
         def one(a):
             a = np.asarray(a)
             return jax.make_array_from_callback(a.shape, self.replicated, lambda idx: a[idx])
         return jax.tree.map(one, tree)
+
+    def put(self, data):
+        """A dataset on the host -> replicated on the mesh.
+
+        Args:
+          data: (images (N, H, W, C), labels (N,)), images as the net's preprocess takes them (uint8 for the
+            experiments), labels integers in [0, K) for the net's K outputs.
+        Returns:
+          (images, labels) as jax arrays replicated over the mesh. Raises ValueError for labels that are not
+          integers in [0, K) or a count of labels that differs from the count of images.
+        """
+        images, labels = (np.asarray(a) for a in data)
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"expected one label per image: {len(images)} images, labels of shape {labels.shape}")
+        ops.loss.check_labels(labels, self.net.shapes(images.shape[1:])[-1].out_shape[-1])
+        return self._replicate((images, labels))
 
     def init(self, seed: int, input_shape=None) -> TrainState:
         """Fresh params (from `seed`), net state and optimizer state, replicated."""
@@ -100,7 +126,7 @@ class Trainer:
         _, params, state = self.net.init(key, input_shape)
         ts = TrainState(np.int32(0), params, state, self.tx.init(params),
                         jax.random.key_data(jax.random.fold_in(key, 1)))
-        return self.put(jax.device_get(ts))
+        return self._replicate(jax.device_get(ts))
 
     # -- training ------------------------------------------------------------------------------------
     def _loss(self, params, state, x, y, key):
@@ -126,6 +152,10 @@ class Trainer:
 
     def _train_chunk(self, ts, images, labels, perm, start, count):
         return lax.scan(lambda ts, i: self._train_one(ts, images, labels, perm, start + i), ts, jnp.arange(count))
+
+    def is_finite(self, ts: TrainState) -> bool:
+        """Whether every float in the params and net state is finite (checked on the devices)."""
+        return bool(self._finite((ts.params, ts.state)))
 
     def permutation(self, ts: TrainState, epoch: int, n: int):
         """The epoch's example order, drawn on the devices from the run's key."""

@@ -1,0 +1,137 @@
+"""A whole training run as the experiments make it: settings checked before any work, a run directory, the
+optimizer built with the schedule length the run recorded, `fit`, the final evaluation, results and plots.
+
+    config = RunConfig(model="lenet_caffe", dataset="mnist", batch_size=64, epochs=12, solver=SolverConfig(lr=0.05))
+    with RunDir("runs/mnist").acquire() as out:
+        results = run_experiment(config, net, train, test, preprocess=lambda x: x * CAFFE_SCALE, out=out)
+"""
+import dataclasses
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..net import Net
+from .errors import ConfigError
+from .fit import fit
+from .rundir import RunDir, make_manifest
+from .solver import SolverConfig, optimizer, schedule
+from .trainer import Trainer
+
+log = logging.getLogger(__name__)
+DTYPES = ("float32", "bfloat16")
+LENGTH_DEPENDENT = ("poly", "cosine")  # schedules whose rate depends on the run's length
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The settings that define a training run (its manifest records them; a resumed run must keep all but
+    `epochs` and `steps_per_dispatch`). Raises ConfigError naming the field for a value that cannot work.
+
+    model, dataset: names recorded for readers of the run (e.g. a zoo name, 'mnist').
+    batch_size: the global batch, split over all devices. epochs: at least 1.
+    solver: the optimizer and schedule. seed: params, dropout, augmentation and example order.
+    dtype: compute dtype, 'float32' or 'bfloat16' (params stay float32). augment: a name for the augmentation.
+    steps_per_dispatch: steps between host syncs (see Trainer).
+    """
+
+    model: str
+    dataset: str
+    batch_size: int
+    epochs: int
+    solver: SolverConfig = SolverConfig()
+    seed: int = 0
+    dtype: str = "float32"
+    augment: str = "none"
+    steps_per_dispatch: int = 50
+
+    def __post_init__(self):
+        for field in ("batch_size", "epochs", "steps_per_dispatch"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(field, value, "must be an integer of at least 1")
+        if self.dtype not in DTYPES:
+            raise ConfigError("dtype", self.dtype, f"expected one of {', '.join(DTYPES)}")
+
+    def check_devices(self, count: int) -> None:
+        """ConfigError unless the batch divides over `count` devices."""
+        if self.batch_size % count:
+            raise ConfigError("batch_size", self.batch_size, f"does not divide over {count} devices; use a "
+                              f"multiple of {count}")
+
+    def manifest(self, train_examples: int, schedule_steps: int) -> dict:
+        """The run's manifest for a training set of `train_examples` (see rundir.make_manifest)."""
+        return make_manifest(batch_size=self.batch_size, steps_per_epoch=train_examples // self.batch_size,
+                             train_examples=train_examples, epochs=self.epochs, seed=self.seed, dtype=self.dtype,
+                             model=self.model, dataset=self.dataset, augment=self.augment,
+                             solver=dataclasses.asdict(self.solver), schedule_steps=schedule_steps)
+
+
+def run_experiment(config: RunConfig, net: Net, train, test, *, preprocess, augment=None, out: RunDir | None = None,
+                   resume: bool = False, rescale_schedule: bool = False, class_names=None, on_progress=None,
+                   on_epoch=None) -> dict:
+    """Train `net` as `config` says and return the results (also written to out/results.json, with the plots).
+
+    Args:
+      config: the run's settings.
+      net: the net to train (its output width is the number of classes).
+      train, test: (uint8 images (N, H, W, C), int labels (N,)) on the host.
+      preprocess: uint8 (B, H, W, C) -> float (B, H, W, C), inside the step. augment: (key, batch) -> batch.
+      out: an acquired RunDir, or None to save nothing.
+      resume: continue the run in `out` (its manifest must match config, but for the epochs).
+      rescale_schedule: on resume with more epochs, stretch the learning-rate schedule over them (the rate
+        jumps); by default it keeps the length it was built with and holds its final rate after that.
+      class_names: names of the classes, for the plot of misclassified images.
+      on_progress, on_epoch: fit's callbacks.
+    Returns:
+      {'model', 'dataset', 'test_accuracy', 'epochs', 'train_images_per_second' and 'seconds_per_epoch' (medians
+      over epochs), 'seconds' (of training, over all epochs), 'devices', 'platform', 'batch_size', 'dtype',
+      'misclassified' (the count, when plotted)}.
+    """
+    n = len(train[1])
+    steps_per_epoch = n // config.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError("batch_size", config.batch_size, f"is larger than the {n} training examples")
+    manifest = config.manifest(n, config.epochs * steps_per_epoch)
+    if out is not None:
+        manifest = out.start(manifest, resume=resume, rescale_schedule=rescale_schedule)
+    schedule_steps = manifest["schedule_steps"]
+    if schedule_steps < config.epochs * steps_per_epoch and config.solver.schedule in LENGTH_DEPENDENT:
+        final = float(schedule(config.solver, schedule_steps)(schedule_steps))
+        log.info("the learning-rate schedule keeps its length of %d steps (%g epochs); the steps after it use "
+                 "its final rate, %.3g", schedule_steps, schedule_steps / steps_per_epoch, final)
+    params = jax.eval_shape(lambda key: net.init(key)[1], jax.random.key(config.seed))  # shapes only
+    tx = optimizer(config.solver, schedule_steps, *net.multipliers(params))
+    trainer = Trainer(net, tx, batch_size=config.batch_size, preprocess=preprocess, augment=augment,
+                      compute_dtype=jnp.dtype(config.dtype), steps_per_dispatch=config.steps_per_dispatch)
+    ts, history = fit(trainer, train, test, epochs=config.epochs, seed=config.seed, out_dir=out, resume=resume,
+                      on_progress=on_progress, on_epoch=on_epoch)
+    _, accuracy, predictions = jax.device_get(trainer.evaluate(ts, *trainer.put(test)))
+    results = {
+        "model": config.model, "dataset": config.dataset, "test_accuracy": float(accuracy), "epochs": config.epochs,
+        "train_images_per_second": float(np.median([r["images_per_second"] for r in history])),
+        "seconds_per_epoch": float(np.median([r["seconds"] for r in history])),
+        "seconds": float(sum(r["seconds"] for r in history)), "devices": trainer.mesh.size,
+        "platform": trainer.mesh.devices.flat[0].platform, "batch_size": config.batch_size, "dtype": config.dtype,
+    }
+    if out is not None and out.primary:
+        from .. import plots  # matplotlib: only where a run draws
+
+        plots.curves(history, out.file("curves.png"))
+        results["misclassified"] = plots.misclassified(test[0], test[1], predictions, out.file("misclassified.png"),
+                                                       class_names)
+        first = _first_image_filters(jax.device_get(ts.params))
+        if first is not None:
+            plots.filters(first[1], out.file(f"{first[0]}_filters.png"))
+        out.write_results(results)
+    return results
+
+
+def _first_image_filters(params):
+    """(layer name, kernel (KH, KW, C, O)) of the first conv layer on grey or RGB images, or None."""
+    for name, p in params.items():
+        w = p.get("w")
+        if w is not None and w.ndim == 4:
+            return (name, w) if w.shape[2] in (1, 3) else None
+    return None
