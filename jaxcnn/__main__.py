@@ -53,11 +53,13 @@ def _file_errors():
 
 
 def _summary(args):
+    net = None
     try:
         net = load_model(args.model, args.input_shape)
         result = summary(net, args.input_shape, batch=args.batch)
     except _file_errors() as e:
-        shape = f" with --input-shape {','.join(map(str, args.input_shape))}" if args.input_shape else ""
+        shape = args.input_shape or (net.input_shape if net is not None else None)
+        shape = f" with --input-shape {','.join(map(str, shape))}" if isinstance(shape, tuple) else ""
         fail(f"{args.model}{shape}: {e}")
     print(json.dumps(result.to_dict(), indent=1) if args.json else result)
 

@@ -290,14 +290,14 @@ def test_trainer_and_checkpoint_on_a_branched_net(tmp_path):
     tx = optimizer(SolverConfig(lr=0.05, schedule="fixed"), 64, *net.multipliers(params))
     trainer = Trainer(net, tx, batch_size=32, preprocess=lambda x: x.astype(jnp.float32) / 256, steps_per_dispatch=8)
     train, test = blobs(256, (28, 28, 1), seed=5), blobs(64, (28, 28, 1), seed=6)
-    ts, history = fit(trainer, train, test, epochs=2, seed=0, progress=False)
+    ts, history = fit(trainer, train, test, epochs=2, seed=0)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     ckpt = Checkpointer(tmp_path / "ckpt")
     ckpt.save(1, {"params": ts.params}, {"model": net.name})
-    restored, meta = ckpt.restore()
+    restored = ckpt.restore()
     ckpt.close()
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(ts.params), restored["params"])
-    assert meta["model"] == "branched_lenet"
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(ts.params), restored.tree["params"])
+    assert (restored.step, restored.meta["model"]) == (1, "branched_lenet")
 
 
 SHARDED = """
@@ -313,7 +313,7 @@ losses = []
 for devices in (jax.devices()[:1], jax.devices()):
     tx = optimizer(SolverConfig(lr=0.05, schedule="fixed"), 16, *net.multipliers(params))
     tr = Trainer(net, tx, batch_size=32, preprocess=lambda x: x.astype(jnp.float32) / 256, mesh=data_mesh(devices))
-    losses.append([r["train_loss"] for r in fit(tr, train, test, epochs=2, seed=0, progress=False)[1]])
+    losses.append([r["train_loss"] for r in fit(tr, train, test, epochs=2, seed=0)[1]])
 print(len(jax.devices()), losses)
 np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
 """

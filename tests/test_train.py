@@ -52,10 +52,11 @@ def test_warmup_ramps_then_follows_the_schedule():
 
 @pytest.mark.parametrize("settings, field", [
     ({"lr": float("nan")}, "lr"), ({"lr": -1.0}, "lr"), ({"lr": 0.0}, "lr"), ({"lr": float("inf")}, "lr"),
-    ({"momentum": 1.5}, "momentum"), ({"weight_decay": -1e-4}, "weight_decay"), ({"gamma": 0.0}, "gamma"),
+    ({"momentum": 1.5}, "momentum"), ({"weight_decay": -1e-4}, "weight_decay"), ({"schedule": "step", "stepsize": 10, "gamma": 0.0}, "gamma"),
     ({"schedule": "step"}, "stepsize"), ({"stepvalues": (30, 10)}, "stepvalues"),
     ({"warmup_steps": -1}, "warmup_steps"),
-    ({"schedule": "exp"}, "schedule"), ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"schedule": "cyclic"}, "schedule"), ({"optimizer": "lamb"}, "optimizer"),
+    ({"iter_size": 0}, "iter_size"), ({"optimizer": "adam", "momentum2": 1.0}, "momentum2"),
 ])
 def test_solver_settings_that_cannot_work_name_the_setting(settings, field):
     with pytest.raises(ConfigError) as err:

@@ -120,10 +120,14 @@ class Trainer:
         ops.loss.check_labels(labels, self.net.shapes(images.shape[1:])[-1].out_shape[-1])
         return self._replicate((images, labels))
 
-    def init(self, seed: int, input_shape=None) -> TrainState:
-        """Fresh params (from `seed`), net state and optimizer state, replicated."""
+    def init(self, seed: int, input_shape=None, params=None, state=None) -> TrainState:
+        """A replicated TrainState at step 0: `params` and `state` (e.g. loaded weights) or fresh ones drawn from
+        `seed`, a fresh optimizer state, and the run's key from `seed`."""
         key = jax.random.key(seed)
-        _, params, state = self.net.init(key, input_shape)
+        if params is None:
+            _, params, state = self.net.init(key, input_shape)
+        elif state is None:
+            raise ValueError("params given without the net state that goes with them (pass state={} if it has none)")
         ts = TrainState(np.int32(0), params, state, self.tx.init(params),
                         jax.random.key_data(jax.random.fold_in(key, 1)))
         return self._replicate(jax.device_get(ts))
