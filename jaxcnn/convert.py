@@ -243,7 +243,7 @@ def _trunk_window(row):
     raise LayerError(f"{layer.name} ({type(layer).__name__}): not a layer whose sliding stride is known")
 
 
-def crops(x, window, stride):
+def crops(x, window: tuple[int, int], stride: tuple[int, int]):
     """All windows of size `window` at multiples of `stride`: x (N, H, W, C) -> (N, P, Q, wh, ww, C)."""
     (wh, ww), (sh, sw) = window, stride
     p, q = (x.shape[1] - wh) // sh + 1, (x.shape[2] - ww) // sw + 1

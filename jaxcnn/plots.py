@@ -16,7 +16,7 @@ def _save(fig, path, tight=True):
     fig.savefig(path, dpi=120)
 
 
-def curves(history, path):
+def curves(history: list[dict], path) -> None:
     """Loss (train, test) and test accuracy per epoch. history: records with epoch, train_loss, test_loss,
     test_accuracy (as written by jaxcnn.train.fit)."""
     epochs = [r["epoch"] for r in history]
@@ -56,7 +56,7 @@ def _show(ax, image):
     ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
 
 
-def misclassified(images, labels, predictions, path, class_names=None, limit=40):
+def misclassified(images, labels, predictions, path, class_names: list[str] | None = None, limit: int = 40) -> int:
     """The first `limit` test images whose prediction is wrong, titled 'label->prediction'.
     images: (N, H, W, C) uint8; labels, predictions: (N,) ints. Returns how many were wrong in all."""
     wrong = np.flatnonzero(np.asarray(labels) != np.asarray(predictions))
@@ -80,12 +80,12 @@ def filters_figure(w) -> Figure:
     return fig
 
 
-def filters(w, path):
+def filters(w, path) -> None:
     """First-layer conv kernels w: (KH, KW, C, O) with C = 1 (grey) or 3 (RGB), one tile per filter."""
     _save(filters_figure(w), path, tight=False)
 
 
-def heatmap(canvas, probs, window, stride, placed, path):
+def heatmap(canvas, probs, window: tuple[int, int], stride: tuple[int, int], placed, path) -> None:
     """The canvas beside one map per class of the softmax probability at each position, each drawn over the
     dimmed canvas at the centres of the crops, with the digits of that class circled.
 

@@ -20,7 +20,7 @@ from .net import Net
 CAFFE_BIAS = {"lr_mult": {"b": 2.0}}  # Caffe's usual param { lr_mult: 1 } param { lr_mult: 2 }
 
 
-def lenet_caffe(num_classes=10, input_shape=(28, 28, 1)):
+def lenet_caffe(num_classes: int = 10, input_shape: tuple[int, int, int] = (28, 28, 1)) -> Net:
     """Caffe's MNIST LeNet (examples/mnist/lenet_train_test.prototxt) with BatchNorm + Scale after each conv.
 
     conv1 20@5x5 -> bn -> scale -> pool 2/2 -> relu -> conv2 50@5x5 -> bn -> scale -> pool -> relu
@@ -41,7 +41,7 @@ def lenet_caffe(num_classes=10, input_shape=(28, 28, 1)):
     return Net(layers, input_shape, "lenet_caffe")
 
 
-def lenet5(num_classes=10, input_shape=(28, 28, 1)):
+def lenet5(num_classes: int = 10, input_shape: tuple[int, int, int] = (28, 28, 1)) -> Net:
     """LeNet-5 as it is usually written in Keras (any input size; 32x32 gives the classic 61,706 params).
 
     conv 6@5 -> maxpool 2 -> relu -> conv 16@5 -> maxpool 2 -> relu -> fc 120 -> relu -> fc 84 -> relu -> fc.
@@ -58,7 +58,7 @@ def lenet5(num_classes=10, input_shape=(28, 28, 1)):
     return Net(layers, input_shape, "lenet5")
 
 
-def cifar10_local(num_classes=10, input_shape=(32, 32, 3)):
+def cifar10_local(num_classes: int = 10, input_shape: tuple[int, int, int] = (32, 32, 3)) -> Net:
     """cuda-convnet's CIFAR-10 net with locally-connected layers (its layers-conv-local-11pct.cfg).
 
     conv1 64@5x5 pad 2 -> relu -> pool1 3/2 (ceil) -> rnorm1 -> conv2 64@5x5 pad 2 -> relu -> rnorm2
@@ -78,7 +78,7 @@ def cifar10_local(num_classes=10, input_shape=(32, 32, 3)):
     return Net(layers, input_shape, "cifar10_local")
 
 
-def alexnet(num_classes=1000, input_shape=(227, 227, 3)):
+def alexnet(num_classes: int = 1000, input_shape: tuple[int, int, int] = (227, 227, 3)) -> Net:
     """Caffe's AlexNet (bvlc_alexnet): grouped conv2/conv4/conv5 (groups=2), LRN after conv1 and conv2,
     3/2 max pooling with ceil rounding (55 -> 27 -> 13 -> 6), dropout 0.5 on fc6 and fc7."""
     lrn = dict(size=5, alpha=1e-4, beta=0.75)
@@ -100,7 +100,7 @@ def alexnet(num_classes=1000, input_shape=(227, 227, 3)):
     return Net(layers, input_shape, "alexnet")
 
 
-def vgg16(num_classes=1000, input_shape=(224, 224, 3)):
+def vgg16(num_classes: int = 1000, input_shape: tuple[int, int, int] = (224, 224, 3)) -> Net:
     """VGG16 (configuration D): 13 3x3 convs in 5 blocks with 2/2 max pooling, fc6/fc7 4096 with dropout,
     fc8. He (msra) conv weights, xavier FC weights; 138,357,544 parameters for 1000 classes."""
     layers = []

@@ -14,6 +14,7 @@ from jaxcnn import zoo  # noqa: E402
 CPU = bench.Target("cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lenet_caffe", "cifar10_local", "alexnet"])
 def test_torch_twin_computes_the_net(name):
     net = zoo.get(name)
@@ -25,6 +26,7 @@ def test_torch_twin_computes_the_net(name):
     np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
 
 
+@pytest.mark.slow
 def test_train_case_runs_every_variant_on_the_same_data():
     runners, work, flops = bench.train_case(zoo.cifar10_local(), batch=8, steps=2, target=CPU)
     assert set(runners) == {"jaxcnn", "plain_xla", "torch"} and work == 16
@@ -57,6 +59,7 @@ def test_epoch_case_trains_all_three_recipes(tmp_path):
         assert 0.5 < accuracy <= 1.0, name  # one epoch of 20 steps learns where the blobs are (chance: 0.1)
 
 
+@pytest.mark.slow
 def test_bench_prints_a_table_and_writes_ratios_and_fractions_of_peak(tmp_path, capsys):
     report = bench.main(["--quick", "--cases", "alexnet_conv2_grouped", "--out", str(tmp_path)])
     written = json.loads((tmp_path / "bench.json").read_text())

@@ -133,6 +133,7 @@ def _caffe_blob(array):
     return blob
 
 
+@pytest.mark.slow
 def test_independently_written_caffemodel(tmp_path):
     """A caffemodel built straight from the protobuf messages with NumPy blobs in Caffe's layout (not with
     save_caffemodel): jaxcnn's loaded net matches OpenCV, and save_caffemodel writes the same blobs back."""

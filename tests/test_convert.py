@@ -90,6 +90,7 @@ TRAINING_SIZE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TRAINING_SIZE)
 def test_training_size_output_equals_original(name):
     net = TRAINING_SIZE[name]()
@@ -121,6 +122,7 @@ def test_geometry_of_the_zoo():
     (zoo.lenet5, 44), (zoo.lenet_caffe, 40), (vgg_valid, 44), (convnet_local_valid, 47), (local_head, 14),
     (mlp, 9),
 ])
+@pytest.mark.slow
 def test_positions_equal_isolated_crops(make, big):
     """Trunks that read no padding at the training size: every position is the net on its crop, at offsets
     multiple of the stride. Sizes are the training size plus a multiple of the stride."""
@@ -137,6 +139,7 @@ def test_positions_equal_isolated_crops(make, big):
     assert rel_diff(got.reshape(want.shape), want) <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, big", [(zoo.cifar10_local, 48), (lambda: zoo.alexnet(10, (99, 99, 3)), 163)])
 def test_padded_trunk_positions_equal_head_on_trunk_windows(make, big):
     """Where the trunk pads, a position is the original head on the trunk's window of the whole image; the
@@ -155,6 +158,7 @@ def test_padded_trunk_positions_equal_head_on_trunk_windows(make, big):
     assert rel_diff(got.reshape(want.shape), isolated) > 1e-3
 
 
+@pytest.mark.slow
 def test_crops_are_the_strided_windows():
     x = jax.random.normal(jax.random.key(4), (2, 10, 9, 3))
     got = crops(x, (4, 3), (2, 3))
@@ -221,6 +225,7 @@ def _mnist_dir(tmp_path, n=12):
     return str(tmp_path / "mnist")
 
 
+@pytest.mark.slow
 def test_experiment_canvas_results_and_heatmap(tmp_path):
     out = tmp_path / "out"
     args = ["--model", "lenet5", "--size", "100", "--digits", "3", "--repeats", "1",
@@ -240,6 +245,7 @@ def test_experiment_canvas_results_and_heatmap(tmp_path):
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_experiment_restores_a_checkpoint(tmp_path, capsys):
     net = zoo.lenet5()
     params, state = random_params(net, seed=5)

@@ -77,6 +77,7 @@ inputs=labels,probs
 """
 
 
+@pytest.mark.slow
 def test_sgd_with_the_multipliers_is_cuda_convnets_update(tmp_path):
     """inc <- momW inc - wc epsW w + epsW (-dL/dw); w <- w + inc (biases: momB, epsB, no decay), two steps."""
     params_cfg = "[fc]\nepsW=0.05\nepsB=0.2\nmomW=0.8\nmomB=0.8\nwc=0.01\n[cost]\ncoeff=1\n"

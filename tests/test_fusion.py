@@ -2,11 +2,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.test_util import check_grads
 
 from jaxcnn.ops import conv_cpu, fusion
 
 
+@pytest.mark.slow
 def test_boundary_is_the_identity_with_derivatives(x64, rng):
     x, anchor = rng.standard_normal((3, 4)), -np.abs(rng.standard_normal(5))  # both branches: the predicate is
     for a in (anchor, -anchor):                                                # false, then true

@@ -100,6 +100,7 @@ def test_layer_matches_numpy(layer, shapes, params, reference, rng):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer, shapes, params, reference", CASES, ids=IDS)
 def test_layer_gradients(layer, shapes, params, reference, rng, x64):
     """Reverse- and forward-mode derivatives against finite differences (random inputs: no ties in a max)."""
@@ -172,6 +173,7 @@ def _manual_inception(net, p, x):
     return pooled.reshape(len(x), -1) @ p["fc"]["w"] + p["fc"]["b"]
 
 
+@pytest.mark.slow
 def test_branched_net_equals_its_layers_composed_by_hand(rng):
     net = inception()
     out_shape, params, state = net.init(KEY)
@@ -251,6 +253,7 @@ def test_summary_of_a_branched_net_shows_inputs_and_counts_shared_blobs():
     assert summary(fork).forward_activations == 4 + 4 + 4
 
 
+@pytest.mark.slow
 def test_fc_to_conv_on_a_branched_trunk(rng):
     net = inception()
     _, params, state = net.init(KEY)
@@ -284,6 +287,7 @@ def _branched_lenet():
     ], {"data": (28, 28, 1)}, name="branched_lenet")
 
 
+@pytest.mark.slow
 def test_trainer_and_checkpoint_on_a_branched_net(tmp_path):
     net = _branched_lenet()
     _, params, _ = net.init(KEY)

@@ -57,6 +57,7 @@ def allocator(mode):
     return applied, int(faults), int(main_bits), int(thread_bits)
 
 
+@pytest.mark.slow
 def test_by_default_glibc_maps_large_blocks_afresh_every_time():
     _, faults, main_bits, thread_bits = allocator("default")
     assert main_bits == 2 and thread_bits & 2  # each one its own mmap, unmapped on free

@@ -89,6 +89,7 @@ def test_parameter_shapes():
     assert _shapes(abstract_init(BatchNorm("bn"), (2, 2, 5))[1]) == {"mean": (5,), "var": (5,), "count": ()}
 
 
+@pytest.mark.slow
 def test_layers_apply_their_ops():
     """A layer's apply is its op on its own parameters (the ops themselves are tested against references)."""
     x = np.random.default_rng(0).standard_normal((2, 7, 6, 4)).astype(np.float32)
@@ -280,6 +281,7 @@ def test_a_non_finite_batch_leaves_batch_norm_statistics_alone():
     jax.tree.map(np.testing.assert_array_equal, s3, s1)
 
 
+@pytest.mark.slow
 def test_net_on_other_spatial_size_names_the_dense_layer(lenet_caffe_init):
     net, params, state = lenet_caffe_init
     with pytest.raises(LayerError, match=r"^ip1 \(Dense\): input has 1250 features but the layer was built for 800 "
@@ -335,6 +337,7 @@ def test_lenet_caffe_multipliers(lenet_caffe_init):
     assert "bn_conv1" not in lr  # BatchNorm statistics are state, not trained parameters
 
 
+@pytest.mark.slow
 def test_net_train_updates_batchnorm_state_only_in_training(lenet_caffe_init):
     net, params, state = lenet_caffe_init
     x = np.random.default_rng(0).random((4, 28, 28, 1), np.float32)

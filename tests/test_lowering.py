@@ -101,6 +101,7 @@ def test_conv2d_cpu_equals_native(x64, rng, x_shape, w_shape, stride, padding, d
     ((6, 5, 5, 2), (3, 3, 2, 3), 1, ((0, 0), (0, 1)), 1),
     ((3, 6, 7, 5), (2, 3, 5, 2), 3, "SAME", 1),
 ])
+@pytest.mark.slow
 def test_each_conv_form_and_its_transposes_equal_native(x64, rng, form, x_shape, w_shape, stride, padding,
                                                         dilation, monkeypatch):
     monkeypatch.setattr(conv_cpu, "CHUNK_BYTES", 3000)  # batch chunks of one image, and of two (6 x 5 x 5)
@@ -156,6 +157,7 @@ def test_conv_weight_gradient_of_single_channel_input_is_wide():
     assert conv_cpu.weight_form(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1)) is conv_cpu.wide
 
 
+@pytest.mark.slow
 def test_conv2d_cpu_forward_mode_and_vmap(x64, rng):
     x, w = f64(rng, 2, 6, 5, 3), f64(rng, 3, 3, 3, 4)
     conv = functools.partial(ops.conv2d, padding="SAME", lowering="cpu")
@@ -194,6 +196,7 @@ def test_max_pool_cpu_equals_native(x64, rng, x_shape, kernel, stride, padding, 
     assert_lowerings_agree(op, (x,), rng, rtol=NATIVE_POOL_RTOL)
 
 
+@pytest.mark.slow
 def test_max_pool_cpu_forward_mode_and_vmap(x64, rng):
     x = f64(rng, 2, 7, 7, 2)
     pool = functools.partial(ops.max_pool, kernel=3, stride=2, ceil_mode=True)
@@ -222,6 +225,7 @@ def test_local2d_cpu_equals_native(x64, rng, x_shape, kernel, out, stride, paddi
 
 # ---------------------------------------------------------------------------------------------- whole nets
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, input_shape", [("lenet_caffe", (28, 28, 1)), ("cifar10_local", (32, 32, 3))])
 def test_zoo_training_loss_and_gradients_equal_across_lowerings(x64, rng, name, input_shape):
     net = zoo.get(name)

@@ -70,6 +70,7 @@ def test_draw_writes_the_graph(tmp_path, capsys):
     assert (tmp_path / "lenet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_fc_as_conv_slides_a_caffe_net_with_its_caffemodel(tmp_path):
     (tmp_path / "deploy.prototxt").write_text(lenet_deploy_text(1))
     net = load_prototxt(tmp_path / "deploy.prototxt")

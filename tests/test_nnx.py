@@ -80,6 +80,7 @@ LAYER_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", LAYER_CASES)
 def test_layer_module_matches_the_jaxcnn_layer(case, rng):
     make, layer, shape = LAYER_CASES[case]
@@ -113,6 +114,7 @@ def test_batch_norm_module_updates_its_statistics_as_the_layer(rng):
     assert_close(module(x), layer.apply({}, state, x)[0])
 
 
+@pytest.mark.slow
 def test_fillers_use_the_kernel_fan_in():
     """Caffe's xavier bound sqrt(3 / fan_in), fan_in = KH*KW*C/groups (conv) and KH*KW*C (each Local position):
     the probe input a Conv module is made with does not change it."""
@@ -154,6 +156,7 @@ def tiny_init():
     return net, params, state
 
 
+@pytest.mark.slow
 def test_lenet_caffe_module_matches_the_net(lenet_caffe_init, rng):
     net, params, state = lenet_caffe_init
     module = cnnx.from_net(net, params, state)
@@ -164,6 +167,7 @@ def test_lenet_caffe_module_matches_the_net(lenet_caffe_init, rng):
     assert_close(back_params, params)
 
 
+@pytest.mark.slow
 def test_net_with_every_layer_matches_in_both_modes(rng):
     net = every_layer_net()
     _, params, state = net.init(jax.random.key(0))
@@ -204,6 +208,7 @@ class TwoBranches:
         return tuple({n: {k: ls[n].mults(k)[i] for k in p} for n, p in params.items()} for i in (0, 1))
 
 
+@pytest.mark.slow
 def test_from_net_needs_only_the_net_contract(rng):
     """A branched net that is no jaxcnn Net: from_net runs, differentiates and trains it all the same."""
     net = TwoBranches()
@@ -214,6 +219,7 @@ def test_from_net_needs_only_the_net_contract(rng):
 
 
 # -- modes and errors ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_train_eval_and_view_set_the_mode(rng):
     net = every_layer_net()
     _, params, state = net.init(jax.random.key(0))
@@ -246,6 +252,7 @@ def test_dropout_module_draws_keys_from_its_stream(rng):
     assert cnnx.Dropout(0.5)(x, rngs=nnx.Rngs(1)).shape == x.shape
 
 
+@pytest.mark.slow
 def test_the_lowering_reaches_every_layer(tiny_init):
     """A module's lowering is what its layers trace to: XLA's reduce_window for max pooling natively, strided views
     with the CPU lowering."""
@@ -280,6 +287,7 @@ def test_errors_name_what_is_wrong(tiny_init):
 
 
 # -- training -----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_nnx_optimizer_steps_equal_the_trainer(lenet_caffe_init, rng):
     """Four SGD steps of Caffe's LeNet solver (inv policy, momentum, weight decay, lr_mult 2 on biases) with
     nnx.Optimizer on the module give the Trainer's params, statistics and losses on the same batches."""
@@ -314,6 +322,7 @@ def test_nnx_optimizer_steps_equal_the_trainer(lenet_caffe_init, rng):
     assert not np.allclose(got_params["conv1"]["w"], params["conv1"]["w"])
 
 
+@pytest.mark.slow
 def test_module_inside_a_flax_model_trains_with_caffes_solver(tiny_init, rng):
     """A NetModule as the body of a bigger NNX model: multipliers are Caffe's for its params and 1.0 for the
     Flax head's, and an SGD step is Caffe's update w - lr * lr_mult * (g + wd * decay_mult * w)."""
@@ -358,6 +367,7 @@ def test_to_linen_gives_a_working_linen_module(tiny_init, rng):
                  net.apply(params, state, x)[0])
 
 
+@pytest.mark.slow
 def test_jit_grad_and_vmap(tiny_init, rng):
     """nnx.jit, jax.jit over split/merge, nnx.grad and nnx.vmap (over inputs, and over an ensemble of modules)
     give what the pure net gives. (Everything runs under a jit: outside one, JAX compiles each operation.)"""
@@ -418,6 +428,7 @@ def test_orbax_round_trip(tiny_init, rng, tmp_path):
     np.testing.assert_array_equal(restored(x), module(x))
 
 
+@pytest.mark.slow
 def test_from_net_runs_branched_and_imported_nets(rng):
     """A Graph (Caffe's GoogLeNet inception block, read from prototxt) becomes a module like any net."""
     from caffe_nets import GOOGLENET_BLOCK

@@ -150,6 +150,7 @@ def _pool_ref_args(x_shape, kernel, stride, padding):
     return kernel2, stride2, ref.explicit_pads(padding, x_shape[1:3], kernel2, stride2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["max", "avg_count_pad", "avg_real_pixels"])
 @pytest.mark.parametrize("x_shape, kernel, stride, padding, ceil_mode", POOL_CASES)
 def test_pooling_matches_caffe_loop(rng, x_shape, kernel, stride, padding, ceil_mode, kind):
@@ -265,6 +266,7 @@ def test_dropout():
 
 # ---------------------------------------------------------------------------------------------- loss, accuracy
 
+@pytest.mark.slow
 def test_softmax_cross_entropy(rng):
     logits, labels = 5 * normal(rng, 9, 6), rng.integers(0, 6, 9)
     expected = -ref.log_softmax(logits.astype(np.float64))[np.arange(9), labels].mean()
@@ -332,6 +334,7 @@ def _grad_cases(rng):
 GRAD_NAMES = [case[0] for case in _grad_cases(np.random.default_rng(0))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", GRAD_NAMES)
 def test_gradients(x64, name):
     _, fn, args, order, modes = next(c for c in _grad_cases(np.random.default_rng(0)) if c[0] == name)
@@ -341,6 +344,7 @@ def test_gradients(x64, name):
 
 # ---------------------------------------------------------------------------------------------- jit
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", GRAD_NAMES)
 def test_jit_matches_eager(name):
     _, fn, args, _, _ = next(c for c in _grad_cases(np.random.default_rng(0)) if c[0] == name)

@@ -94,6 +94,7 @@ def _nan_from(step):
 
 
 # -- a run's directory --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fit_writes_manifest_checkpoints_and_one_metrics_line_per_epoch(trainer, data, reference, tmp_path):
     seen = []
     ts, history = fit(trainer, *data, epochs=3, out_dir=tmp_path, meta={"model": "tiny"}, on_progress=seen.append)
@@ -236,6 +237,7 @@ def test_a_write_cut_short_leaves_the_file_as_it_was(tmp_path, monkeypatch):
 
 
 # -- the divergence guard and signals ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_training_and_keeps_the_good_checkpoints(data, tmp_path):
     """NaN updates from step 17 on (epoch 5): the loss of step 18 is NaN. With max_to_keep 3 the good checkpoints
     of epochs 2-4 stay; no later one is written."""
@@ -250,6 +252,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_good_checkpoints(data, t
     assert all(np.isfinite(a).all() for a in jax.tree.leaves(restored.tree["params"]))
 
 
+@pytest.mark.slow
 def test_non_finite_parameters_are_never_checkpointed(data, tmp_path):
     """NaN from the last update of epoch 2 (step 8): every loss of that epoch is finite, its parameters are not."""
     with pytest.raises(Diverged, match="non-finite parameters or statistics at step 8"):

@@ -122,6 +122,7 @@ def data():
     return blobs(512, (28, 28, 1), seed=5), blobs(128, (28, 28, 1), seed=6)
 
 
+@pytest.mark.slow
 def test_fit_learns_is_deterministic_and_respects_lr_mult_zero(data):
     train, test = data
     runs = [fit(_trainer(_tiny_net()), train, test, epochs=2, seed=3) for _ in range(2)]
@@ -135,6 +136,7 @@ def test_fit_learns_is_deterministic_and_respects_lr_mult_zero(data):
     assert int(ts.step) == 2 * (512 // 32)
 
 
+@pytest.mark.slow
 def test_scan_and_per_step_dispatch_agree(data):
     train, test = data
     results = []
@@ -145,6 +147,7 @@ def test_scan_and_per_step_dispatch_agree(data):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
 
 
+@pytest.mark.slow
 def test_cpu_compiler_options_give_the_default_options_result(data):
     train, test = data
     assert ops.compiler_options("cpu") == {"xla_cpu_prefer_vector_width": 512} and ops.compiler_options("gpu") == {}
@@ -153,6 +156,7 @@ def test_cpu_compiler_options_give_the_default_options_result(data):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), *results)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_trains_with_float32_master_weights(data):
     train, test = data
     ts, history = fit(_trainer(zoo.lenet_caffe(), jnp.bfloat16), train, test, epochs=2, seed=0)
@@ -192,6 +196,7 @@ def test_put_refuses_labels_outside_the_nets_classes(data):
         trainer.put((images, labels[:-1]))
 
 
+@pytest.mark.slow
 def test_random_crop_flip_gives_flipped_crops_of_the_padded_image():
     x = jnp.arange(2 * 6 * 5 * 3, dtype=jnp.float32).reshape(2, 6, 5, 3) + 1
     out = np.asarray(random_crop_flip(jax.random.key(0), jnp.tile(x, (50, 1, 1, 1)), pad=2))

@@ -71,6 +71,7 @@ def test_other_backends_need_no_tuning(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_measure_times_a_real_computation():
     (x, w, stride, pads, dilation, _), = tuning.convolutions(Net([Conv("c", 3, 3)], (6, 6, 2)), 2)
     for direction in conv_cpu.DIRECTIONS:
@@ -80,6 +81,7 @@ def test_measure_times_a_real_computation():
 
 @pytest.mark.parametrize("forms", [("wide", "wide", "wide"), ("im2col", "im2col_chunked", "native"),
                                    ("im2col_chunked", "wide", "im2col")])
+@pytest.mark.slow
 def test_a_tuned_lowering_computes_what_the_native_ops_compute(x64, rng, forms):
     net = zoo.lenet_caffe()
     _, params, state = net.init(jax.random.key(0))
@@ -96,6 +98,7 @@ def test_a_tuned_lowering_computes_what_the_native_ops_compute(x64, rng, forms):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_the_trainer_tunes_unless_switched_off(tmp_path, monkeypatch):
     monkeypatch.setenv(tuning.ENV_CACHE, str(tmp_path))
     net, cpu = small_net(), jax.sharding.Mesh(np.asarray(jax.devices("cpu")[:1]), ("data",))

@@ -1,9 +1,10 @@
 """Convolution (shared weights, optional groups) and the unshared-weight local layer."""
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from . import conv_cpu
-from .geometry import check_nhwc, dilated, pair, resolve_padding, window_output
+from .geometry import IntOrPair, PaddingSpec, check_nhwc, dilated, pair, resolve_padding, window_output
 from .lowering import Tuned, resolve
 from .windows import patches
 
@@ -29,7 +30,9 @@ def check_groups(in_channels: int, out_channels: int, groups: int) -> None:
         raise ValueError(f"groups={groups} does not divide {out_channels} output channels")
 
 
-def conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1, lowering="auto"):
+def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: IntOrPair = 1,
+           padding: PaddingSpec = "VALID", dilation: IntOrPair = 1, groups: int = 1,
+           lowering: str | Tuned = "auto") -> jax.Array:
     """2-d convolution (cross-correlation, as in Caffe and XLA).
 
     x: (N, H, W, C); w: (KH, KW, C // groups, O); b: (O,) or None -> (N, OH, OW, O).
@@ -61,7 +64,8 @@ def conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1, low
     return y if b is None else y + b
 
 
-def local2d(x, w, b=None, *, stride=1, padding="VALID", lowering="auto"):
+def local2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: IntOrPair = 1,
+            padding: PaddingSpec = "VALID", lowering: str | Tuned = "auto") -> jax.Array:
     """Locally-connected layer: a convolution whose weights differ at every output position.
 
     x: (N, H, W, C); w: (OH, OW, KH, KW, C, O) -> (N, OH, OW, O).

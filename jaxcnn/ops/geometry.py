@@ -6,6 +6,8 @@ Padding specs accepted everywhere:
 import math
 
 Pair = tuple[int, int]
+IntOrPair = int | Pair  # a kernel, stride or dilation: one value for both axes, or (h, w)
+PaddingSpec = str | int | Pair | tuple[Pair, Pair]  # see above
 
 
 def pair(value, what: str) -> Pair:

@@ -8,7 +8,8 @@ from jax import lax
 from .geometry import check_nhwc
 
 
-def lrn(x, size=5, alpha=1e-4, beta=0.75, k=1.0, *, region="across"):
+def lrn(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0, *,
+        region: str = "across") -> jax.Array:
     """Local response normalisation. x: (N, H, W, C) -> same shape.
 
     region='across' (AlexNet, Caffe ACROSS_CHANNELS, cuda-convnet cmrnorm):
@@ -53,7 +54,8 @@ def _standardize_jvp(eps, primals, tangents):
     return (y, mean, var), (r * (t - t_mean - y * t_cov), t_mean, 2 * t_cov / r)
 
 
-def batch_norm(x, mean, var, *, train, momentum=0.99, eps=1e-5):
+def batch_norm(x: jax.Array, mean: jax.Array, var: jax.Array, *, train: bool, momentum: float = 0.99,
+               eps: float = 1e-5) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Batch normalisation over every axis but the last (channels), without scale and shift.
 
     x: (..., C); mean, var: (C,) running statistics -> (y, new_mean, new_var); y has x's dtype, the
@@ -74,7 +76,7 @@ def batch_norm(x, mean, var, *, train, momentum=0.99, eps=1e-5):
     return ((x - mean) * lax.rsqrt(var + eps)).astype(x.dtype), mean, var
 
 
-def scale(x, gamma, beta=None):
+def scale(x: jax.Array, gamma: jax.Array, beta: jax.Array | None = None) -> jax.Array:
     """Caffe's Scale layer: per-channel x * gamma (+ beta). x: (..., C); gamma, beta: (C,)."""
     y = x * gamma
     return y if beta is None else y + beta

@@ -7,8 +7,8 @@ import numpy as np
 from jax import lax
 
 from .fusion import boundary
-from .geometry import check_nhwc, pair, resolve_padding, window_output
-from .lowering import resolve
+from .geometry import IntOrPair, PaddingSpec, check_nhwc, pair, resolve_padding, window_output
+from .lowering import Tuned, resolve
 from .windows import window_views
 
 CLIPS = ("always", "padded")
@@ -91,7 +91,8 @@ def _max_of_views_jvp(kernel, stride, primals, tangents):
     return y, boundary(t_y, xp)
 
 
-def max_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, clip="always", lowering="auto"):
+def max_pool(x: jax.Array, kernel: IntOrPair, stride: IntOrPair | None = None, padding: PaddingSpec = "VALID", *,
+             ceil_mode: bool = False, clip: str = "always", lowering: str | Tuned = "auto") -> jax.Array:
     """Max pooling. x: (N, H, W, C) -> (N, OH, OW, C); stride defaults to the kernel.
 
     Padding never wins a max (it is -inf). ceil_mode=True rounds the output size up as Caffe and
@@ -117,7 +118,8 @@ def max_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, clip="
     return y
 
 
-def avg_pool(x, kernel, stride=None, padding="VALID", *, ceil_mode=False, count_pad=True, clip="always"):
+def avg_pool(x: jax.Array, kernel: IntOrPair, stride: IntOrPair | None = None, padding: PaddingSpec = "VALID", *,
+             ceil_mode: bool = False, count_pad: bool = True, clip: str = "always") -> jax.Array:
     """Average pooling. x: (N, H, W, C) -> (N, OH, OW, C); stride defaults to the kernel.
 
     Each window's sum is divided by the number of cells it covers inside the padded input: with

@@ -33,7 +33,7 @@ class TrainState(NamedTuple):
     rng: Any
 
 
-def data_mesh(devices=None):
+def data_mesh(devices=None) -> jax.sharding.Mesh:
     """A 1-d mesh named 'data' over all devices (all processes' devices when distributed)."""
     devices = jax.devices() if devices is None else devices
     return jax.sharding.Mesh(np.asarray(devices), ("data",))
