@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import LayerError, caffe, datasets, ops, plots, zoo
-from jaxcnn.cli import entry
+from jaxcnn.cli import HelpFormatter, entry
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
 from jaxcnn.summary import summary
 from jaxcnn.train import rundir
@@ -36,13 +36,13 @@ MNIST_SHAPE = (28, 28, 1)
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m experiments.fc_as_conv", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--size", type=int, default=384, help="side of the square input, in pixels")
     p.add_argument("--model", choices=sorted(zoo.MODELS), help="zoo net (default: the checkpoint's, else vgg16)")
     p.add_argument("--checkpoint", help="a run directory of experiments.mnist (or its checkpoints/ directory) "
                    "whose trained weights to use (default: random weights)")
     p.add_argument("--prototxt", help="a Caffe deploy net (.prototxt, with its input size) instead of a zoo model")
-    p.add_argument("--caffemodel", help="its Caffe weights (.caffemodel); default: random (seeded)")
+    p.add_argument("--caffemodel", help="its Caffe weights, a .caffemodel (default: random, from --seed)")
     p.add_argument("--out", help="directory for results.json (and heatmap.png); nothing is written without it")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights, image and canvas")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each path after a warm-up")

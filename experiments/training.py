@@ -5,7 +5,7 @@ import argparse
 import jax
 
 from jaxcnn import LayerError, datasets, summary, zoo
-from jaxcnn.cli import ProgressBar
+from jaxcnn.cli import HelpFormatter, ProgressBar
 from jaxcnn.hostmem import keep_freed_memory
 from jaxcnn.train import OPTIMIZERS, SCHEDULES, ConfigError, RunDir, SolverConfig
 from jaxcnn.train.distributed import initialize
@@ -14,7 +14,7 @@ from jaxcnn.train.experiment import DTYPES, RunConfig, run_experiment
 
 def parser(prog, description, *, model, datasets, epochs, batch_size, lr, out):
     p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--model", default=model, choices=sorted(zoo.MODELS), help="the zoo model to train")
     p.add_argument("--dataset", default=datasets[0], choices=datasets, help="the dataset to train on")
     p.add_argument("--data-dir", help="directory with the dataset's original files; when given, the only place "

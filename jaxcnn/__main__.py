@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import zoo
-from .cli import ProgressBar, entry, fail
+from .cli import HelpFormatter, ProgressBar, entry, fail
 from .layers import LayerError
 from .summary import summary
 
@@ -118,7 +118,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m jaxcnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    defaults = argparse.ArgumentDefaultsHelpFormatter
+    defaults = HelpFormatter
     p = commands.add_parser("summary", help="per-layer shapes, parameters, memory and FLOPs of a model",
                             formatter_class=defaults)
     p.add_argument("model", type=_model, help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
@@ -133,10 +133,10 @@ def main(argv=None):
                             formatter_class=defaults)
     t.add_argument("--solver", required=True, help="Caffe solver file; its `net` is read beside it if not found")
     t.add_argument("--dataset", choices=["mnist", "fashion_mnist", "cifar10"],
-                   help="default: from the data layer's source")
+                   help="the dataset (default: from the data layer's source)")
     t.add_argument("--data-dir", help="directory with the dataset's original files (see jaxcnn.datasets.load)")
     t.add_argument("--out", default="runs/caffe", help="run directory: checkpoints, metrics, final caffemodel")
-    t.add_argument("--epochs", type=int, help="default: enough for the solver's max_iter")
+    t.add_argument("--epochs", type=int, help="epochs to train (default: enough for the solver's max_iter)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="remove an earlier run from --out first")
     args = parser.parse_args(argv)

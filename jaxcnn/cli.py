@@ -5,6 +5,7 @@ A failing command prints any detail first and ends with one line, `error: ...`, 
 and what was expected; it exits with 2 for a usage error (a flag that cannot work, a run directory that does not
 fit the flags) and 1 for anything else. JAXCNN_DEBUG=1 shows the traceback instead.
 """
+import argparse
 import logging
 import os
 import sys
@@ -18,6 +19,13 @@ from .train.errors import ConfigError, Interrupted, RunExists, RunMismatch
 DEBUG_VAR = "JAXCNN_DEBUG"
 USAGE, RUNTIME = 2, 1
 NOT_FLAGS = ("steps_per_epoch", "train_examples", "eval_batch_size", "total_steps")  # settings a run derives
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to each flag's help, unless the help already says what the default is."""
+
+    def _get_help_string(self, action):
+        return action.help if "default" in (action.help or "") else super()._get_help_string(action)
 
 
 def flag(setting: str) -> str:
