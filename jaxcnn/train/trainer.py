@@ -2,8 +2,8 @@
 
 The whole dataset lives on the devices (replicated); each epoch draws a permutation there, and on GPU/TPU a
 chunk of `steps_per_dispatch` SGD steps runs as one `lax.scan`, so an epoch costs a handful of dispatches.
-On CPU, XLA runs a scanned (while-loop) step several times slower than the same step jitted alone
-(docs/performance.md), so there each step is its own asynchronous dispatch and the host waits once per chunk.
+On CPU each step is its own asynchronous dispatch and the host waits once per chunk (a scanned chunk runs at
+the same speed there and gains nothing: docs/performance.md).
 With several devices (or processes) the batch is sharded over a 1-d 'data' mesh and params are replicated;
 XLA inserts the gradient all-reduce, so the numbers match one device up to float rounding.
 """
