@@ -9,6 +9,7 @@ from .layers import (
     BatchNorm,
     Bias,
     Concat,
+    ContrastNorm,
     Conv,
     Dense,
     Dropout,
@@ -36,7 +37,7 @@ from .tuning import tune
 __version__ = "0.1.0"
 
 __all__ = [
-    "ELU", "LRN", "AbsVal", "AvgPool", "BatchNorm", "Bias", "Concat", "Conv", "Dense", "Dropout", "Eltwise", "Flatten",
+    "ELU", "LRN", "AbsVal", "AvgPool", "BatchNorm", "Bias", "Concat", "ContrastNorm", "Conv", "Dense", "Dropout", "Eltwise", "Flatten",
     "GlobalAvgPool", "GlobalMaxPool", "Graph", "Layer", "LayerError", "Local", "MaxPool", "Net", "Node", "PReLU",
     "ReLU", "Scale", "Sigmoid", "Slice", "Softmax", "Split", "Tanh", "fc_to_conv", "fillers", "ops", "summary",
     "tune", "zoo",

@@ -3,14 +3,15 @@
     net = jaxcnn.cudaconvnet.load("layers-conv-local-11pct.cfg", "layer-params-conv-local-11pct.cfg", (32, 32, 3))
     tx = jaxcnn.train.optimizer(net.solver_config(), steps, *net.multipliers(params))
 
-Layer types: data, conv, local, pool (max, avg), rnorm (within a map), cmrnorm (across maps), fc, neuron, softmax,
-cost.logreg. Each layer's `neuron` (relu, logistic, abs, tanh with a = b = 1, ident) becomes a layer of its own
+Layer types: data, conv, local, pool (max, avg), rnorm (within a map), cmrnorm (across maps), cnorm (rnorm on the
+input less its local mean), fc, neuron, softmax, cost.logreg. Each layer's `neuron` (relu, logistic, abs, tanh with a = b = 1, ident) becomes a layer of its own
 named "<layer>_neuron", as cuda-convnet's log names it. cuda-convnet's rules are kept: its `filters` count is per
 group; a conv or local layer gives 1 + ceil((2 padding + size - filterSize) / stride) positions, the last window
 overhanging the far edge where the stride does not divide (zeros there); pooling gives ceil((size - start - sizeX) /
 stride) + 1 positions over the input alone (windows clipped to it, `start` <= 0 a leading offset; avg divides by the
-pixels inside, as cuda-convnet's later releases; its first divided by sizeX^2); rnorm divides scale by size^2 and
-cmrnorm by size, both with 1 added (jaxcnn's LRN with alpha = scale). An fc layer on a map reads it through a
+pixels inside, as cuda-convnet's later releases; its first divided by sizeX^2); rnorm and cnorm divide scale by size^2 and
+cmrnorm by size, all with 1 added (jaxcnn's LRN and ContrastNorm with alpha = scale; cnorm's local mean over the
+window's pixels inside the map, as the later releases' average). An fc layer on a map reads it through a
 Flatten layer "<fc>_flatten". A softmax read only by a cost.logreg layer becomes the net's loss (softmax
 cross-entropy on its input), as the Trainer computes it.
 
@@ -18,7 +19,7 @@ Learning rules: cuda-convnet updates inc <- momW inc - wc epsW w + epsW grad (bi
 is Caffe's SGD with lr * lr_mult = epsW and weight_decay * decay_mult = wc: each layer gets lr_mult epsW / base
 and decay_mult wc / wc_max, and `solver_config()` the base rate (the first layer's epsW), the momentum and wc_max.
 Where layers' momenta differ (momW and momB included) it does not map onto Caffe's single momentum, and
-solver_config() says so. Not supported (an error naming the layer and key): cnorm, groups on local layers,
+solver_config() says so. Not supported (an error naming the layer and key): groups on local layers,
 unshared conv biases (sharedBiases=0), random sparse connectivity, fc layers with several inputs, other neurons.
 """
 import configparser
@@ -32,6 +33,7 @@ from .layers import (
     LRN,
     AbsVal,
     AvgPool,
+    ContrastNorm,
     Conv,
     Dense,
     Flatten,
@@ -56,6 +58,7 @@ KEYS = {  # the layers.cfg keys of each type (partialSum only tunes cuda-convnet
               "initB", "randSparse"},
     "pool": {"inputs", "pool", "start", "sizeX", "stride", "outputsX", "channels"},
     "rnorm": {"inputs", "channels", "size", "sizeX", "scale", "pow"},
+    "cnorm": {"inputs", "channels", "size", "sizeX", "scale", "pow"},
     "cmrnorm": {"inputs", "channels", "size", "scale", "pow", "blocked"},
     "fc": {"inputs", "outputs", "initW", "initB", "neuron"},
     "neuron": {"inputs", "neuron"},
@@ -63,7 +66,7 @@ KEYS = {  # the layers.cfg keys of each type (partialSum only tunes cuda-convnet
     "cost.logreg": {"inputs"},
 }
 PARAM_KEYS = {"conv": {"epsW", "epsB", "momW", "momB", "wc"}, "local": {"epsW", "epsB", "momW", "momB", "wc"},
-              "fc": {"epsW", "epsB", "momW", "momB", "wc"}, "rnorm": {"scale", "pow"}, "cmrnorm": {"scale", "pow"},
+              "fc": {"epsW", "epsB", "momW", "momB", "wc"}, "rnorm": {"scale", "pow"}, "cnorm": {"scale", "pow"}, "cmrnorm": {"scale", "pow"},
               "cost.logreg": {"coeff"}}
 NEURONS = {"relu": ReLU, "logistic": Sigmoid, "abs": AbsVal, "tanh": Tanh, "tanh[1,1]": Tanh}
 
@@ -349,10 +352,14 @@ class _Loader:
             raise self.error(s, f"size={size}: an even window is not supported (jaxcnn's is centred)")
         if region == "across" and self.get(s, "blocked", bool, False):
             raise self.error(s, "blocked=1 is not supported")
-        self._add(LRN(s, size, self.get(s, "scale", float), self.get(s, "pow", float), 1.0, region=region), [x], s)
+        scale, power = self.get(s, "scale", float), self.get(s, "pow", float)
+        layer = (ContrastNorm(s, size, scale, power) if region == "contrast"
+                 else LRN(s, size, scale, power, 1.0, region=region))
+        self._add(layer, [x], s)
 
     _rnorm = lambda self, s: self._norm(s, "within")  # noqa: E731
     _cmrnorm = lambda self, s: self._norm(s, "across")  # noqa: E731
+    _cnorm = lambda self, s: self._norm(s, "contrast")  # noqa: E731
 
     def _fc(self, s):
         inputs = self._inputs(s)

@@ -438,6 +438,29 @@ class LRN(Layer):
 
 
 @dataclass(frozen=True)
+class ContrastNorm(Layer):
+    """cuda-convnet's contrast normalisation, cnorm (see ops.contrast_norm), (H, W, C) -> same shape: LRN within a
+    channel on the input less its local mean. size must be odd."""
+
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+    input_rank: ClassVar[int] = 3
+
+    def configure(self):
+        _positive_int(self.size, "size")
+        if self.size % 2 == 0:
+            raise ValueError(f"size must be odd (a window centred on each pixel), got {self.size}")
+
+    def forward(self, params, state, x, *, train, rng, lowering):
+        return ops.contrast_norm(x, self.size, self.alpha, self.beta, self.k), state
+
+    def cost(self, in_shape, out_shape):
+        return 0, math.prod(out_shape) * (3 * self.size**2 + 6)
+
+
+@dataclass(frozen=True)
 class BatchNorm(Layer):
     """Batch normalisation without affine (Caffe's BatchNorm; follow it with Scale). (..., C) -> same shape.
 

@@ -292,6 +292,17 @@ class LRN(NetModule):
         super().__init__(layers.LRN(name, size, alpha, beta, k, region), {}, {})
 
 
+class ContrastNorm(NetModule):
+    """cuda-convnet's contrast normalisation (jaxcnn.layers.ContrastNorm), (N, H, W, C) -> same shape: LRN within a
+    size x size window on x less its local mean. No params."""
+
+    modes = ()
+
+    def __init__(self, size: int = 5, *, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+                 name: str = "cnorm"):
+        super().__init__(layers.ContrastNorm(name, size, alpha, beta, k), {}, {})
+
+
 class BatchNorm(NetModule):
     """Caffe's BatchNorm without affine (jaxcnn.layers.BatchNorm; follow it with Scale): (N, ..., C) -> same.
 
@@ -381,5 +392,5 @@ class Sigmoid(_Parameterless):
     layer = layers.Sigmoid
 
 
-__all__ = ["AvgPool", "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "LRN", "Local", "MaxPool", "NetModule",
+__all__ = ["AvgPool", "BatchNorm", "ContrastNorm", "Conv", "Dense", "Dropout", "Flatten", "LRN", "Local", "MaxPool", "NetModule",
            "ReLU", "Scale", "Sigmoid", "Tanh", "from_net", "multipliers", "to_net"]

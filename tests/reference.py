@@ -124,6 +124,25 @@ def lrn(x, size, alpha, beta, k, region):
     return x / (k + scale * sums) ** beta
 
 
+def contrast_norm(x, size, alpha, beta, k):
+    """cuda-convnet's cnorm, pixel by pixel: d = x less the mean of its size x size window's pixels inside the map;
+    y = x / (k + alpha / size**2 * (sum of d**2 over the window)) ** beta."""
+    half = (size - 1) // 2
+    n, h, w, c = x.shape
+    rows = [slice(max(i - half, 0), i + half + 1) for i in range(h)]
+    cols = [slice(max(j - half, 0), j + half + 1) for j in range(w)]
+    d = np.zeros_like(x)
+    for i in range(h):
+        for j in range(w):
+            d[:, i, j] = x[:, i, j] - x[:, rows[i], cols[j]].mean(axis=(1, 2))
+    y = np.zeros_like(x)
+    for i in range(h):
+        for j in range(w):
+            sums = (d[:, rows[i], cols[j]] ** 2).sum(axis=(1, 2))
+            y[:, i, j] = x[:, i, j] / (k + alpha / size**2 * sums) ** beta
+    return y
+
+
 def log_softmax(logits):
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

@@ -8,7 +8,7 @@ import optax
 import pytest
 import reference as ref
 
-from jaxcnn import LRN, Flatten, ops, summary, zoo
+from jaxcnn import LRN, ContrastNorm, Flatten, ops, summary, zoo
 from jaxcnn.cudaconvnet import ConvNetFormatError, load
 from jaxcnn.train import optimizer
 
@@ -156,13 +156,29 @@ def test_normalisations_divide_scale_their_own_way(tmp_path, rng, kind, region):
     np.testing.assert_allclose(net.apply({}, {}, x)[0], expected, rtol=1e-5)
 
 
+def test_cnorm_is_rnorm_less_the_local_mean(tmp_path, rng):
+    """cnorm: x / (1 + scale/size^2 * sum over a size x size window of (x - its window's mean)^2)^pow, the mean over
+    the window's pixels inside the map."""
+    net = _one_layer(tmp_path, "type=cnorm\nchannels=4\nsize=3\nscale=0.5\npow=0.75\n", (5, 6, 4))
+    assert net["l"] == ContrastNorm("l", 3, 0.5, 0.75, 1.0)
+    x = rng.standard_normal((2, 5, 6, 4)).astype(np.float32) + 1
+    ones = np.pad(np.ones((5, 6)), 1)
+    counts = sum(ones[i:i + 5, j:j + 6] for i in range(3) for j in range(3))[None, :, :, None]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    d = np.pad(x - sum(padded[:, i:i + 5, j:j + 6] for i in range(3) for j in range(3)) / counts,
+               ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = x / (1 + 0.5 / 9 * sum(d[:, i:i + 5, j:j + 6] ** 2 for i in range(3) for j in range(3))) ** 0.75
+    np.testing.assert_allclose(net.apply({}, {}, x)[0], expected, rtol=1e-5)
+
+
 def test_groups_count_filters_per_group(tmp_path):
     net = _one_layer(tmp_path, "type=conv\nchannels=8\nfilters=16\ngroups=2\nfilterSize=1\ninitW=0.1\n", (4, 4, 8))
     assert net["l"].features == 32 and net["l"].groups == 2
 
 
 @pytest.mark.parametrize("body, message", [
-    ("type=cnorm\nchannels=16\nsize=3\nscale=1\npow=1\n", r"layer 'l': layer type 'cnorm' is not supported"),
+    ("type=cnorm2\nchannels=16\nsize=3\nscale=1\npow=1\n", r"layer 'l': layer type 'cnorm2' is not supported"),
+    ("type=cnorm\nchannels=3\nsize=4\nscale=1\npow=1\n", r"layer 'l': size=4: an even window is not supported"),
     ("type=conv\nchannels=3\nfilters=16\nfilterSize=3\ninitW=0.1\nfoo=1\n",
      r"layer 'l': key 'foo' is not supported for type conv"),
     ("type=cmrnorm\nchannels=3\nsize=4\nscale=1\npow=1\n", r"layer 'l': size=4: an even window is not supported"),

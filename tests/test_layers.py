@@ -10,6 +10,7 @@ from jaxcnn import (
     LRN,
     AvgPool,
     BatchNorm,
+    ContrastNorm,
     Conv,
     Dense,
     Dropout,
@@ -39,6 +40,7 @@ LAYERS = [  # layer, per-example input shape, expected output shape
     (MaxPool("maxpool", 3, 2, ceil_mode=True), (32, 31, 2), (16, 15, 2)),
     (AvgPool("avgpool", (3, 2), (2, 3), padding=1, ceil_mode=True, count_pad=False), (8, 7, 2), (5, 3, 2)),
     (LRN("lrn", 3, region="within"), (5, 4, 3), (5, 4, 3)),
+    (ContrastNorm("cnorm", 3), (5, 4, 3), (5, 4, 3)),
     (BatchNorm("bn"), (5, 4, 3), (5, 4, 3)),
     (Scale("scale"), (5, 4, 3), (5, 4, 3)),
     (ReLU("relu"), (5, 4, 3), (5, 4, 3)),
@@ -146,6 +148,7 @@ CONFIG_ERRORS = [  # a layer made from its config alone, expected message (regex
     (lambda: LRN("norm1", region="spatial"),
      r"^norm1 \(LRN\): lrn region must be 'across' or 'within', got 'spatial'$"),
     (lambda: LRN("norm1", size=4), r"^norm1 \(LRN\): size must be odd .*got 4$"),
+    (lambda: ContrastNorm("cnorm1", size=2), r"^cnorm1 \(ContrastNorm\): size must be odd .*got 2$"),
     (lambda: BatchNorm("bn", momentum=1.0), r"^bn \(BatchNorm\): momentum must be in \[0, 1\), got 1\.0$"),
     (lambda: ReLU(""), r"^a layer name must be a non-empty string, got ''$"),
 ]

@@ -70,6 +70,7 @@ LAYER_CASES = {
     "lrn_across": (lambda: cnnx.LRN(3, alpha=0.1), layers.LRN("lrn", 3, alpha=0.1), (4, 4, 6)),
     "lrn_within": (lambda: cnnx.LRN(3, alpha=0.1, region="within"),
                    layers.LRN("lrn", 3, alpha=0.1, region="within"), (4, 4, 2)),
+    "contrast_norm": (lambda: cnnx.ContrastNorm(3, alpha=0.1), layers.ContrastNorm("cnorm", 3, alpha=0.1), (5, 4, 2)),
     "batch_norm": (lambda: cnnx.BatchNorm(3, momentum=0.9), layers.BatchNorm("bn", 0.9), (5, 5, 3)),
     "scale": (lambda: cnnx.Scale(3), layers.Scale("scale"), (5, 5, 3)),
     "dropout": (lambda: cnnx.Dropout(0.3), layers.Dropout("dropout", 0.3), (4, 4, 3)),

@@ -198,6 +198,18 @@ def test_lrn_matches_formula(rng, size, region):
     assert_close(y, ref.lrn(x.astype(np.float64), size, 0.5, 0.75, 2.0, region))
 
 
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_contrast_norm_matches_the_pixel_loop(rng, size):
+    x = 2 * normal(rng, 2, 5, 6, 3) + 1
+    y = ops.contrast_norm(x, size, alpha=0.5, beta=0.75, k=2.0)
+    assert_close(y, ref.contrast_norm(x.astype(np.float64), size, 0.5, 0.75, 2.0))
+
+
+def test_contrast_norm_rejects_an_even_window(rng):
+    with pytest.raises(ValueError, match="contrast_norm size must be a positive odd int, got 4"):
+        ops.contrast_norm(normal(rng, 1, 4, 4, 2), 4)
+
+
 def test_lrn_rejects_bad_config(rng):
     x = normal(rng, 1, 3, 3, 2)
     with pytest.raises(ValueError, match="lrn region must be 'across' or 'within', got 'spatial'"):
@@ -315,6 +327,7 @@ def _grad_cases(rng):
          (x,), 1, both),
         ("lrn_across", functools.partial(ops.lrn, size=3, alpha=0.5, beta=0.75, k=2.0), (x,), 1, both),
         ("lrn_within", functools.partial(ops.lrn, size=3, alpha=0.5, beta=0.75, k=2.0, region="within"), (x,), 2, both),
+        ("contrast_norm", functools.partial(ops.contrast_norm, size=3, alpha=0.5, beta=0.75, k=2.0), (x,), 2, both),
         ("batch_norm_train", lambda x: ops.batch_norm(x, jnp.zeros(4), jnp.ones(4), train=True)[0], (x,), 2, both),
         ("standardize", lambda x: (lambda y, m, v: y + 2 * m + 3 * v)(*standardize(x, 1e-3)), (x,), 2, both),
         ("batch_norm_eval", lambda x, m, v: ops.batch_norm(x, m, v, train=False)[0],

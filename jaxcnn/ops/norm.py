@@ -32,6 +32,29 @@ def lrn(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k:
     return x * (k + scale * sums) ** -beta
 
 
+def contrast_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> jax.Array:
+    """cuda-convnet's contrast normalisation (cnorm). x: (N, H, W, C) -> same shape.
+
+    With windows of size x size pixels of one channel centred on each pixel (size odd) and clipped to the map:
+    m = the mean of x over the window's pixels inside the map, d = x - m, and
+        y = x / (k + alpha / size**2 * sum_{window} d**2) ** beta
+    (the sum of each window pixel's own d; zero beyond the edges): lrn(region='within') on x with the local mean
+    removed from the sum of squares.
+    """
+    check_nhwc(x.shape)
+    if not isinstance(size, int) or size < 1 or size % 2 == 0:
+        raise ValueError(f"contrast_norm size must be a positive odd int, got {size!r}")
+    half = (size - 1) // 2
+    window, pad = (1, size, size, 1), ((0, 0), (half, half), (half, half), (0, 0))
+
+    def window_sum(v):
+        return lax.reduce_window(v, 0.0, lax.add, window, (1, 1, 1, 1), pad)
+
+    counts = window_sum(jnp.ones((1, *x.shape[1:3], 1), x.dtype))
+    d = x - window_sum(x) / counts
+    return x * (k + alpha / size**2 * window_sum(d * d)) ** -beta
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def standardize(x, eps):
     """x (..., C) -> (y, mean, var): y = (x - mean) / sqrt(var + eps) with the mean and biased variance (C,)
