@@ -105,6 +105,7 @@ def lenet_deploy_text(batch=2):
     return text_format.MessageToString(proto)
 
 
+@pytest.mark.slow
 def test_lenet_bn_train_test_net(tmp_path):
     """Caffe's examples/mnist/lenet_train_test.prototxt with BatchNorm + Scale: the zoo's lenet_caffe layer for
     layer, its data layer's scale as preprocessing, its loss and accuracy layers as loss and metric."""
@@ -378,6 +379,7 @@ def test_unsupported_types_and_fields_name_the_layer(body, message):
         load_prototxt(caffe_nets._input(2, 4, 4) + body)
 
 
+@pytest.mark.slow
 def test_caffemodel_errors(tmp_path):
     net = load_prototxt(caffe_nets._input(2, 4, 4) + caffe_nets.conv("c", "data", 3, 3))
     (tmp_path / "bad.caffemodel").write_bytes(b"\xff\xff\xff")

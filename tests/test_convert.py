@@ -268,6 +268,7 @@ def test_experiment_restores_a_checkpoint(tmp_path, capsys):
     assert "holds a 'lenet5' net, not --model 'lenet_caffe'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, message", [
     (["--model", "lenet5", "--size", "30"], "--size 30: input 30x30 is not the training size 28x28"),
     (["--repeats", "0"], "--repeats must be at least 1"),

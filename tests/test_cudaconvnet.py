@@ -22,6 +22,7 @@ def _config(layer):
     return type(layer).__name__, fields
 
 
+@pytest.mark.slow
 def test_the_cifar10_local_net_loads_as_the_zoos():
     """cuda-convnet's layers-conv-local-11pct net (as the CIFAR-10 log of its start-up names it) loads layer for
     layer as zoo.cifar10_local: names, configurations, shapes, parameter counts, and outputs with its weights."""

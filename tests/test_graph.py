@@ -205,6 +205,7 @@ def test_several_inputs_and_outputs_are_dicts(rng):
     assert "a (3, 3, 4), b (3, 3, 4)" in str(s).splitlines()[0]
 
 
+@pytest.mark.slow
 def test_net_is_a_chain_graph_with_the_same_params_and_results(lenet_caffe_init, rng):
     net, params, state = lenet_caffe_init
     assert isinstance(net, Graph) and net.is_chain and net.inputs == {"data": (28, 28, 1)}
@@ -234,6 +235,7 @@ def test_wiring_errors(nodes, inputs, message):
         Graph(nodes, inputs)
 
 
+@pytest.mark.slow
 def test_summary_of_a_branched_net_shows_inputs_and_counts_shared_blobs():
     net = inception()
     s = summary(net)

@@ -64,6 +64,7 @@ def test_by_default_glibc_maps_large_blocks_afresh_every_time():
     assert faults >= 5 * PAGES  # so every cycle faults all its pages in again
 
 
+@pytest.mark.slow
 def test_keep_freed_memory_serves_large_blocks_from_the_heap_and_reuses_them():
     applied, faults, main_bits, thread_bits = allocator("keep")
     assert applied == "True"

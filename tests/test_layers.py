@@ -292,6 +292,7 @@ def test_net_on_other_spatial_size_names_the_dense_layer(lenet_caffe_init):
         net.apply(params, state, jnp.zeros((2, 32, 32, 1)))
 
 
+@pytest.mark.slow
 def test_dropout_needs_rng_in_training():
     net = Net([Flatten("flatten"), Dense("fc6", 8), Dropout("drop6", 0.5)], (2, 2, 1), "drop")
     _, params, state = net.init(KEY)
@@ -373,6 +374,7 @@ def test_xavier_dense():
     _check_uniform(_init_w(Dense("ip1", 500, w_init="xavier"), (800,)), math.sqrt(3 / 800))
 
 
+@pytest.mark.slow
 def test_xavier_local_fan_in_excludes_positions():
     w = _init_w(Local("local3", 32, 3, padding=1, w_init="xavier"), (8, 8, 16))
     assert w.shape == (8, 8, 3, 3, 16, 32)
@@ -386,12 +388,14 @@ def test_msra_std():
     assert np.abs(w).max() > 3.5 * np.std(w)  # a normal, not a uniform or truncated one
 
 
+@pytest.mark.slow
 def test_glorot_bound():
     _check_uniform(_init_w(Dense("fc1", 120, w_init="glorot"), (400,)), math.sqrt(6 / (400 + 120)))
     # conv: Keras' fans are KH*KW*C in, KH*KW*O out
     _check_uniform(_init_w(Conv("conv2", 64, 5, w_init="glorot"), (5, 5, 32)), math.sqrt(6 / (25 * 32 + 25 * 64)))
 
 
+@pytest.mark.slow
 def test_gaussian_and_constant_fillers():
     w = _init_w(Dense("fc10", 300, w_init=fillers.gaussian(0.04), b_init=0.1), (500,))
     assert np.std(w) == pytest.approx(0.04, rel=0.02)

@@ -271,6 +271,7 @@ def test_the_lowering_reaches_every_layer(tiny_init):
     assert "reduce_window" not in hlo(cnnx.MaxPool(2, lowering="cpu"))
 
 
+@pytest.mark.slow
 def test_errors_name_what_is_wrong(tiny_init):
     net, params, state = tiny_init
     with pytest.raises(ValueError, match="tiny: give params and state, or rngs"):

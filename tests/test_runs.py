@@ -122,6 +122,7 @@ def test_a_second_run_fails_at_once_naming_the_holder(tmp_path):
     RunDir(tmp_path).acquire(resume=True).release()  # free once the first lets go
 
 
+@pytest.mark.slow
 def test_a_new_run_needs_an_empty_directory(trainer, data, tmp_path):
     fit(trainer, *data, epochs=1, out_dir=tmp_path)
     with pytest.raises(RunExists, match=f"{tmp_path} is not empty \\(checkpoints, manifest.json, metrics.jsonl\\)"):
