@@ -25,7 +25,6 @@ unshared conv biases (sharedBiases=0), random sparse connectivity, fc layers wit
 import configparser
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import fillers
@@ -45,7 +44,7 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .net import Graph, Node
+from .net import Graph, Loss, Node
 from .train import SolverConfig
 
 log = logging.getLogger(__name__)
@@ -75,19 +74,10 @@ class ConvNetFormatError(ValueError):
     """A cuda-convnet layer file jaxcnn cannot read, naming the file, layer and key."""
 
 
-@dataclass(frozen=True)
-class LogReg:
-    """A cost.logreg layer: softmax cross-entropy of `logits` (the softmax's input) against `labels`."""
-
-    name: str
-    logits: str
-    labels: str
-    coeff: float = 1.0
-
-
 class ConvNet(Graph):
-    """A Graph loaded from cuda-convnet files: `losses` (LogReg costs) and, per weight layer, its learning
-    parameters `learning` ({layer: {'epsW', 'epsB', 'momW', 'momB', 'wc'}})."""
+    """A Graph loaded from cuda-convnet files: `losses` (its cost.logreg layers as Loss records, the softmax's
+    input as logits) and, per weight layer, its learning parameters `learning` ({layer: {'epsW', 'epsB', 'momW',
+    'momB', 'wc'}})."""
 
     def __init__(self, nodes, inputs, outputs, name, *, losses=(), learning=None):
         super().__init__(nodes, inputs, outputs, name)
@@ -402,4 +392,4 @@ class _Loader:
         if logits is None:
             raise self.error(s, f"its second input '{probs}' must be a softmax layer")
         coeff = self.params.getfloat(s, "coeff", fallback=1.0) if self.params is not None else 1.0
-        self.losses.append(LogReg(s, logits, labels, coeff))
+        self.losses.append(Loss(s, logits, labels, coeff))

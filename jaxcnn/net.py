@@ -23,6 +23,16 @@ import jax
 from .layers import Layer, LayerError
 
 
+class Loss(NamedTuple):
+    """A loss a model file declares (Caffe's SoftmaxWithLoss, cuda-convnet's cost.logreg): softmax cross-entropy
+    of blob `logits` against the labels in blob `label`, times `weight`."""
+
+    name: str
+    logits: str
+    label: str
+    weight: float = 1.0
+
+
 class Node(NamedTuple):
     """One layer of a graph and the blobs it reads (`inputs`, one unless layer.arity is None) and writes
     (`outputs`, layer.num_outputs of them)."""
@@ -240,9 +250,12 @@ class Graph:
             raise ValueError(f"{self.name}: the net has input blobs {list(self.inputs)}: give a dict of arrays")
         return {next(iter(self.inputs)): x}
 
-    def multipliers(self, params):
+    def multipliers(self, params=None):
         """Caffe's per-parameter multipliers -> (lr_mult, decay_mult), two pytrees shaped like params with
-        float leaves, from each layer's metadata (e.g. Caffe biases: lr_mult 2)."""
+        float leaves, from each layer's metadata (e.g. Caffe biases: lr_mult 2). Only params' names are read;
+        by default the net's own, from its abstract shapes (nothing is initialised)."""
+        if params is None:
+            params = _by_layer(self.shapes())[0]
         pairs = {name: {k: self[name].mults(k) for k in p} for name, p in params.items()}
         return tuple({name: {k: m[i] for k, m in p.items()} for name, p in pairs.items()} for i in (0, 1))
 

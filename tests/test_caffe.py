@@ -119,7 +119,7 @@ def test_lenet_bn_train_test_net(tmp_path):
     rows = [r for r in summary(test_net).rows if r.name != "ip1_flatten"]
     assert [(r.name, r.output_shape, r.trainable, r.non_trainable) for r in rows] == [
         (r.name, r.output_shape, r.trainable, r.non_trainable) for r in zoo_rows if r.name != "flatten"]
-    mults = train_net.multipliers({r.layer.name: r.params for r in train_net.shapes() if r.params})[0]
+    mults = train_net.multipliers()[0]
     assert mults["conv1"] == {"w": 1.0, "b": 2.0} and mults["ip2"] == {"w": 1.0, "b": 2.0}
     # against OpenCV, through the deploy form of the same net
     net, params, state, _ = _check_against_opencv(tmp_path, lenet_deploy_text())

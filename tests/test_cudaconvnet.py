@@ -39,7 +39,7 @@ def test_the_cifar10_local_net_loads_as_the_zoos():
               for r in mine.shapes() if r.params}
     x = np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
     np.testing.assert_allclose(net.apply(params, {}, x)[0], mine.apply(params, {}, x)[0], rtol=1e-6, atol=1e-6)
-    assert [(l.logits, l.labels) for l in net.losses] == [("fc10", "labels")]
+    assert [(l.logits, l.label) for l in net.losses] == [("fc10", "labels")]
 
 
 def test_learning_parameters_become_caffe_multipliers():

@@ -44,8 +44,7 @@ def _net():
 def _trainer(extra=None, lr=0.05):
     """A Trainer of the tiny net; `extra`: an Optax transformation applied after the solver's."""
     net = _net()
-    params = jax.eval_shape(lambda key: net.init(key)[1], jax.random.key(0))
-    tx = optimizer(SolverConfig(lr=lr, schedule="fixed"), 100, *net.multipliers(params))
+    tx = optimizer(SolverConfig(lr=lr, schedule="fixed"), 100, *net.multipliers())
     return Trainer(net, tx if extra is None else optax.chain(tx, extra), batch_size=BATCH,
                    preprocess=lambda x: x.astype(jnp.float32) / 256, steps_per_dispatch=2)
 

@@ -7,11 +7,11 @@ against the part of Caffe's schema declared in `schema` (no Caffe install, no pr
     jaxcnn.caffe.save_caffemodel(net, params, state, "out.caffemodel")
     solver = jaxcnn.caffe.load_solver("solver.prototxt")     # solver.config: a jaxcnn.train.SolverConfig
 """
+from ..net import Loss
 from .prototxt import (
            CaffeFormatError,
            CaffeNet,
            DataSource,
-           Loss,
            Metric,
            Transform,
            load_prototxt,

@@ -48,7 +48,7 @@ from ..layers import (
     Split,
     Tanh,
 )
-from ..net import Graph, Node, unread_blobs
+from ..net import Graph, Loss, Node, unread_blobs
 from . import schema
 
 PHASES = ("TRAIN", "TEST")
@@ -138,16 +138,6 @@ class Transform:
             return x
         flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
         return jnp.where(flip, x[:, :, ::-1], x)
-
-
-@dataclass(frozen=True)
-class Loss:
-    """A SoftmaxWithLoss layer: softmax cross-entropy of `logits` against `label`, times `weight`."""
-
-    name: str
-    logits: str
-    label: str
-    weight: float = 1.0
 
 
 @dataclass(frozen=True)

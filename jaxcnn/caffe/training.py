@@ -74,8 +74,7 @@ def setup(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int
     per_epoch = len(train[1]) // batch
     if per_epoch == 0:
         raise ValueError(f"{where}: batch_size {batch} is larger than the {len(train[1])} training images")
-    shapes = {r.layer.name: r.params for r in net.shapes() if r.params}  # the multipliers need names only
-    tx = optimizer(solver.config, solver.max_iter, *net.multipliers(shapes))
+    tx = optimizer(solver.config, solver.max_iter, *net.multipliers())
     augment = transform.augment if transform.mirror else None
     trainer = Trainer(net, tx, batch_size=batch, preprocess=transform, augment=augment, **trainer_options)
     return CaffeRun(solver, net, trainer, train, test, name, epochs or math.ceil(steps / per_epoch),

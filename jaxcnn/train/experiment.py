@@ -101,8 +101,7 @@ def run_experiment(config: RunConfig, net: Net, train, test, *, preprocess, augm
         final = float(schedule(config.solver, schedule_steps)(schedule_steps))
         log.info("the learning-rate schedule keeps its length of %d steps (%g epochs); the steps after it use "
                  "its final rate, %.3g", schedule_steps, schedule_steps / steps_per_epoch, final)
-    params = jax.eval_shape(lambda key: net.init(key)[1], jax.random.key(config.seed))  # shapes only
-    tx = optimizer(config.solver, schedule_steps, *net.multipliers(params))
+    tx = optimizer(config.solver, schedule_steps, *net.multipliers())
     trainer = Trainer(net, tx, batch_size=config.batch_size, preprocess=preprocess, augment=augment,
                       compute_dtype=jnp.dtype(config.dtype), steps_per_dispatch=config.steps_per_dispatch)
     ts, history = fit(trainer, train, test, epochs=config.epochs, seed=config.seed, out_dir=out, resume=resume,
