@@ -5,7 +5,7 @@ import argparse
 import jax
 
 from jaxcnn import LayerError, datasets, summary, zoo
-from jaxcnn.cli import HelpFormatter, ProgressBar
+from jaxcnn.cli import HelpFormatter, ProgressBar, epoch_line
 from jaxcnn.hostmem import keep_freed_memory
 from jaxcnn.train import OPTIMIZERS, SCHEDULES, ConfigError, RunDir, SolverConfig
 from jaxcnn.train.distributed import initialize
@@ -81,14 +81,10 @@ def run(args, *, preprocess_for, augment=None, augment_name="none", class_names=
                               f"{e}") from e
         say(f"{len(train[1]):,} training / {len(test[1]):,} test images; {jax.device_count()} device(s): "
             f"{jax.devices()[0].platform}; batch {args.batch_size}, {args.epochs} epochs")
-
-        def report(r):
-            say(f"epoch {r['epoch']:3d}  train loss {r['train_loss']:.4f}  test loss {r['test_loss']:.4f}  test "
-                f"accuracy {100 * r['test_accuracy']:.2f}%  {r['images_per_second']:,.0f} img/s  {r['seconds']:.1f}s")
-
         results = run_experiment(cfg, net, train, test, preprocess=preprocess_for(train[0]), augment=augment,
                                  out=out, resume=args.resume, rescale_schedule=args.rescale_schedule,
-                                 class_names=class_names, on_progress=ProgressBar(enabled=main), on_epoch=report)
+                                 class_names=class_names, on_progress=ProgressBar(enabled=main),
+                                 on_epoch=lambda r: say(epoch_line(r)))
     say(f"test accuracy {100 * results['test_accuracy']:.2f}% after {args.epochs} epochs, "
         f"{results['seconds_per_epoch']:.1f}s per epoch ({results['train_images_per_second']:,.0f} img/s); "
         f"wrote {args.out}")

@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import zoo
-from .cli import HelpFormatter, ProgressBar, entry, fail
+from .cli import HelpFormatter, ProgressBar, entry, epoch_line, fail
 from .layers import LayerError
 from .summary import summary
 
@@ -100,13 +100,9 @@ def _train(args):
               f"{run.trainer.batch_size}; {s.config.optimizer} lr {s.config.lr} ({s.config.schedule}), max_iter "
               f"{s.max_iter} -> {run.epochs} epochs")
         meta = {"model": run.net.name, "dataset": run.dataset, "solver": os.path.abspath(args.solver)}
-
-        def report(r):
-            print(f"epoch {r['epoch']:3d}  step {r['step']:6d}  train loss {r['train_loss']:.4f}  test loss "
-                  f"{r['test_loss']:.4f}  test accuracy {100 * r['test_accuracy']:.2f}%  {r['seconds']:.1f}s")
-
         ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=out,
-                          resume=args.resume, meta=meta, on_progress=ProgressBar(), on_epoch=report)
+                          resume=args.resume, meta=meta, on_progress=ProgressBar(),
+                          on_epoch=lambda r: print(epoch_line(r)))
         weights = os.path.join(args.out, f"{s.snapshot_prefix or run.net.name}_iter_{int(ts.step)}.caffemodel")
         save_caffemodel(run.net, jax.device_get(ts.params), jax.device_get(ts.state), weights)
     if history:

@@ -101,6 +101,14 @@ def show_logs() -> None:
     logger.propagate = False  # not again through handlers other libraries put on the root logger
 
 
+def epoch_line(record: dict) -> str:
+    """One line for one of fit's epoch records: epoch, step, losses, test accuracy, speed and time."""
+    r = record
+    return (f"epoch {r['epoch']:3d}  step {r['step']:6d}  train loss {r['train_loss']:.4f}  test loss "
+            f"{r['test_loss']:.4f}  test accuracy {100 * r['test_accuracy']:.2f}%  {r['images_per_second']:,.0f} "
+            f"img/s  {r['seconds']:.1f}s")
+
+
 class ProgressBar:
     """fit's on_progress as a tqdm bar per epoch, showing the loss and images/s (on a terminal only)."""
 
