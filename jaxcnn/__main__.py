@@ -11,7 +11,6 @@ import sys
 
 from . import zoo
 from .cli import HelpFormatter, ProgressBar, entry, epoch_line, fail
-from .layers import LayerError
 from .summary import summary
 
 
@@ -46,10 +45,8 @@ def load_model(spec, input_shape=None):
     return cudaconvnet.load(spec, cudaconvnet.params_beside(spec), input_shape)
 
 
-def _file_errors():
-    from .caffe import CaffeFormatError
-    from .cudaconvnet import ConvNetFormatError
-    return CaffeFormatError, ConvNetFormatError, FileNotFoundError, LayerError, ValueError
+# what a bad model file or shape raises: CaffeFormatError, ConvNetFormatError and LayerError are ValueErrors
+FILE_ERRORS = (FileNotFoundError, ValueError)
 
 
 def _summary(args):
@@ -57,7 +54,7 @@ def _summary(args):
     try:
         net = load_model(args.model, args.input_shape)
         result = summary(net, args.input_shape, batch=args.batch)
-    except _file_errors() as e:
+    except FILE_ERRORS as e:
         shape = args.input_shape or (net.input_shape if net is not None else None)
         shape = f" with --input-shape {','.join(map(str, shape))}" if isinstance(shape, tuple) else ""
         fail(f"{args.model}{shape}: {e}")
@@ -75,7 +72,7 @@ def _draw(args):
         path = draw.render(net, args.out, args.input_shape)
     except graphviz.ExecutableNotFound:
         fail("Graphviz's dot program is not installed (Debian: apt-get install graphviz)")
-    except _file_errors() as e:
+    except FILE_ERRORS as e:
         fail(f"{args.model}: {e}")
     except graphviz.CalledProcessError as e:
         fail(f"--out {args.out}: Graphviz failed: {e}", 1)
@@ -92,7 +89,7 @@ def _train(args):
     with RunDir(args.out).acquire(resume=args.resume, overwrite=args.overwrite) as out:
         try:
             run = training.setup(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
-        except _file_errors() as e:
+        except FILE_ERRORS as e:
             fail(f"--solver {args.solver}: {e}")
         s = run.solver
         print(summary(run.net, batch=run.trainer.batch_size))
