@@ -7,8 +7,9 @@ this machine by jaxcnn.tuning unless JAXCNN_AUTOTUNE=0; XLA's native ops on a GP
 plain XLA: the same nets with lowering 'native' (lax.conv_general_dilated with feature_group_count,
 lax.reduce_window) and XLA's default options, what Flax and Equinox users get (on a GPU the two JAX variants
 compile the same ops); PyTorch eager (on a GPU: CUDA, cuDNN with benchmark mode, TF32 allowed for
-matmuls as JAX's default precision does). The process keeps freed host memory for reuse (jaxcnn.hostmem), for all
-three alike.
+matmuls as JAX's default precision does); with --torch-compile also PyTorch's torch.compile (on a GPU in mode
+'reduce-overhead', which replays CUDA graphs, the mode for small launch-bound nets; on the CPU its default mode). The
+process keeps freed host memory for reuse (jaxcnn.hostmem), for all variants alike.
 
 Cases: the Caffe LeNet-BN training step (Trainer + Caffe SGD; PyTorch: the same layers as nn modules and
 torch.optim.SGD with momentum and weight decay) at batch 64 and 256; AlexNet's grouped conv2 forward + backward at
@@ -59,12 +60,17 @@ SOLVER = SolverConfig(lr=0.01, schedule="fixed", momentum=0.9, weight_decay=5e-4
 
 
 class Target:
-    """Where the bench runs: 'cpu' or 'gpu', PyTorch's device, and how many more steps a case takes there."""
+    """Where the bench runs: 'cpu' or 'gpu', PyTorch's device, how many more steps a case takes there, and the
+    PyTorch variants: {name: how a module or function is prepared} (eager, and torch.compile when asked)."""
 
-    def __init__(self, name):
+    def __init__(self, name, torch_compile=False):
         self.name = name
         self.torch_device = "cuda" if name == "gpu" else "cpu"
         self.scale = 8 if name == "gpu" else 1  # a GPU step is short: more steps per timed run
+        self.torch_variants = {"torch": lambda f: f}
+        if torch_compile:
+            mode = "reduce-overhead" if name == "gpu" else None
+            self.torch_variants["torch_compile"] = lambda f: torch.compile(f, mode=mode, dynamic=False)
 
     def sync(self):
         if self.name == "gpu":
@@ -129,25 +135,27 @@ def train_case(net, batch, steps, target, seed=0):
             return losses
         runners[variant] = run
 
-    model = torch_nets.twin(net, params).to(target.torch_device).train()
-    opt = torch_nets.sgd(model, lr_mult, SOLVER.lr, SOLVER.momentum, SOLVER.weight_decay)
     t_images, t_labels = nchw(images, target), torch.from_numpy(labels).long().to(target.torch_device)
     t_perm = torch.from_numpy(rs.permutation(n)).to(target.torch_device)
-
-    def torch_run():
-        for i in range(steps):
-            idx = t_perm[i * batch:(i + 1) * batch]
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(t_images[idx].float() * CAFFE_PIXEL_SCALE), t_labels[idx])
-            loss.backward()
-            opt.step()
-        return loss
-    runners["torch"] = torch_run
-
     x = images[:batch].astype(np.float32) * CAFFE_PIXEL_SCALE
     ours, _ = net.apply(params, state, jnp.asarray(x), train=True)
-    with torch.no_grad():
-        check_close(net.name, ours, model(nchw(x, target)).cpu().numpy(), tolerance(target))
+    for variant, prepare in target.torch_variants.items():
+        model = torch_nets.twin(net, params).to(target.torch_device).train()
+        with torch.no_grad():  # before the first step, while both sides hold the same weights
+            check_close(net.name, ours, model(nchw(x, target)).cpu().numpy(), tolerance(target))
+        opt = torch_nets.sgd(model, lr_mult, SOLVER.lr, SOLVER.momentum, SOLVER.weight_decay)
+        forward = prepare(model)
+
+        def torch_run(forward=forward, opt=opt):
+            for i in range(steps):
+                idx = t_perm[i * batch:(i + 1) * batch]
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(forward(t_images[idx].float() * CAFFE_PIXEL_SCALE),
+                                                         t_labels[idx])
+                loss.backward()
+                opt.step()
+            return loss
+        runners[variant] = torch_run
     return runners, batch * steps, 3 * summary(net).flops
 
 
@@ -176,12 +184,16 @@ def grouped_conv_case(batch, target, seed=0):
                   for a in (nchw(x).numpy(), w.transpose(3, 2, 0, 1).copy(), b))
     tg, tpad = nchw(g, target), torch_nets.padding(layer, in_shape)
 
-    def torch_run():
-        tx.grad = tw.grad = tb.grad = None  # fresh gradients, as the JAX side returns
-        y = torch.nn.functional.conv2d(tx, tw, tb, padding=tpad, groups=layer.groups)
-        y.backward(tg)
-        return y
-    runners["torch"] = torch_run
+    def torch_conv(tx, tw, tb):
+        return torch.nn.functional.conv2d(tx, tw, tb, padding=tpad, groups=layer.groups)
+
+    for variant, prepare in target.torch_variants.items():
+        def torch_run(f=prepare(torch_conv)):
+            tx.grad = tw.grad = tb.grad = None  # fresh gradients, as the JAX side returns
+            y = f(tx, tw, tb)
+            y.backward(tg)
+            return y
+        runners[variant] = torch_run
     with torch.no_grad():
         theirs = torch.nn.functional.conv2d(tx, tw, tb, padding=tpad, groups=layer.groups)
         check_close("alexnet conv2", conv(x, w, b), theirs.permute(0, 2, 3, 1).cpu().numpy(), tolerance(target))
@@ -202,12 +214,13 @@ def fcn_case(size, target, seed=0):
         runners[variant] = lambda f=fwd: f(conv_params, x_on_device)
     model = torch_nets.twin(conv_net, conv_params, (size, size, 3)).to(target.torch_device).eval()
     tx = nchw(x, target)
-
-    def torch_run():
-        with torch.no_grad():
-            return model(tx)
-    runners["torch"] = torch_run
-    check_close("vgg16 fcn", runners["jaxcnn"](), torch_run().permute(0, 2, 3, 1).cpu().numpy(), tolerance(target))
+    for variant, prepare in target.torch_variants.items():
+        def torch_run(forward=prepare(model)):
+            with torch.no_grad():
+                return forward(tx)
+        runners[variant] = torch_run
+    check_close("vgg16 fcn", runners["jaxcnn"](), runners["torch"]().permute(0, 2, 3, 1).cpu().numpy(),
+                tolerance(target))
     return runners, 1, summary(conv_net, (size, size, 3)).flops
 
 
@@ -243,8 +256,10 @@ def epoch_case(data_dir, images, target, seed=0):
     settings = dict(batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
                     weight_decay=recipe.weight_decay, seed=seed)
     plain = plain_jax.Recipe(train, test, **settings)
-    theirs = torch_nets.Recipe(net, params, train, test, lr_mult=lr_mult, device=target.torch_device, **settings)
-    runners = {"jaxcnn": jaxcnn_run, "plain_xla": plain.epoch, "torch": theirs.epoch}
+    runners = {"jaxcnn": jaxcnn_run, "plain_xla": plain.epoch}
+    for variant, prepare in target.torch_variants.items():
+        runners[variant] = torch_nets.Recipe(net, params, train, test, lr_mult=lr_mult, device=target.torch_device,
+                                             prepare=prepare, **settings).epoch
     return runners, steps * recipe.batch_size, 3 * summary(net).flops
 
 
@@ -254,12 +269,16 @@ def block(out, target):
     return jax.block_until_ready(out)
 
 
-def timed(runners, work, rounds, target, warmup=2):
+def timed(runners, work, rounds, target, warmup=2, first_call=None):
     """Warm every runner up, then time them in interleaved rounds -> ({variant: [images/s per round]},
-    {variant: the last round's result})."""
-    for run in runners.values():
-        for _ in range(warmup):
+    {variant: the last round's result}). first_call, a dict, gets each variant's first call in seconds (its
+    compilation, plus one run)."""
+    for name, run in runners.items():
+        for i in range(warmup):
+            start = time.perf_counter()
             block(run(), target)
+            if i == 0 and first_call is not None:
+                first_call[name] = time.perf_counter() - start
     rates, last = {name: [] for name in runners}, {}
     for _ in range(rounds):
         for name, run in runners.items():
@@ -314,6 +333,8 @@ def main(argv=None):
     p.add_argument("--out", default="runs/bench", help="directory for bench.json (default runs/bench)")
     p.add_argument("--quick", action="store_true", help="half the steps and rounds, a quarter of the epoch")
     p.add_argument("--cases", nargs="*", help="run only these cases (default: all)")
+    p.add_argument("--torch-compile", action="store_true", help="also time PyTorch's torch.compile (compiles "
+                   "every case first: minutes)")
     args = p.parse_args(argv)
     if torch is None:
         p.error("PyTorch is needed for the comparison: pip install -e .[bench]")
@@ -322,7 +343,7 @@ def main(argv=None):
         p.error(f"--platform {args.platform}: JAX's default backend is {jax.default_backend()}")
     if args.platform == "gpu" and not torch.cuda.is_available():
         p.error("--platform gpu: PyTorch sees no CUDA device")
-    target = Target(args.platform)
+    target = Target(args.platform, torch_compile=args.torch_compile)
     if target.name == "gpu":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -334,45 +355,57 @@ def main(argv=None):
         p.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(selected)}")
     peak = matmul_peak(target)
     print(f"{target.name}: float32 matmul peak {peak:,.0f} GFLOP/s (JAX, default precision)", flush=True)
+    variants = [*VARIANTS, *target.torch_variants]
+    others = [v for v in variants if v != "jaxcnn"]
     results, load = {}, [os.getloadavg()[0]]
-    header = (f"{'case':24} {'jaxcnn':>10} {'plain XLA':>10} {'torch':>10} {'vs torch':>8} {'vs XLA':>7} "
-              f"{'of peak':>8}   (images/s)")
+    header = (f"{'case':24} " + " ".join(f"{v:>13}" for v in variants) + " " +
+              " ".join(f"{'/' + v:>14}" for v in others) + f" {'of peak':>8}   (images/s; jaxcnn / each other)")
     print(header + "\n" + "-" * len(header), flush=True)
+    out = Path(args.out)
+
+    def write():  # after every case, so that a run cut short keeps what it measured
+        ratio = lambda other: {k: r["images_per_second"]["jaxcnn"] / r["images_per_second"][other]  # noqa: E731
+                               for k, r in results.items()}
+        report = {
+            "platform": target.name, **{f"ratios_vs_{v}": ratio(v) for v in others},
+            "matmul_peak_gflops": peak,
+            "fraction_of_peak": {k: r["fraction_of_peak"] for k, r in results.items()},
+            "first_call_seconds": {k: r["first_call_seconds"] for k, r in results.items()},
+            "epoch": results.get("mnist_epoch", {}).get("epoch"),
+            "cases": results, "quick": args.quick, "data": args.data_dir or "random images",
+            "versions": versions(target),
+            "threads": {"xla": n_threads, "torch": torch.get_num_threads(),
+                        "torch_interop": torch.get_num_interop_threads()},
+            "load_average_1min": load, "keep_freed_memory": kept,
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(report, indent=1))
+        return report
+
+    report = write()
     for name, (build, rounds) in selected.items():
         if args.cases and name not in args.cases:
             continue
         runners, work, flops = build()
-        rates, last = timed(runners, work, rounds, target, warmup=1 if name == "mnist_epoch" else 2)
+        compile_s = {}
+        rates, last = timed(runners, work, rounds, target, warmup=1 if name == "mnist_epoch" else 2,
+                            first_call=compile_s)
         med = {v: statistics.median(r) for v, r in rates.items()}
         results[name] = {"images_per_second": med, "rounds": rates, "images_per_run": work,
-                         "flops_per_image": flops,
+                         "flops_per_image": flops, "first_call_seconds": compile_s,
                          "fraction_of_peak": {v: m * flops / (peak * 1e9) for v, m in med.items()}}
         if name == "mnist_epoch":
             results[name]["epoch"] = {"images": work, "seconds": {v: work / m for v, m in med.items()},
                                       "test_accuracy": {v: float(a) for v, a in last.items()}}
-        print(f"{name:24} {med['jaxcnn']:10,.1f} {med['plain_xla']:10,.1f} {med['torch']:10,.1f} "
-              f"{med['jaxcnn'] / med['torch']:8.2f} {med['jaxcnn'] / med['plain_xla']:7.2f} "
-              f"{results[name]['fraction_of_peak']['jaxcnn']:8.3f}", flush=True)
+        print(f"{name:24} " + " ".join(f"{med[v]:13,.1f}" for v in variants) + " " +
+              " ".join(f"{med['jaxcnn'] / med[v]:14.2f}" for v in others) +
+              f" {results[name]['fraction_of_peak']['jaxcnn']:8.3f}", flush=True)
         load.append(os.getloadavg()[0])
-    ratio = lambda other: {k: r["images_per_second"]["jaxcnn"] / r["images_per_second"][other]  # noqa: E731
-                           for k, r in results.items()}
-    report = {
-        "platform": target.name, "ratios_vs_torch": ratio("torch"), "ratios_vs_plain_xla": ratio("plain_xla"),
-        "matmul_peak_gflops": peak,
-        "fraction_of_peak": {k: r["fraction_of_peak"] for k, r in results.items()},
-        "epoch": results.get("mnist_epoch", {}).get("epoch"),
-        "cases": results, "quick": args.quick, "data": args.data_dir or "random images", "versions": versions(target),
-        "threads": {"xla": n_threads, "torch": torch.get_num_threads(),
-                    "torch_interop": torch.get_num_interop_threads()},
-        "load_average_1min": load, "keep_freed_memory": kept,
-    }
+        report = write()
     if report["epoch"]:
         e = report["epoch"]
         print("epoch of {:,} images: {}".format(e["images"], ", ".join(
             f"{v} {s:.2f} s ({100 * e['test_accuracy'][v]:.2f}% test accuracy)" for v, s in e["seconds"].items())))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {out / 'bench.json'}; 1-min load average during the run: {min(load):.1f}-{max(load):.1f}")
     return report
 

@@ -129,11 +129,13 @@ def shift(x, gen, pad=2):
 class Recipe:
     """experiments.mnist's recipe in a plain PyTorch loop: the twin of a jaxcnn net, SGD with Caffe's
     multipliers, momentum and weight decay, a per-step cosine schedule, random shifts of up to two pixels, uint8
-    data on `device`; one epoch of training from the initial weights, then evaluation."""
+    data on `device`; one epoch of training from the initial weights, then evaluation. prepare(module) gives what
+    runs the model's forward (the module itself, or e.g. torch.compile of it)."""
 
     def __init__(self, net, params, train, test, *, batch_size, lr, momentum, weight_decay, lr_mult, device,
-                 seed=0):
+                 seed=0, prepare=lambda module: module):
         self.model = twin(net, params).to(device)
+        self.forward = prepare(self.model)
         self.initial = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.opt = sgd(self.model, lr_mult, lr, momentum, weight_decay)
         self.images = torch.from_numpy(np.ascontiguousarray(np.asarray(train[0]).transpose(0, 3, 1, 2))).to(device)
@@ -156,12 +158,12 @@ class Recipe:
             idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
             x = shift(self.images[idx].float() * CAFFE_PIXEL_SCALE, self.gen)
             self.opt.zero_grad()
-            nn.functional.cross_entropy(self.model(x), self.labels[idx]).backward()
+            nn.functional.cross_entropy(self.forward(x), self.labels[idx]).backward()
             self.opt.step()
         for g, lr in zip(self.opt.param_groups, base):
             g["lr"] = lr
         self.model.eval()
         with torch.no_grad():
-            correct = sum((self.model(x.float() * CAFFE_PIXEL_SCALE).argmax(1) == y).sum()
+            correct = sum((self.forward(x.float() * CAFFE_PIXEL_SCALE).argmax(1) == y).sum()
                           for x, y in zip(self.test[0].split(1000), self.test[1].split(1000)))
         return correct / len(self.test[1])

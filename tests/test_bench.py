@@ -84,3 +84,11 @@ def test_gpu_platform_is_refused_without_a_gpu(capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--platform", "gpu"])
     assert e.value.code == 2 and "--platform gpu: JAX's default backend is cpu" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torch_compile_variant_computes_what_eager_does():
+    runners, _, _ = bench.grouped_conv_case(2, bench.Target("cpu", torch_compile=True))
+    assert set(runners) == {"jaxcnn", "plain_xla", "torch", "torch_compile"}
+    eager, compiled = (runners[v]().detach().numpy() for v in ("torch", "torch_compile"))
+    np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5 * np.abs(eager).max())
