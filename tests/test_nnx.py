@@ -300,7 +300,10 @@ def test_nnx_optimizer_steps_equal_the_trainer(lenet_caffe_init, rng):
     labels = jnp.asarray(rng.integers(0, 10, 64), jnp.int32)
     preprocess = lambda x: x.astype(jnp.float32) * 0.00390625  # noqa: E731  Caffe's scale
 
-    trainer = Trainer(net, optimizer(cfg, 4, *net.multipliers(params)), batch_size=16, preprocess=preprocess)
+    # The same computation on both sides: nnx.jit compiles with XLA's default options and the NetModule runs the
+    # fixed 'cpu' forms, so the Trainer gets no jaxcnn compiler options (512-bit vectors) and no tuned forms.
+    trainer = Trainer(net, optimizer(cfg, 4, *net.multipliers(params)), batch_size=16, preprocess=preprocess,
+                      compiler_options={}, autotune=False)
     ts = trainer.init(0, params=params, state=state)
     perm = trainer.permutation(ts, 0, 64)
     ts, losses = trainer.train_steps(ts, images, labels, perm, 0, 4)
@@ -319,7 +322,15 @@ def test_nnx_optimizer_steps_equal_the_trainer(lenet_caffe_init, rng):
     nnx_losses = [step(model, opt, preprocess(images[idx]), labels[idx]) for idx in np.asarray(perm).reshape(4, 16)]
     assert_close(jnp.stack(nnx_losses), losses)
     _, got_params, got_state = cnnx.to_net(model)
-    assert_close(got_params, jax.device_get(ts.params))
+    want_params = jax.device_get(ts.params)
+    # A convolution bias that feeds BatchNorm has gradient 0 in exact arithmetic (BN subtracts the batch mean):
+    # its value after the steps is float32 rounding noise of the gradient sums, which varies with summation order
+    # (vector width, fusion), so it is not compared between the two; on both sides it must stay negligible, under
+    # 1e-6 of its layer's weights (the noise is about 1e-7 of them).
+    for conv in ("conv1", "conv2"):
+        for p in (got_params, want_params):
+            assert np.abs(p[conv].pop("b")).max() <= 1e-6 * np.abs(p[conv]["w"]).max(), conv
+    assert_close(got_params, want_params)
     assert_close(got_state, jax.device_get(ts.state))
     assert not np.allclose(got_params["conv1"]["w"], params["conv1"]["w"])
 
