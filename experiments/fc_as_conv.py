@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import LayerError, caffe, datasets, ops, plots, zoo
-from jaxcnn.cli import HelpFormatter, entry
+from jaxcnn.cli import HelpFormatter, entry, message
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
 from jaxcnn.summary import summary
 from jaxcnn.train import rundir
@@ -239,8 +239,8 @@ def run(args, parser):
     geometry = sliding_geometry(net)
     try:
         x, source, placed, canvas = make_input(net, args, geometry)
-    except FileNotFoundError as e:
-        parser.error(f"--data-dir {args.data_dir}: {e}")
+    except FileNotFoundError as e:  # jaxcnn.datasets.DataNotFound: names --data-dir where it was given
+        parser.error(message(e))
     except ValueError as e:  # --digits that do not fit the canvas
         parser.error(str(e))
     scores, results = compare(net, params, state, x, args.repeats)

@@ -62,8 +62,9 @@ def config(args, augment_name) -> RunConfig:
 
 def run(args, *, preprocess_for, augment=None, augment_name="none", class_names=None):
     """Train args.model on args.dataset into --out. preprocess_for(train_images) -> uint8-to-float fn.
-    Every flag is checked before the data is loaded (the batch against the training set's size right after).
-    Returns the results dict (also written to --out/results.json)."""
+    Every flag, --out included, is checked before the data is loaded, and the data and the model before --out is
+    touched: a failed start leaves --out as it was. Returns the results dict (also written to
+    --out/results.json)."""
     keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
     cfg = config(args, augment_name)
     if args.coordinator:
@@ -71,16 +72,19 @@ def run(args, *, preprocess_for, augment=None, augment_name="none", class_names=
     cfg.check_devices(jax.device_count())
     main = jax.process_index() == 0
     say = print if main else (lambda *a, **k: None)
-    with RunDir(args.out).acquire(resume=args.resume, overwrite=args.overwrite) as out:
-        train, test = (datasets.load(args.dataset, split, args.data_dir) for split in ("train", "test"))
-        try:
-            net = zoo.get(args.model, num_classes=10, input_shape=train[0].shape[1:])
-            say(summary(net, batch=args.batch_size))
-        except LayerError as e:
-            raise ConfigError("model", args.model, f"does not fit {args.dataset}'s {train[0].shape[1:]} images: "
-                              f"{e}") from e
-        say(f"{len(train[1]):,} training / {len(test[1]):,} test images; {jax.device_count()} device(s): "
-            f"{jax.devices()[0].platform}; batch {args.batch_size}, {args.epochs} epochs")
+    out = RunDir(args.out)
+    out.check(resume=args.resume, overwrite=args.overwrite)
+    train, test = (datasets.load(args.dataset, split, args.data_dir) for split in ("train", "test"))
+    cfg.steps_per_epoch(len(train[1]))
+    try:
+        net = zoo.get(args.model, num_classes=10, input_shape=train[0].shape[1:])
+        say(summary(net, batch=args.batch_size))
+    except LayerError as e:
+        raise ConfigError("model", args.model, f"does not fit {args.dataset}'s {train[0].shape[1:]} images: "
+                          f"{e}") from e
+    say(f"{len(train[1]):,} training / {len(test[1]):,} test images; {jax.device_count()} device(s): "
+        f"{jax.devices()[0].platform}; batch {args.batch_size}, {args.epochs} epochs")
+    with out.acquire(resume=args.resume, overwrite=args.overwrite):
         results = run_experiment(cfg, net, train, test, preprocess=preprocess_for(train[0]), augment=augment,
                                  out=out, resume=args.resume, rescale_schedule=args.rescale_schedule,
                                  class_names=class_names, on_progress=ProgressBar(enabled=main),

@@ -10,7 +10,8 @@ import os
 import sys
 
 from . import zoo
-from .cli import HelpFormatter, ProgressBar, entry, epoch_line, fail
+from .cli import USAGE, HelpFormatter, ProgressBar, entry, epoch_line, exit_code, fail, message
+from .datasets import DataNotFound
 from .summary import summary
 
 
@@ -41,7 +42,7 @@ def load_model(spec, input_shape=None):
         return load_prototxt(spec, input_shape=input_shape)
     from . import cudaconvnet
     if input_shape is None:
-        raise ValueError("cuda-convnet files do not give the input size: pass --input-shape H,W,C")
+        raise ValueError(f"{spec}: cuda-convnet files do not give the input size: pass --input-shape H,W,C")
     return cudaconvnet.load(spec, cudaconvnet.params_beside(spec), input_shape)
 
 
@@ -49,15 +50,22 @@ def load_model(spec, input_shape=None):
 FILE_ERRORS = (FileNotFoundError, ValueError)
 
 
-def _summary(args):
-    net = None
+def _loaded(args):
+    """The net of args.model (and args.input_shape); a bad file fails with the file's error (it names the file)."""
     try:
-        net = load_model(args.model, args.input_shape)
+        return load_model(args.model, args.input_shape)
+    except FILE_ERRORS as e:
+        fail(message(e))
+
+
+def _summary(args):
+    net = _loaded(args)
+    try:
         result = summary(net, args.input_shape, batch=args.batch)
     except FILE_ERRORS as e:
-        shape = args.input_shape or (net.input_shape if net is not None else None)
+        shape = args.input_shape or net.input_shape
         shape = f" with --input-shape {','.join(map(str, shape))}" if isinstance(shape, tuple) else ""
-        fail(f"{args.model}{shape}: {e}")
+        fail(f"{args.model}{shape}: {message(e)}")
     print(json.dumps(result.to_dict(), indent=1) if args.json else result)
 
 
@@ -67,13 +75,13 @@ def _draw(args):
         import graphviz
     except ImportError:
         fail("drawing needs the graphviz package: pip install 'jaxcnn[draw]'")
+    net = _loaded(args)
     try:
-        net = load_model(args.model, args.input_shape)
         path = draw.render(net, args.out, args.input_shape)
     except graphviz.ExecutableNotFound:
         fail("Graphviz's dot program is not installed (Debian: apt-get install graphviz)")
     except FILE_ERRORS as e:
-        fail(f"{args.model}: {e}")
+        fail(f"{args.model}: {message(e)}")
     except graphviz.CalledProcessError as e:
         fail(f"--out {args.out}: Graphviz failed: {e}", 1)
     print(f"wrote {path}")
@@ -86,16 +94,18 @@ def _train(args):
     from .hostmem import keep_freed_memory
     from .train import RunDir, fit
     keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
-    with RunDir(args.out).acquire(resume=args.resume, overwrite=args.overwrite) as out:
-        try:
-            run = training.setup(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
-        except FILE_ERRORS as e:
-            fail(f"--solver {args.solver}: {e}")
-        s = run.solver
-        print(summary(run.net, batch=run.trainer.batch_size))
-        print(f"{run.dataset}: {len(run.train[1]):,} training / {len(run.test[1]):,} test images; batch "
-              f"{run.trainer.batch_size}; {s.config.optimizer} lr {s.config.lr} ({s.config.schedule}), max_iter "
-              f"{s.max_iter} -> {run.epochs} epochs")
+    out = RunDir(args.out)
+    out.check(resume=args.resume, overwrite=args.overwrite)  # and --out is touched only once every input is read
+    try:
+        run = training.setup(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
+    except FILE_ERRORS as e:  # each names its file (the solver, its net, the data) or flag; a bad file is a usage
+        fail(message(e), exit_code(e) if isinstance(e, DataNotFound) else USAGE)  # error, missing data as elsewhere
+    s = run.solver
+    print(summary(run.net, batch=run.trainer.batch_size))
+    print(f"{run.dataset}: {len(run.train[1]):,} training / {len(run.test[1]):,} test images; batch "
+          f"{run.trainer.batch_size}; {s.config.optimizer} lr {s.config.lr} ({s.config.schedule}), max_iter "
+          f"{s.max_iter} -> {run.epochs} epochs")
+    with out.acquire(resume=args.resume, overwrite=args.overwrite):
         meta = {"model": run.net.name, "dataset": run.dataset, "solver": os.path.abspath(args.solver)}
         ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=out,
                           resume=args.resume, meta=meta, on_progress=ProgressBar(),

@@ -1,11 +1,13 @@
 """What jaxcnn's command lines share (`python -m jaxcnn`, the experiments): failures as one line, the library's
-log messages on the terminal, and a progress bar for `jaxcnn.train.fit`.
+log messages on the terminal, and the progress of `jaxcnn.train.fit`.
 
 A failing command prints any detail first and ends with one line, `error: ...`, naming the flag, file or layer
 and what was expected; it exits with 2 for a usage error (a flag that cannot work, a run directory that does not
-fit the flags) and 1 for anything else. JAXCNN_DEBUG=1 shows the traceback instead.
+fit the flags) and 1 for anything else. JAXCNN_DEBUG=1 shows the traceback instead. The library names settings
+(`data_dir`, `input_shape`: jaxcnn.settings, jaxcnn.train.ConfigError); here they become flags.
 """
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -14,6 +16,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from .layers import LayerError
+from .settings import Setting, SettingError
 from .train.errors import ConfigError, Interrupted, RunExists, RunMismatch
 
 DEBUG_VAR = "JAXCNN_DEBUG"
@@ -35,8 +38,18 @@ def flag(setting: str) -> str:
     return name.replace("_", " ") if name in NOT_FLAGS else "--" + name.replace("_", "-")
 
 
+def words(setting: Setting) -> str:
+    """A setting as a command line gives it: '--data-dir DIR', '--input-shape H,W,C', or the bare flag."""
+    if setting.value is None:
+        return flag(setting.name)
+    value = ",".join(map(str, setting.value)) if isinstance(setting.value, tuple) else setting.value
+    return f"{flag(setting.name)} {value}"
+
+
 def message(error: BaseException) -> str:
     """The words a command-line user reads for `error`, in terms of flags."""
+    if isinstance(error, SettingError):
+        return error.text(words)
     if isinstance(error, ConfigError):
         return f"{flag(error.field)} {error.value}: {error.expected}"
     if isinstance(error, RunMismatch) and error.differences:
@@ -55,7 +68,11 @@ def message(error: BaseException) -> str:
 
 
 def exit_code(error: BaseException) -> int:
-    return USAGE if isinstance(error, (ConfigError, RunExists, RunMismatch)) else RUNTIME
+    """USAGE for a setting that cannot work (given wrong, or missing) and a run directory that does not fit the
+    flags; RUNTIME otherwise."""
+    usage = (isinstance(error, (ConfigError, RunExists, RunMismatch))
+             or isinstance(error, SettingError) and error.setting is not None)
+    return USAGE if usage else RUNTIME
 
 
 def fail(text: str, code: int = USAGE):
@@ -71,6 +88,8 @@ def entry(main: Callable[[], object]) -> int:
     """Run main() as a command: 0 when it returns; otherwise fail() with message(error) and exit_code(error).
     With $JAXCNN_DEBUG=1 an error propagates with its traceback."""
     debug = os.environ.get(DEBUG_VAR) == "1"
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)  # each line reaches a log file (nohup, CI) when printed
     show_logs()
     try:
         main()
@@ -109,15 +128,30 @@ def epoch_line(record: dict) -> str:
             f"img/s  {r['seconds']:.1f}s")
 
 
-class ProgressBar:
-    """fit's on_progress as a tqdm bar per epoch, showing the loss and images/s (on a terminal only)."""
+def progress_line(p) -> str:
+    """One line for where an epoch stands (a jaxcnn.train.Progress): steps done of the epoch, loss, speed."""
+    return (f"epoch {p.epoch}/{p.epochs}  {p.step}/{p.steps_per_epoch} steps  loss {p.loss:.4f}  "
+            f"{p.images_per_second:,.0f} img/s")
 
-    def __init__(self, enabled: bool = True):
-        self.enabled, self._bar, self._epoch = enabled, None, None
+
+class ProgressBar:
+    """fit's on_progress. On a terminal (stdout and stderr both), a tqdm bar per epoch showing the loss and
+    images/s; elsewhere (a log file, CI, nohup, a notebook) a progress_line each time the epoch passes another
+    of its `LINES` equal parts of steps, except at its end, where the epoch's own line follows.
+
+    enabled: False shows nothing (processes other than the first); terminal: None decides by isatty()."""
+
+    LINES = 10
+
+    def __init__(self, enabled: bool = True, terminal: bool | None = None):
+        self.enabled, self._bar, self._epoch, self._shown = enabled, None, None, 0
+        self.terminal = sys.stdout.isatty() and sys.stderr.isatty() if terminal is None else terminal
 
     def __call__(self, p) -> None:
-        if not self.enabled:
-            return
+        if self.enabled:
+            self._draw(p) if self.terminal else self._line(p)
+
+    def _draw(self, p) -> None:
         if self._bar is None or self._epoch != p.epoch:
             self.close()
             self._bar = tqdm(total=p.steps_per_epoch, desc=f"epoch {p.epoch}/{p.epochs}", unit="step", leave=False,
@@ -127,6 +161,14 @@ class ProgressBar:
         self._bar.update(p.step - self._bar.n)
         if p.step == p.steps_per_epoch:
             self.close()
+
+    def _line(self, p) -> None:
+        if self._epoch != p.epoch:
+            self._epoch, self._shown = p.epoch, 0
+        part = p.step * self.LINES // p.steps_per_epoch
+        if p.step < p.steps_per_epoch and part > self._shown * self.LINES // p.steps_per_epoch:
+            print(progress_line(p))
+            self._shown = p.step
 
     def close(self) -> None:
         if self._bar is not None:

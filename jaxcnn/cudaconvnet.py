@@ -121,6 +121,8 @@ def _parser(path):
             raise FileNotFoundError(f"{path}: no such file")
     except configparser.Error as e:
         raise ConvNetFormatError(f"{path}: {e}") from None
+    except UnicodeDecodeError:
+        raise ConvNetFormatError(f"{path}: not a text layer file") from None
     return cp
 
 

@@ -21,6 +21,7 @@ from typing import Mapping, NamedTuple
 import jax
 
 from .layers import Layer, LayerError
+from .settings import MissingSetting, Setting
 
 
 class Loss(NamedTuple):
@@ -162,7 +163,7 @@ class Graph:
     # -- shapes ---------------------------------------------------------------------------------------
     def input_shapes(self, input_shape=None) -> dict:
         """{input blob: per-example shape} from a shape (one input blob), a dict, or None (the net's own);
-        ValueError if a shape is missing."""
+        ValueError if a shape is missing (MissingSetting naming input_shape for a net of one input)."""
         if input_shape is None:
             shapes = dict(self.inputs)
         elif len(self.inputs) == 1 and not isinstance(input_shape, Mapping):
@@ -173,9 +174,11 @@ class Graph:
             raise ValueError(f"{self.name}: give the input shapes as {{blob: (H, W, C)}} for the input blobs "
                              f"{list(self.inputs)}, got {input_shape!r}")
         missing = [b for b, s in shapes.items() if s is None]
+        if len(self.inputs) == 1 and missing:
+            raise MissingSetting([f"{self.name}: the net has no default input shape: give ",
+                                  Setting("input_shape", ("H", "W", "C"))], setting="input_shape")
         if missing:
-            what = "an input shape (H, W, C)" if len(self.inputs) == 1 else f"input shapes for {missing}"
-            raise ValueError(f"{self.name}: give {what}; the net has no default")
+            raise ValueError(f"{self.name}: give input shapes for {missing}; the net has no default")
         return shapes
 
     def _outputs(self, values: dict):

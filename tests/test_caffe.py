@@ -337,7 +337,7 @@ def test_every_input_form(inputs):
 def test_data_layer_without_a_size_takes_the_given_input_shape():
     net = load_prototxt(LENET)
     assert net.input_shape is None
-    with pytest.raises(ValueError, match="give an input shape"):
+    with pytest.raises(ValueError, match=r"give input_shape=\(H, W, C\)"):
         summary(net)
     assert load_prototxt(LENET, input_shape=(28, 28, 1)).output_shapes() == (10,)
 

@@ -4,6 +4,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from synthetic import write_cifar_like, write_mnist_like
 from experiments import cifar10, fc_as_conv, mnist
 from jaxcnn import LayerError, cli
 from jaxcnn import __main__ as jaxcnn_main
-from jaxcnn.train import ConfigError, RunDir
+from jaxcnn.train import ConfigError, Progress, RunDir, make_manifest, rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,6 +52,7 @@ def test_model_that_does_not_fit_the_images_names_the_flag(tmp_path):
     data = write_mnist_like(tmp_path / "data", n_train=64, n_test=16)
     with pytest.raises(ConfigError, match=r"model vgg16: does not fit mnist's \(28, 28, 1\) images"):
         mnist.main(["--data-dir", str(data), "--model", "vgg16", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_data_says_where_it_looked(tmp_path):
@@ -120,6 +122,7 @@ def test_flags_are_checked_before_the_data_is_loaded(command, tmp_path, argv, co
                                           *argv])
     assert (status, err[-1]) == (code, "error: " + line.format(**paths))
     assert not any("Traceback" in e for e in err)
+    assert not (tmp_path / "run").exists() and [p.name for p in paths["full"].iterdir()] == ["notes.txt"]
 
 
 def test_batch_larger_than_the_training_set_and_a_locked_run(command, tmp_path):
@@ -127,17 +130,23 @@ def test_batch_larger_than_the_training_set_and_a_locked_run(command, tmp_path):
     status, _, err = command(mnist.main, ["--data-dir", str(data), "--batch-size", "30000", "--out",
                                           str(tmp_path / "a")])
     assert (status, err[-1]) == (2, "error: --batch-size 30000: is larger than the 64 training examples")
+    assert not (tmp_path / "a").exists()
     with RunDir(tmp_path / "b").acquire():
         status, _, err = command(mnist.main, ["--data-dir", str(data), "--out", str(tmp_path / "b")])
+        assert [p.name for p in (tmp_path / "b").iterdir()] == [".lock"]
     assert status == 1 and err[-1].startswith(f"error: {tmp_path / 'b'} is in use by process {os.getpid()} on ")
 
 
 def test_missing_data_ends_with_one_line_after_the_places_looked(command, tmp_path):
+    """The places and the fixes name the flag (the library's message names data_dir=); --out is not touched."""
     (tmp_path / "empty").mkdir()
     status, _, err = command(mnist.main, ["--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "run")])
-    assert status == 1 and err[-1] == f"error: no local copy of mnist 'train' found: nothing usable in data_dir=" \
+    assert status == 2 and err[-1] == f"error: no local copy of mnist 'train' found: nothing usable in --data-dir " \
                                       f"{tmp_path / 'empty'}."
-    assert f"  - data_dir={tmp_path / 'empty'}: {tmp_path / 'empty'}, {tmp_path / 'empty'}/mnist" in err
+    assert f"  - --data-dir {tmp_path / 'empty'}: {tmp_path / 'empty'}, {tmp_path / 'empty'}/mnist" in err
+    assert "  - give --data-dir DIR, a directory with those files in DIR or DIR/mnist" in err
+    assert not any("data_dir" in line for line in err)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_damaged_data_file_is_one_line_naming_it(command, tmp_path):
@@ -147,6 +156,29 @@ def test_a_damaged_data_file_is_one_line_naming_it(command, tmp_path):
     status, _, err = command(mnist.main, ["--data-dir", str(data), "--out", str(tmp_path / "run")])
     assert (status, err) == (1, [f"error: {images}: corrupt or truncated gzip data (Compressed file ended before the "
                                  "end-of-stream marker was reached)"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning_and_none_is_left_after_an_error(command, tmp_path):
+    """A lock whose process has ended: one warning line, no refusal; the run then ends by an error (its settings
+    differ from the run there) and leaves the directory as it was, without a lock."""
+    data = write_mnist_like(tmp_path / "data", n_train=64, n_test=16)
+    out = tmp_path / "run"
+    out.mkdir()
+    manifest = make_manifest(batch_size=32, steps_per_epoch=2, train_examples=64, epochs=1, seed=0, dtype="float32",
+                             model="lenet_caffe", dataset="mnist")
+    (out / rundir.MANIFEST).write_text(json.dumps(manifest))
+    ended = subprocess.Popen([sys.executable, "-c", ""])
+    ended.wait()
+    (out / rundir.LOCK).write_text(json.dumps({"pid": ended.pid, "host": socket.gethostname(), "started": "then"}))
+    status, _, err = command(mnist.main, ["--data-dir", str(data), "--resume", "--batch-size", "16", "--out",
+                                          str(out)])
+    assert err[0] == f"warning: {out}: process {ended.pid} on {socket.gethostname()} (started then) left its lock " \
+                     "behind; taking it over"
+    assert (status, err[1:]) == (2, [f"error: {out / rundir.MANIFEST}: the run there was made with --batch-size 32, "
+                                     "steps per epoch 2, not --batch-size 16, steps per epoch 4; --resume keeps them "
+                                     "(start a new run with another --out, or --overwrite)"])
+    assert sorted(p.name for p in out.iterdir()) == [rundir.MANIFEST]
 
 
 @pytest.mark.slow
@@ -157,6 +189,49 @@ def test_divergence_exits_with_one_line_and_keeps_no_checkpoint(command, tmp_pat
                                           str(tmp_path / "run")])
     assert status == 1 and err[-1].startswith("error: training diverged: loss nan at step ")
     assert not (tmp_path / "run" / "checkpoints").exists() or not list((tmp_path / "run" / "checkpoints").iterdir())
+    assert not (tmp_path / "run" / rundir.LOCK).exists()
+
+
+def _progress(steps, steps_per_epoch, epochs=2):
+    return [Progress(epoch, epochs, step, steps_per_epoch, 0.5, 1000.0) for epoch in range(1, epochs + 1)
+            for step in steps]
+
+
+@pytest.mark.parametrize("steps_per_epoch, chunk, lines", [
+    (20, 1, [2, 4, 6, 8, 10, 12, 14, 16, 18]),  # one line per tenth of the epoch, none at its end
+    (20, 7, [7, 14]),  # chunks longer than a tenth: a line after each
+    (1000, 50, [100, 200, 300, 400, 500, 600, 700, 800, 900]),
+    (3, 1, [1, 2]),
+])
+def test_progress_off_a_terminal_is_a_line_per_tenth_of_an_epoch(capsys, steps_per_epoch, chunk, lines):
+    bar = cli.ProgressBar(terminal=False)
+    for p in _progress([*range(chunk, steps_per_epoch, chunk), steps_per_epoch], steps_per_epoch):
+        bar(p)
+    out = capsys.readouterr()
+    assert out.out.splitlines() == [f"epoch {e}/2  {s}/{steps_per_epoch} steps  loss 0.5000  1,000 img/s"
+                                    for e in (1, 2) for s in lines]
+    assert out.err == ""
+    cli.ProgressBar(terminal=False, enabled=False)(Progress(1, 1, 2, 20, 0.5, 1000.0))
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.slow
+def test_a_run_logged_to_a_file_shows_its_progress_in_lines(tmp_path):
+    """stdout and stderr not terminals (CI, nohup): progress lines inside each epoch, the epoch's line, no bar."""
+    data = write_mnist_like(tmp_path / "data", n_train=160, n_test=16)
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "experiments.mnist", "--data-dir", str(data), "--model", "lenet5",
+                             "--epochs", "2", "--batch-size", "8", "--steps-per-dispatch", "2", "--augment", "none",
+                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    progress = [line.split("  loss")[0] for line in lines if " steps  loss " in line]
+    assert progress == [f"epoch {e}/2  {s}/20 steps" for e in (1, 2) for s in range(2, 20, 2)]
+    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch   ")]
+    assert [lines[i].split("  train")[0] for i in epochs] == ["epoch   1  step     20", "epoch   2  step     40"]
+    assert [lines[i - 1].split("  loss")[0] for i in epochs] == ["epoch 1/2  18/20 steps", "epoch 2/2  18/20 steps"]
+    assert "\r" not in result.stderr and "\r" not in result.stdout
+    assert (out / "results.json").exists() and not (out / rundir.LOCK).exists()
 
 
 def test_summary_error_without_an_input_shape(command, monkeypatch):

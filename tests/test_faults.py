@@ -73,6 +73,8 @@ def test_sigkill_at_every_fault_point_then_resume_gives_the_uninterrupted_run(tm
             assert epochs == list(range(1, len(epochs) + 1)) and done - 1 <= len(epochs) <= done, (point, epochs)
     resumed = _run(out, cache)
     assert resumed.returncode == 0, resumed.stderr
+    assert "left its lock behind; taking it over" in resumed.stderr  # the killed run's lock: a notice, no refusal
+    assert not (out / rundir.LOCK).exists()
 
     expected, got = rundir.load(tmp_path / "reference"), rundir.load(out)
     assert got.step == expected.step == 12

@@ -205,7 +205,7 @@ def test_net_lookup_and_missing_input_shape():
     assert net["relu"] is net.layers[1]
     with pytest.raises(KeyError, match=r"tiny has no layer 'fc'; layers: \['conv1', 'relu'\]"):
         net["fc"]
-    with pytest.raises(ValueError, match=r"tiny: give an input shape \(H, W, C\); the net has no default"):
+    with pytest.raises(ValueError, match=r"^tiny: the net has no default input shape: give input_shape=\(H, W, C\)$"):
         net.init(KEY)
 
 

@@ -5,6 +5,8 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -128,7 +130,7 @@ def test_a_new_run_needs_an_empty_directory(trainer, data, tmp_path):
         fit(trainer, *data, epochs=1, out_dir=tmp_path)
     (tmp_path / "curves.png").write_bytes(b"a plot")
     RunDir(tmp_path).acquire(overwrite=True).release()
-    assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+    assert list(tmp_path.iterdir()) == []
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunExists, match="holds files no run writes \\(notes.txt\\): refusing to overwrite"):
         RunDir(tmp_path).acquire(overwrite=True)
@@ -141,6 +143,120 @@ def test_an_unwritable_place_is_refused_before_any_work(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(RunDirError, match="file/run: cannot create a run directory there \\(Not a directory\\)"):
         RunDir(tmp_path / "file" / "run").acquire()
+
+
+def _listing(root):
+    return sorted((str(p.relative_to(root)), p.read_bytes() if p.is_file() else None) for p in root.rglob("*"))
+
+
+def _ended_pid():
+    """The pid of a process that has ended."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+STARTED = "2026-01-01T00:00:00+00:00"
+HOLD_LOCK = f"""
+import fcntl, json, os, socket, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+record = {{"pid": int(sys.argv[2]) or os.getpid(), "host": socket.gethostname(), "started": "{STARTED}"}}
+os.write(fd, json.dumps(record).encode())
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def _record(pid):
+    return json.dumps({"pid": pid, "host": socket.gethostname(), "started": STARTED})
+
+
+@pytest.fixture
+def lock_holder():
+    """start(directory, recorded_pid) -> a process holding `directory`'s lock (flock) with a record naming
+    `recorded_pid` (None: itself), as a process started by a run keeps its descriptor; it ends with the test."""
+    started = []
+
+    def start(directory, recorded_pid):
+        argv = [sys.executable, "-c", HOLD_LOCK, str(directory / rundir.LOCK), str(recorded_pid or 0)]
+        child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        started.append(child)
+        assert child.stdout.readline() == "locked\n"
+        return child
+
+    yield start
+    for child in started:
+        child.stdin.close()
+        child.wait(timeout=60)
+
+
+@pytest.mark.parametrize("how", ["new", "resume", "overwrite", "locked", "in a file", "is a file"])
+def test_check_refuses_what_acquire_refuses_and_changes_nothing(tmp_path, how, lock_holder):
+    run = tmp_path / "run"
+    if how == "in a file":
+        (tmp_path / "file").write_text("")
+        run = tmp_path / "file" / "run"
+    elif how == "is a file":
+        run.write_text("")
+    else:
+        run.mkdir()
+        (run / "notes.txt").write_text("mine")
+    if how == "locked":
+        holder = lock_holder(run, None)
+    flags = {"resume": dict(resume=True), "overwrite": dict(overwrite=True)}.get(how, {})
+    before = _listing(tmp_path)
+    with pytest.raises(RunDirError) as checked:
+        RunDir(run).check(**flags)
+    assert _listing(tmp_path) == before
+    with pytest.raises(RunDirError) as acquired:
+        RunDir(run).acquire(**flags)
+    assert (type(checked.value), str(checked.value)) == (type(acquired.value), str(acquired.value))
+    assert _listing(tmp_path) == before  # acquire's failure leaves no lock behind either
+    if how == "locked":
+        assert isinstance(checked.value, RunLocked) and f"in use by process {holder.pid} on " in str(checked.value)
+
+
+def test_a_failed_start_leaves_the_directory_as_it_was(tmp_path):
+    """release() removes the lock, and the directories acquire() created while they are still empty."""
+    RunDir(tmp_path / "runs" / "a").check()
+    assert list(tmp_path.iterdir()) == []  # check creates nothing
+    out = RunDir(tmp_path / "runs" / "a").acquire()
+    assert [p.name for p in (tmp_path / "runs" / "a").iterdir()] == [rundir.LOCK]
+    out.release()
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "runs").mkdir()
+    with RunDir(tmp_path / "runs" / "b").acquire() as out:
+        out.write_results({"a": 1})
+    assert _listing(tmp_path) == [("runs", None), ("runs/b", None), ("runs/b/results.json", b'{\n "a": 1\n}\n')]
+
+
+def test_a_lock_left_by_a_process_that_ended_is_taken_over_with_a_warning(tmp_path, caplog):
+    pid = _ended_pid()
+    (tmp_path / rundir.LOCK).write_text(_record(pid))  # as a process killed with SIGKILL leaves it
+    RunDir(tmp_path).check()
+    with caplog.at_level(logging.WARNING, logger="jaxcnn"), RunDir(tmp_path).acquire():
+        assert json.loads((tmp_path / rundir.LOCK).read_text())["pid"] == os.getpid()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}: process {pid} on {socket.gethostname()} (started {STARTED}) left its lock "
+        "behind; taking it over"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_still_held_for_a_process_that_ended_is_taken_over(tmp_path, caplog, lock_holder):
+    """The recorded process has ended but another one (which it started) holds the lock: taken over too. A live
+    recorded process is a refusal naming it."""
+    holder_pid = _ended_pid()
+    lock_holder(tmp_path, holder_pid)
+    RunDir(tmp_path).check()
+    with caplog.at_level(logging.WARNING, logger="jaxcnn"), RunDir(tmp_path).acquire():
+        assert json.loads((tmp_path / rundir.LOCK).read_text())["pid"] == os.getpid()
+        with pytest.raises(RunLocked, match=f"is in use by process {os.getpid()} on "):
+            RunDir(tmp_path).acquire()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path}: process {holder_pid} on {socket.gethostname()} (started {STARTED}) has ended, "
+        "but a process it started still holds its lock; taking the lock over"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def _manifest(**changes):

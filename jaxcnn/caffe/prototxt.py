@@ -110,6 +110,18 @@ class CaffeFormatError(ValueError):
     """A Caffe file jaxcnn cannot read: malformed, or using a layer type or field it does not implement."""
 
 
+def read_text(path: Path, what: str = "text prototxt (a .caffemodel?)") -> str:
+    """A Caffe text file's contents; CaffeFormatError "PATH: not a WHAT" when it is binary (not UTF-8, or holding
+    NUL bytes, as Caffe's binary protobuf files do)."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
+        raise CaffeFormatError(f"{path}: not a {what}")
+    return text
+
+
 @dataclass(frozen=True)
 class Transform:
     """A data layer's transform_param, the run's preprocessing of uint8 images (N, H, W, C): Caffe crops
@@ -227,7 +239,7 @@ def _read(path_or_text):
         path = Path(text)
         if not path.is_file():
             raise FileNotFoundError(f"{text}: no such prototxt file")
-        return path.read_text(), str(path)
+        return read_text(path), str(path)
     return text, "prototxt"
 
 

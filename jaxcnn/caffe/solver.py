@@ -18,7 +18,7 @@ from google.protobuf import text_format
 
 from ..train import SolverConfig
 from . import schema
-from .prototxt import CaffeFormatError
+from .prototxt import CaffeFormatError, read_text
 
 TYPES = {"SGD": "sgd", "Nesterov": "nesterov", "Adam": "adam", "RMSProp": "rmsprop", "AdaGrad": "adagrad",
          "AdaDelta": "adadelta"}
@@ -73,7 +73,7 @@ def load_solver(path_or_text) -> CaffeSolver:
         path = text
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such solver file")
-        text = Path(path).read_text()
+        text = read_text(Path(path), "text solver prototxt (a .solverstate or .caffemodel?)")
     where = path or "solver"
     proto = schema.SolverParameter()
     try:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..settings import Setting, SettingError
 from .formats import (
     CIFAR10_BATCHES,
     IDX_PREFIX,
@@ -54,6 +55,11 @@ INSTALL_DOWNLOAD = 'pip install -e ".[download]"'
 NETWORK_TIMEOUT = 3.0  # seconds
 
 
+class DataNotFound(SettingError, FileNotFoundError):
+    """No place looked holds the dataset: the message lists each place and what to do. setting: 'data_dir' when
+    the data_dir given is at fault (None when none was given)."""
+
+
 def load(name, split, data_dir=None):
     """Dataset `name` ('mnist', 'fashion_mnist', 'cifar10'), `split` ('train', 'test') -> (images, labels).
 
@@ -64,31 +70,33 @@ def load(name, split, data_dir=None):
     Returns:
       images (N, 28, 28, 1), or (N, 32, 32, 3) RGB for CIFAR-10, uint8; labels (N,) int32 in 0..9.
     Raises:
-      DataFormatError naming the file for a corrupt, truncated or incomplete local copy; FileNotFoundError
-      listing every place looked, and what to do, when none has the data.
+      DataFormatError naming the file for a corrupt, truncated or incomplete local copy; DataNotFound (a
+      FileNotFoundError) listing every place looked, and what to do, when none has the data.
     """
     if name not in IMAGE_SHAPES:
         raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(IMAGE_SHAPES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} for {name}: expected 'train' or 'test'")
-    for where, root in (("data_dir", data_dir or None), (f"${ENV_VAR}", os.environ.get(ENV_VAR) or None)):
+    env = os.environ.get(ENV_VAR) or None
+    for where, root, setting in ((Setting("data_dir", data_dir), data_dir or None, "data_dir"),
+                                 (f"${ENV_VAR}={env}", env, None)):
         if root is not None:  # given: the only place looked
             if not Path(root).is_dir():
-                raise FileNotFoundError(f"{where}={root}: no such directory")
-            found, places = _search(f"{where}={root}", Path(root), _subdirs(name, Path(root)), name, split)
+                raise DataNotFound([where, ": no such directory"], setting)
+            found, places = _search(where, Path(root), _subdirs(name, Path(root)), name, split)
             if found is None:
-                raise FileNotFoundError(_not_found_message(name, split, places, f"nothing usable in {where}={root}"))
+                raise DataNotFound(_not_found_message(name, split, places, ["nothing usable in ", where]), setting)
             return found
     found, places = _search(f"Debian's {DEBIAN_ROOT}", DEBIAN_ROOT, SUBDIRS[name], name, split)
     if found is not None:
         return found
-    places.insert(0, f"data_dir and ${ENV_VAR}: not given")
+    places.insert(0, [Setting("data_dir"), f" and ${ENV_VAR}: not given"])
     try:
         source = _tfds_source(name, split)
     except Exception as e:  # TFDS fails in many ways offline: missing TensorFlow, DownloadError, ConnectionError
         first_line = (str(e).splitlines() or [""])[0]
-        places.append(f"TensorFlow Datasets: {type(e).__name__}: {first_line}")
-        raise FileNotFoundError(_not_found_message(name, split, places, "TensorFlow Datasets could not provide it")) \
+        places.append([f"TensorFlow Datasets: {type(e).__name__}: {first_line}"])
+        raise DataNotFound(_not_found_message(name, split, places, ["TensorFlow Datasets could not provide it"])) \
             from e
     records = [source[i] for i in range(len(source))]
     images = np.stack([r["image"] for r in records]).astype(np.uint8)
@@ -104,12 +112,12 @@ def _subdirs(name, root):
 
 
 def _search(where, root, subdirs, name, split):
-    """-> ((images, labels) or None, [a description of the places looked])."""
+    """-> ((images, labels) or None, [the parts of a line naming the places looked (see DataNotFound)])."""
     for directory in [root / sub for sub in subdirs]:
         found = _read_directory(directory, name, split)
         if found is not None:
             return _checked(*found, name, directory), []
-    return None, [f"{where}: {', '.join(str(root / sub) for sub in subdirs)}"]
+    return None, [[where, f": {', '.join(str(root / sub) for sub in subdirs)}"]]
 
 
 def _find_files(directory, required):
@@ -225,17 +233,19 @@ def _removed_on_failure(root):
 
 
 def _not_found_message(name, split, places, why):
-    """What was looked for, where, and the ways to make the data available."""
+    """What was looked for, where, and the ways to make the data available, as DataNotFound's parts (places:
+    the parts of each place's line; why: the parts of the reason)."""
     if name == "cifar10":
         batches = "test_batch" if split == "test" else "data_batch_1..5"
         files = f"{batches}.bin (binary batches) or {batches} (python batches)"
     else:
         files = f"{IDX_PREFIX[split]}-images-idx3-ubyte[.gz] and {IDX_PREFIX[split]}-labels-idx1-ubyte[.gz]"
-    fixes = [f"give data_dir=DIR, a directory with those files in DIR or DIR/{SUBDIRS[name][0]}",
-             f"or set {ENV_VAR}=DIR, likewise"]
+    fixes = [["give ", Setting("data_dir", "DIR"), f", a directory with those files in DIR or DIR/{SUBDIRS[name][0]}"],
+             [f"or set {ENV_VAR}=DIR, likewise"]]
     if name in DEBIAN_PACKAGES:
-        fixes.append(f"or apt-get install {DEBIAN_PACKAGES[name]} (installs it under {DEBIAN_ROOT})")
-    fixes.append(f"or, with a network, {INSTALL_DOWNLOAD} (TensorFlow and Pillow) and TensorFlow Datasets "
-                 "downloads and caches it")
-    return "\n".join([f"no local copy of {name} {split!r} found: {why}.", f"Looked for {files} in:",
-                      *[f"  - {p}" for p in places], "To fix:", *[f"  - {f}" for f in fixes]])
+        fixes.append([f"or apt-get install {DEBIAN_PACKAGES[name]} (installs it under {DEBIAN_ROOT})"])
+    fixes.append([f"or, with a network, {INSTALL_DOWNLOAD} (TensorFlow and Pillow) and TensorFlow Datasets "
+                  "downloads and caches it"])
+    lines = [[f"no local copy of {name} {split!r} found: ", *why, "."], [f"Looked for {files} in:"],
+             *[["  - ", *p] for p in places], ["To fix:"], *[["  - ", *f] for f in fixes]]
+    return [part for i, line in enumerate(lines) for part in (["\n"] if i else []) + line]

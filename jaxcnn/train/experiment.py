@@ -14,7 +14,7 @@ import numpy as np
 
 from ..net import Net
 from .errors import ConfigError
-from .fit import fit
+from .fit import epoch_steps, fit
 from .rundir import RunDir, make_manifest
 from .solver import SolverConfig, optimizer, schedule
 from .trainer import Trainer
@@ -60,9 +60,13 @@ class RunConfig:
             raise ConfigError("batch_size", self.batch_size, f"does not divide over {count} devices; use a "
                               f"multiple of {count}")
 
+    def steps_per_epoch(self, train_examples: int) -> int:
+        """Steps in an epoch of `train_examples`; ConfigError when the batch is larger than that."""
+        return epoch_steps(train_examples, self.batch_size)
+
     def manifest(self, train_examples: int, schedule_steps: int) -> dict:
         """The run's manifest for a training set of `train_examples` (see rundir.make_manifest)."""
-        return make_manifest(batch_size=self.batch_size, steps_per_epoch=train_examples // self.batch_size,
+        return make_manifest(batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch(train_examples),
                              train_examples=train_examples, epochs=self.epochs, seed=self.seed, dtype=self.dtype,
                              model=self.model, dataset=self.dataset, augment=self.augment,
                              solver=dataclasses.asdict(self.solver), schedule_steps=schedule_steps)
@@ -90,9 +94,7 @@ def run_experiment(config: RunConfig, net: Net, train, test, *, preprocess, augm
       'misclassified' (the count, when plotted)}.
     """
     n = len(train[1])
-    steps_per_epoch = n // config.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError("batch_size", config.batch_size, f"is larger than the {n} training examples")
+    steps_per_epoch = config.steps_per_epoch(n)
     manifest = config.manifest(n, config.epochs * steps_per_epoch)
     if out is not None:
         manifest = out.start(manifest, resume=resume, rescale_schedule=rescale_schedule)

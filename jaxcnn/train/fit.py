@@ -58,6 +58,14 @@ def _opened(out_dir, resume, manifest):
             yield run
 
 
+def epoch_steps(train_examples: int, batch_size: int) -> int:
+    """Steps in an epoch: train_examples // batch_size; ConfigError when the batch is larger than the training
+    set."""
+    if train_examples < batch_size:
+        raise ConfigError("batch_size", batch_size, f"is larger than the {train_examples} training examples")
+    return train_examples // batch_size
+
+
 def _put(trainer, data, what):
     try:
         return trainer.put(data)
@@ -96,9 +104,7 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
     if not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ConfigError("epochs", epochs, "must be an integer of at least 1")
     n, bs = len(train[1]), trainer.batch_size
-    steps_per_epoch = n // bs
-    if steps_per_epoch == 0:
-        raise ConfigError("batch_size", bs, f"is larger than the {n} training examples")
+    steps_per_epoch = epoch_steps(n, bs)
     images, labels = _put(trainer, train, "training set")
     test_images, test_labels = _put(trainer, test, "test set")
 

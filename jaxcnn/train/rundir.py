@@ -9,10 +9,15 @@ with its checkpoints after any crash.
                          holds (a crash between the two leaves it an epoch behind until the run resumes)
     results.json         the finished run's results
     *.png                its plots
-    .lock                held (fcntl.flock) by the process training into the directory; says which one
+    .lock                held (fcntl.flock) by the process training into the directory; says which one; removed
+                         when it lets go, even after an error
 
 The rules:
-- One run at a time: `acquire` takes the lock or fails at once, naming the holder (pid, host, start time).
+- One run at a time: `acquire` takes the lock or fails at once, naming the holder (pid, host, start time). A lock
+  left by a process that has ended (killed, or its descriptor kept by a process it started) is taken over with a
+  warning naming it. `check` finds what `acquire` would refuse without changing anything, so a command can check
+  its output directory first, read its inputs, and only then acquire it: a failed start leaves it as it was
+  (`release` also removes a directory `acquire` created that is still empty).
 - A new run needs an empty directory; `overwrite=True` first removes what an earlier run wrote (and refuses a
   directory holding other files). A resumed run must match the manifest (`IDENTITY`): only the number of epochs
   may change, and the schedule keeps its length unless `rescale_schedule=True`.
@@ -24,6 +29,7 @@ The rules:
 """
 import contextlib
 import datetime
+import errno
 import fcntl
 import json
 import logging
@@ -129,6 +135,7 @@ class RunDir:
         self._lock = None
         self._acquired = False
         self._checkpointer = None
+        self._created = None  # the outermost directory acquire() created, if any
 
     def __repr__(self):
         return f"RunDir({str(self.path)!r})"
@@ -147,13 +154,40 @@ class RunDir:
         return self.path / name
 
     # -- ownership -------------------------------------------------------------------------------------
+    def check(self, *, resume: bool = False, overwrite: bool = False) -> None:
+        """Raise what acquire(resume=..., overwrite=...) would raise about the directory as it is now, changing
+        nothing (not even creating it): for a command to find a bad output directory before it reads its inputs,
+        and acquire it after."""
+        if resume and overwrite:
+            raise RunExists(f"{self.path}: resume and overwrite exclude each other")
+        if not self.primary:
+            return
+        existing = next(p for p in (self.path, *self.path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise _cannot_create(self.path, errno.EEXIST if existing == self.path else errno.ENOTDIR)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise _cannot_create(self.path, errno.EACCES)
+        if existing != self.path:
+            return
+        with contextlib.suppress(FileNotFoundError), open(self.path / LOCK, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(f.fileno())
+                if not _ended(holder):
+                    raise _locked(self.path, holder) from None
+        refusal = self._refusal(self._entries(), resume, overwrite)
+        if refusal is not None:
+            raise refusal
+
     def acquire(self, *, resume: bool = False, overwrite: bool = False) -> "RunDir":
         """Make the directory this process's run: create it, take its lock, and check what it holds.
 
         A new run (resume False) needs a directory with nothing but the lock in it; overwrite=True first removes
         what a run writes (the manifest, metrics, results, checkpoints/, *.png) and refuses a directory holding
         anything else. A resumed run needs a manifest unless the directory is empty (then it starts afresh).
-        Raises RunLocked (another process holds the lock: its pid, host and start time), RunExists, RunDirError
+        A lock whose process has ended is taken over (a warning names that process).
+        Raises RunLocked (a live process holds the lock: its pid, host and start time), RunExists, RunDirError
         (the directory cannot be created or written). Returns self; release() or `with` lets go of the lock.
         """
         if resume and overwrite:
@@ -161,23 +195,15 @@ class RunDir:
         if not self.primary:
             self._acquired = True
             return self
+        created = next((p for p in (*reversed(self.path.absolute().parents), self.path.absolute())
+                        if not p.exists()), None)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise RunDirError(f"{self.path}: cannot create a run directory there ({e.strerror})") from e
+            raise _cannot_create(self.path, e.errno) from e
+        self._created = created
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 4096).decode(errors="replace")
-            os.close(fd)
-            raise RunLocked(f"{self.path} is in use by {_describe_holder(holder)}; wait for that run to end or "
-                            "choose another directory") from None
-        self._lock = fd
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}).encode())
-            os.fsync(fd)
+            self._lock = self._take_lock()
             self._check_contents(resume, overwrite)
         except BaseException:
             self.release()
@@ -185,35 +211,99 @@ class RunDir:
         self._acquired = True
         return self
 
+    def _take_lock(self) -> int:
+        """Open and flock the lock file and record this process in it -> its descriptor. RunLocked when a live
+        process holds it; one whose recorded process has ended on this host is taken over."""
+        path = self.path / LOCK
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise _cannot_create(self.path, e.errno) from e
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                os.close(fd)
+                if not _ended(holder):
+                    raise _locked(self.path, holder) from None
+                log.warning("%s: %s has ended, but a process it started still holds its lock; taking the lock "
+                            "over", self.path, _describe_holder(holder))
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()  # that process keeps a lock on a file no one opens again
+                continue
+            try:
+                if _same_file(fd, path):  # else removed (let go of, or taken over) between open and flock
+                    previous = _holder(fd)
+                    os.ftruncate(fd, 0)
+                    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                             "started": _now()}).encode())
+                    os.fsync(fd)
+                    if _same_file(fd, path):  # not taken over while this process wrote itself in
+                        if previous is not None:
+                            log.warning("%s: %s left its lock behind; taking it over", self.path,
+                                        _describe_holder(previous))
+                        return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+
+    def _entries(self) -> list[str]:
+        """The names in the directory other than the lock and what writes cut short by a crash left (.*.tmp)."""
+        return sorted(p.name for p in self.path.iterdir()
+                      if p.name != LOCK and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+
+    def _refusal(self, entries, resume, overwrite) -> RunExists | None:
+        """Why a run cannot start in the directory holding `entries` (a new one, resumed, or overwriting), or
+        None."""
+        if not entries or (resume and MANIFEST in entries):
+            return None
+        listing = _listing(entries)
+        if resume:
+            return RunExists(f"{self.path} holds {listing} but no {MANIFEST}: not a run that can be resumed")
+        if not overwrite:
+            return RunExists(f"{self.path} is not empty ({listing}): a new run needs an empty directory")
+        foreign = [name for name in entries if not _is_run_file(name)]
+        if foreign:
+            return RunExists(f"{self.path} holds files no run writes ({', '.join(foreign[:6])}): refusing to "
+                             "overwrite it; choose another directory")
+        return None
+
     def _check_contents(self, resume, overwrite):
         for leftover in self.path.glob(".*.tmp"):  # a write cut short by a crash (it never replaced its file)
             leftover.unlink()
-        entries = sorted(p.name for p in self.path.iterdir() if p.name != LOCK)
-        if not entries or (resume and MANIFEST in entries):
-            return
-        listing = ", ".join(entries[:6]) + (", ..." if len(entries) > 6 else "")
-        if resume:
-            raise RunExists(f"{self.path} holds {listing} but no {MANIFEST}: not a run that can be resumed")
-        foreign = [name for name in entries if not _is_run_file(name)]
-        if not overwrite:
-            raise RunExists(f"{self.path} is not empty ({listing}): a new run needs an empty directory")
-        if foreign:
-            raise RunExists(f"{self.path} holds files no run writes ({', '.join(foreign[:6])}): refusing to "
-                            "overwrite it; choose another directory")
-        for name in entries:
-            p = self.path / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        log.info("removed the earlier run in %s (%s)", self.path, listing)
+        entries = self._entries()
+        refusal = self._refusal(entries, resume, overwrite)
+        if refusal is not None:
+            raise refusal
+        if entries and not resume:
+            for name in entries:
+                p = self.path / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            log.info("removed the earlier run in %s (%s)", self.path, _listing(entries))
 
     def release(self) -> None:
-        """Close the checkpointer and let go of the lock."""
+        """Close the checkpointer, remove the lock and let go of it; remove the directory if acquire() created
+        it (with its parents) and nothing is in it."""
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
         if self._lock is not None:
+            path = self.path / LOCK
+            with contextlib.suppress(OSError):
+                if _same_file(self._lock, path):
+                    path.unlink()  # before letting go: a process that opened it meanwhile sees it gone, and retries
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             os.close(self._lock)
             self._lock = None
+        if self._created is not None:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something, which stays
+                for directory in (self.path.absolute(), *self.path.absolute().parents):
+                    directory.rmdir()
+                    if directory == self._created:
+                        break
+            self._created = None
         self._acquired = False
 
     def __enter__(self):
@@ -375,8 +465,51 @@ def _differences(old: dict, new: dict) -> list[tuple]:
     return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
-def _describe_holder(text: str) -> str:
-    with contextlib.suppress(ValueError, KeyError, TypeError):
-        holder = json.loads(text)
-        return f"process {holder['pid']} on {holder['host']} (started {holder['started']})"
-    return "another process"
+def _listing(names) -> str:
+    return ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+
+
+def _cannot_create(path, code: int) -> RunDirError:
+    return RunDirError(f"{path}: cannot create a run directory there ({os.strerror(code)})")
+
+
+def _same_file(fd: int, path) -> bool:
+    """Whether the open file `fd` is the file at `path` now (not removed or replaced since it was opened)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _holder(fd: int) -> dict | None:
+    """The lock file's record of its holder ({'pid', 'host', 'started'}), or None when it has none."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode(errors="replace"))
+    except ValueError:
+        return None
+    return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+
+
+def _ended(holder: dict | None) -> bool:
+    """Whether the recorded holder is known to have ended: a process of this host that no longer runs."""
+    if holder is None or holder.get("host") != socket.gethostname() or holder["pid"] <= 0:
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it runs, as another user
+        pass
+    return False
+
+
+def _locked(path, holder: dict | None) -> RunLocked:
+    return RunLocked(f"{path} is in use by {_describe_holder(holder)}; wait for that run to end or choose another "
+                     "directory")
+
+
+def _describe_holder(holder: dict | None) -> str:
+    if holder is None:
+        return "another process"
+    return f"process {holder['pid']} on {holder.get('host', '?')} (started {holder.get('started', '?')})"
