@@ -18,7 +18,8 @@ def parser(prog, description, *, model, datasets, epochs, batch_size, lr, out):
     p.add_argument("--model", default=model, choices=sorted(zoo.MODELS), help="the zoo model to train")
     p.add_argument("--dataset", default=datasets[0], choices=datasets, help="the dataset to train on")
     p.add_argument("--data-dir", help="directory with the dataset's original files; when given, the only place "
-                   "looked (else $JAXCNN_DATA_DIR, then /usr/share/datasets/<name>, then TensorFlow Datasets)")
+                   "looked (else $JAXCNN_DATA_DIR, then /usr/share/datasets/<name>, then TensorFlow Datasets, then "
+                   "MNIST's and Fashion-MNIST's original files are downloaded)")
     p.add_argument("--epochs", type=int, default=epochs, help="epochs to train (with --resume: in all)")
     p.add_argument("--batch-size", type=int, default=batch_size, help="global batch, split over all devices")
     p.add_argument("--out", default=out, help="run directory: checkpoints, metrics, plots, results.json; a new run "

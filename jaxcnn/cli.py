@@ -104,14 +104,31 @@ def entry(main: Callable[[], object]) -> int:
     return 0
 
 
+class _SysStream(logging.StreamHandler):
+    """A handler writing to sys.stdout or sys.stderr as it is when a record comes (a notebook or a test may have
+    replaced the one there was when the handler was made)."""
+
+    def __init__(self, name: str):
+        self.name_in_sys = name
+        super().__init__()
+
+    @property
+    def stream(self):
+        return getattr(sys, self.name_in_sys)
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler sets it; the current one is always read instead
+        pass
+
+
 def show_logs() -> None:
     """jaxcnn's log messages on the terminal: information on stdout, warnings on stderr (once per process)."""
     logger = logging.getLogger("jaxcnn")
     if logger.handlers:
         return
-    info = logging.StreamHandler(sys.stdout)
+    info = _SysStream("stdout")
     info.addFilter(lambda record: record.levelno < logging.WARNING)
-    warnings = logging.StreamHandler(sys.stderr)
+    warnings = _SysStream("stderr")
     warnings.setLevel(logging.WARNING)
     warnings.setFormatter(logging.Formatter("warning: %(message)s"))
     for handler in (info, warnings):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from jaxcnn.datasets import download
 from jaxcnn.datasets import loading as data
 from jaxcnn.datasets.formats import DataFormatError, read_cifar10_python, read_idx
 
@@ -27,18 +28,33 @@ needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"real MNIST not
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    """No test sees the caller's $JAXCNN_DATA_DIR or the real Debian datasets, or reaches TFDS unless it says so;
-    the calls that would have reached TFDS are recorded in the returned list."""
+    """No test sees the caller's $JAXCNN_DATA_DIR, the real Debian datasets or jaxcnn's download cache (it is
+    tmp_path/cache), or reaches TFDS or a mirror unless it says so; the calls that would have reached TFDS are
+    recorded in the returned list, and the URLs that would have been downloaded in its attribute `urls`."""
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     monkeypatch.setattr(data, "DEBIAN_ROOT", tmp_path / "debian")
-    calls = []
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = Calls()
 
     def offline(name, split):
         calls.append((name, split))
         raise ConnectionError("no network (test)")
 
+    def unreachable(url, *args):
+        calls.urls.append(url)
+        raise OSError("no network (test)")
+
     monkeypatch.setattr(data, "_tfds_source", offline)
+    monkeypatch.setattr(download, "_download", unreachable)
     return calls
+
+
+class Calls(list):
+    """TFDS calls (name, split), and the URLs asked for in .urls."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls = []
 
 
 @pytest.fixture
@@ -354,7 +370,7 @@ def test_search_order(monkeypatch, tmp_path, isolated):
     assert data.load("mnist", "test")[1].tolist() == [3, 3, 3]
     monkeypatch.setenv(data.ENV_VAR, "")  # set but empty: as if unset
     assert data.load("mnist", "test")[1].tolist() == [3, 3, 3]
-    assert not isolated
+    assert not isolated and not isolated.urls
 
 
 def test_a_given_directory_wins_over_the_environment(monkeypatch, tmp_path):
@@ -384,7 +400,7 @@ def test_a_given_directory_with_nothing_usable_fails_at_once(monkeypatch, tmp_pa
     assert message.splitlines()[0] == (f"no local copy of mnist 'test' found: nothing usable in "
                                        f"{where}={tmp_path / 'empty'}.")
     assert f"  - {where}={tmp_path / 'empty'}: {tmp_path / 'empty'}, {tmp_path / 'empty' / 'mnist'}" in message
-    assert str(tmp_path / "env") not in message and "debian" not in message and not isolated
+    assert str(tmp_path / "env") not in message and "debian" not in message and not isolated and not isolated.urls
 
 
 def test_debian_hyphenated_fashion_mnist_dir(tmp_path):
@@ -426,26 +442,36 @@ def test_bad_name_and_split():
 
 
 def test_not_found_anywhere_lists_every_place(tmp_path, isolated):
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(download.DownloadError) as err:
         data.load("fashion_mnist", "train")
     message = str(err.value)
+    mirrors = download.MIRRORS["fashion_mnist"]
+    assert message.splitlines()[0] == ("no local copy of fashion_mnist 'train' found: could not download "
+                                       f"train-images-idx3-ubyte.gz: {mirrors[0]}train-images-idx3-ubyte.gz: no "
+                                       f"network (test); {mirrors[1]}train-images-idx3-ubyte.gz: no network (test).")
     for place in ("data_dir and $JAXCNN_DATA_DIR: not given", tmp_path / "debian" / "fashion-mnist",
+                  f"jaxcnn's downloads: {tmp_path / 'cache' / 'jaxcnn' / 'datasets' / 'fashion_mnist'}",
                   "train-images-idx3-ubyte[.gz]", "TensorFlow Datasets: ConnectionError: no network (test)",
                   "data_dir=DIR", "JAXCNN_DATA_DIR=DIR", "apt-get install dataset-fashion-mnist",
-                  'pip install -e ".[download]"'):
+                  f"copy the original files (from {mirrors[0]}) into {tmp_path / 'cache'}"):
         assert str(place) in message
-    assert isinstance(err.value.__cause__, ConnectionError) and isolated == [("fashion_mnist", "train")]
-    with pytest.raises(FileNotFoundError) as err:
+    assert isinstance(err.value.__cause__, download.DownloadError) and isolated == [("fashion_mnist", "train")]
+    assert isolated.urls == [m + "train-images-idx3-ubyte.gz" for m in mirrors]
+    assert not any((tmp_path / "cache").rglob("*.*"))  # nothing cached
+    with pytest.raises(FileNotFoundError) as err:  # no mirrors for CIFAR-10: TFDS was the last place
         data.load("cifar10", "test")
     assert "test_batch.bin (binary batches) or test_batch (python batches)" in str(err.value)
-    assert "apt-get" not in str(err.value) and "--" not in str(err.value)
+    assert 'pip install -e ".[download]"' in str(err.value) and isinstance(err.value.__cause__, ConnectionError)
+    assert "apt-get" not in str(err.value) and "--" not in str(err.value) and "downloads:" not in str(err.value)
+    assert len(isolated.urls) == 2
 
 
 # --- TensorFlow Datasets -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
-def test_tfds_fallback(monkeypatch, tfds_dir, name, shape):
-    """The real TFDS path (builder, download_and_prepare, as_data_source) on TFDS's mock data."""
+def test_tfds_fallback(monkeypatch, tfds_dir, isolated, name, shape):
+    """The real TFDS path (builder, download_and_prepare, as_data_source) on TFDS's mock data, asked before the
+    original files are downloaded."""
     monkeypatch.setattr(data, "_missing_packages", lambda: [])
     monkeypatch.setattr(data, "_reachable", lambda host, port: True)
     with tfds.testing.mock_data(num_examples=6):
@@ -456,6 +482,7 @@ def test_tfds_fallback(monkeypatch, tfds_dir, name, shape):
     assert labels.shape == (6,) and labels.dtype == np.int32
     np.testing.assert_array_equal(images, [r["image"] for r in expected])
     np.testing.assert_array_equal(labels, [r["label"] for r in expected])
+    assert not isolated.urls
 
 
 def test_local_copy_wins_over_tfds(tmp_path, isolated):
@@ -475,26 +502,32 @@ def _no_download(monkeypatch):
     return calls
 
 
-def test_tfds_without_tensorflow_fails_at_once_leaving_nothing(monkeypatch, tfds_dir):
+def test_tfds_without_tensorflow_is_skipped_at_once_leaving_nothing(monkeypatch, tfds_dir, isolated):
+    """TFDS cannot prepare MNIST without TensorFlow: no network probe, no download_and_prepare; the original files
+    are downloaded next (offline here)."""
     downloads = _no_download(monkeypatch)
+    probes = []
+    monkeypatch.setattr(data, "_reachable", lambda host, port: probes.append(host))
     monkeypatch.setattr(data, "find_spec", lambda module: None if module == "tensorflow" else object())
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(download.DownloadError) as err:
         data.load("mnist", "train")
     assert ('TensorFlow Datasets: ModuleNotFoundError: TensorFlow not installed, which TFDS needs to prepare the '
             'data: pip install -e ".[download]"') in str(err.value)
-    assert not downloads and [p.name for p in tfds_dir.iterdir()] == ["keep.txt"]
+    assert not downloads and not probes and [p.name for p in tfds_dir.iterdir()] == ["keep.txt"]
+    assert isolated.urls[0] == download.MIRRORS["mnist"][0] + "train-images-idx3-ubyte.gz"
 
 
-def test_tfds_without_network_fails_at_once_leaving_nothing(monkeypatch, tfds_dir):
+def test_tfds_without_network_fails_at_once_leaving_nothing(monkeypatch, tfds_dir, isolated):
     downloads = _no_download(monkeypatch)
     monkeypatch.setattr(data, "_missing_packages", lambda: [])
     with socket.socket() as s:  # a port nothing listens on: connections are refused at once
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setitem(data.DOWNLOAD_HOSTS, "mnist", ("127.0.0.1", port))
-    with pytest.raises(FileNotFoundError, match=f"ConnectionError: no network: 127.0.0.1:{port} cannot be reached"):
+    with pytest.raises(download.DownloadError,
+                       match=f"ConnectionError: no network: 127.0.0.1:{port} cannot be reached"):
         data.load("mnist", "test")
-    assert not downloads and [p.name for p in tfds_dir.iterdir()] == ["keep.txt"]
+    assert not downloads and [p.name for p in tfds_dir.iterdir()] == ["keep.txt"] and isolated.urls
 
 
 def test_a_failed_download_leaves_nothing_behind(monkeypatch, tfds_dir):
@@ -508,7 +541,7 @@ def test_a_failed_download_leaves_nothing_behind(monkeypatch, tfds_dir):
         raise ConnectionError("connection reset (test)")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", partly)
-    with pytest.raises(FileNotFoundError, match=r"ConnectionError: connection reset \(test\)"):
+    with pytest.raises(download.DownloadError, match=r"ConnectionError: connection reset \(test\)"):
         data.load("mnist", "train")
     assert [p.name for p in tfds_dir.iterdir()] == ["keep.txt"] and (tfds_dir / "keep.txt").read_text() == "the user's"
 

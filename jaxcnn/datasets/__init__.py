@@ -1,9 +1,12 @@
-"""The datasets the experiments train on (MNIST, Fashion-MNIST, CIFAR-10): where they are found (`loading`) and
-their original file formats (`formats`).
+"""The datasets the experiments train on (MNIST, Fashion-MNIST, CIFAR-10): where they are found (`loading`),
+MNIST's and Fashion-MNIST's original files downloaded when nothing else has them (`download`), and their original
+file formats (`formats`).
 
     images, labels = jaxcnn.datasets.load("mnist", "train", data_dir="path/to/mnist")
 """
+from .download import DownloadError
 from .formats import DataFormatError
 from .loading import CAFFE_PIXEL_SCALE, ENV_VAR, IMAGE_SHAPES, DataNotFound, load
 
-__all__ = ["CAFFE_PIXEL_SCALE", "DataFormatError", "DataNotFound", "ENV_VAR", "IMAGE_SHAPES", "load"]
+__all__ = ["CAFFE_PIXEL_SCALE", "DataFormatError", "DataNotFound", "DownloadError", "ENV_VAR", "IMAGE_SHAPES",
+           "load"]

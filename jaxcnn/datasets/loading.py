@@ -2,13 +2,15 @@
 
 Where the data is found: a `data_dir` given is the only place looked; otherwise $JAXCNN_DATA_DIR, when set, is
 the only place looked; otherwise Debian's /usr/share/datasets/<name> (`apt-get install dataset-fashion-mnist`),
-then TensorFlow Datasets. A directory holds the datasets' original formats (IDX, gzipped or not; CIFAR-10 binary
-or python batches), in itself or in a sub-folder named after the dataset (`mnist/`, `fashion-mnist/`,
-`cifar-10-batches-py/`, ...); a directory that is given and holds none of them is an error at once.
+then the files jaxcnn downloaded before (MNIST, Fashion-MNIST: `download.cache_dir`), then TensorFlow Datasets,
+then (MNIST, Fashion-MNIST) the original files are downloaded (`download`). A directory holds the datasets'
+original formats (IDX, gzipped or not; CIFAR-10 binary or python batches), in itself or in a sub-folder named
+after the dataset (`mnist/`, `fashion-mnist/`, `cifar-10-batches-py/`, ...); a directory that is given and holds
+none of them is an error at once.
 
 TensorFlow Datasets uses what it has prepared under $TFDS_DATA_DIR (default ~/tensorflow_datasets); to download
 and prepare a dataset it needs TensorFlow and Pillow (`pip install -e ".[download]"`) and a network. Without
-either, loading fails at once with what to do, and a failed download leaves nothing behind there.
+either it is skipped at once (no TFDS download is tried), and a failed TFDS download leaves nothing behind there.
 """
 import contextlib
 import logging
@@ -22,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..settings import Setting, SettingError
+from . import download
+from .download import DownloadError
 from .formats import (
     CIFAR10_BATCHES,
     IDX_PREFIX,
@@ -60,6 +64,11 @@ class DataNotFound(SettingError, FileNotFoundError):
     the data_dir given is at fault (None when none was given)."""
 
 
+class DownloadFailed(DataNotFound, DownloadError):
+    """No place looked holds the dataset, and downloading its original files failed (the cause: the
+    DownloadError)."""
+
+
 def load(name, split, data_dir=None):
     """Dataset `name` ('mnist', 'fashion_mnist', 'cifar10'), `split` ('train', 'test') -> (images, labels).
 
@@ -71,7 +80,9 @@ def load(name, split, data_dir=None):
       images (N, 28, 28, 1), or (N, 32, 32, 3) RGB for CIFAR-10, uint8; labels (N,) int32 in 0..9.
     Raises:
       DataFormatError naming the file for a corrupt, truncated or incomplete local copy; DataNotFound (a
-      FileNotFoundError) listing every place looked, and what to do, when none has the data.
+      FileNotFoundError) listing every place looked, and what to do, when none has the data; DownloadFailed (a
+      DataNotFound and a download.DownloadError), likewise, when downloading MNIST's or Fashion-MNIST's original
+      files failed.
     """
     if name not in IMAGE_SHAPES:
         raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(IMAGE_SHAPES)}")
@@ -91,13 +102,45 @@ def load(name, split, data_dir=None):
     if found is not None:
         return found
     places.insert(0, [Setting("data_dir"), f" and ${ENV_VAR}: not given"])
+    originals = _download_files(name, split)
+    if originals:
+        cached = [download.cached(f, download.FILES[name], download.cache_dir(name)) for f in originals]
+        if all(cached):
+            return _read_downloads(name, cached)
+        places.append([f"jaxcnn's downloads: {download.cache_dir(name)}"])
     try:
-        source = _tfds_source(name, split)
-    except Exception as e:  # TFDS fails in many ways offline: missing TensorFlow, DownloadError, ConnectionError
+        return _from_tfds(name, split)
+    except Exception as e:  # TFDS fails in many ways offline: missing TensorFlow, its DownloadError, ConnectionError
         first_line = (str(e).splitlines() or [""])[0]
         places.append([f"TensorFlow Datasets: {type(e).__name__}: {first_line}"])
-        raise DataNotFound(_not_found_message(name, split, places, ["TensorFlow Datasets could not provide it"])) \
-            from e
+        if not originals:
+            raise DataNotFound(_not_found_message(name, split, places, ["TensorFlow Datasets could not provide it"])) \
+                from e
+        log.debug("TensorFlow Datasets cannot provide %s (%s): downloading the original files", name, first_line)
+    try:
+        paths = [download.fetch(f, download.MIRRORS[name], download.FILES[name], download.cache_dir(name))
+                 for f in originals]
+    except DownloadError as e:
+        places.append(["the original files' mirrors: the download failed"])
+        raise DownloadFailed(_not_found_message(name, split, places, [str(e)])) from e
+    return _read_downloads(name, paths)
+
+
+def _download_files(name, split):
+    """The original files of `split` that can be downloaded (the IDX images and labels), or () (CIFAR-10)."""
+    if name not in download.FILES:
+        return ()
+    return tuple(f"{IDX_PREFIX[split]}-{kind}-idx{ndim}-ubyte.gz" for kind, ndim in (("images", 3), ("labels", 1)))
+
+
+def _read_downloads(name, paths):
+    """(images, labels) from the downloaded IDX images and labels files."""
+    return _checked(*read_idx_pair(*paths), name, paths[0].parent)
+
+
+def _from_tfds(name, split):
+    """(images, labels) of `split` from TensorFlow Datasets."""
+    source = _tfds_source(name, split)
     records = [source[i] for i in range(len(source))]
     images = np.stack([r["image"] for r in records]).astype(np.uint8)
     labels = np.array([r["label"] for r in records], np.int32)
@@ -244,8 +287,12 @@ def _not_found_message(name, split, places, why):
              [f"or set {ENV_VAR}=DIR, likewise"]]
     if name in DEBIAN_PACKAGES:
         fixes.append([f"or apt-get install {DEBIAN_PACKAGES[name]} (installs it under {DEBIAN_ROOT})"])
-    fixes.append([f"or, with a network, {INSTALL_DOWNLOAD} (TensorFlow and Pillow) and TensorFlow Datasets "
-                  "downloads and caches it"])
+    if name in download.FILES:
+        fixes.append([f"or copy the original files (from {download.MIRRORS[name][0]}) into "
+                      f"{download.cache_dir(name)}, or run again where the mirrors can be reached"])
+    else:
+        fixes.append([f"or, with a network, {INSTALL_DOWNLOAD} (TensorFlow and Pillow) and TensorFlow Datasets "
+                      "downloads and caches it"])
     lines = [[f"no local copy of {name} {split!r} found: ", *why, "."], [f"Looked for {files} in:"],
              *[["  - ", *p] for p in places], ["To fix:"], *[["  - ", *f] for f in fixes]]
     return [part for i, line in enumerate(lines) for part in (["\n"] if i else []) + line]
