@@ -2,7 +2,8 @@
 the manifest or the results) and resumed each time ends exactly as an uninterrupted run.
 
 The kill points are the library's named fault points (jaxcnn.train.rundir.fault_point), found by tracing an
-uninterrupted run; each interrupted process kills itself at one of them, so nothing depends on timing. The
+uninterrupted run through the hook the program below installs; each interrupted process kills itself at one of
+them, so nothing depends on timing. The
 processes share a persistent compilation cache to keep the whole test to about a minute of CPU.
 """
 import json
@@ -19,13 +20,25 @@ from conftest import without_timings
 from jaxcnn.train import rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROGRAM = """
-import sys
+KILL_AT_VAR, TRACE_VAR = "FAULT_TEST_KILL_AT", "FAULT_TEST_TRACE"
+PROGRAM = f"""
+import os, signal, sys
 import jax.numpy as jnp
 import numpy as np
 from jaxcnn import Conv, Dense, Flatten, Net, ReLU
-from jaxcnn.train import RunDir, SolverConfig
+from jaxcnn.train import RunDir, SolverConfig, rundir
 from jaxcnn.train.experiment import RunConfig, run_experiment
+
+
+def hook(label):  # ${TRACE_VAR}: append each point's label to that file; ${KILL_AT_VAR}: SIGKILL at that point
+    if os.environ.get("{TRACE_VAR}"):
+        with open(os.environ["{TRACE_VAR}"], "a") as f:
+            f.write(label + "\\n")
+    if os.environ.get("{KILL_AT_VAR}") == label:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+rundir.fault_hook = hook
 
 rng = np.random.default_rng(0)
 labels = rng.integers(0, 10, 48).astype(np.int32)
@@ -54,7 +67,7 @@ def test_sigkill_at_every_fault_point_then_resume_gives_the_uninterrupted_run(tm
     cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     trace = tmp_path / "trace"
-    reference = _run(tmp_path / "reference", {**cache, rundir.TRACE_VAR: str(trace)})
+    reference = _run(tmp_path / "reference", {**cache, TRACE_VAR: str(trace)})
     assert reference.returncode == 0, reference.stderr
     points = trace.read_text().split()
     assert len(points) >= 20
@@ -63,7 +76,7 @@ def test_sigkill_at_every_fault_point_then_resume_gives_the_uninterrupted_run(tm
 
     out = tmp_path / "interrupted"
     for point in points:
-        killed = _run(out, {**cache, rundir.KILL_AT_VAR: point})
+        killed = _run(out, {**cache, KILL_AT_VAR: point})
         assert killed.returncode == -signal.SIGKILL, f"not killed at {point}: {killed.stderr}"
         checkpoints = rundir.RunDir(out, primary=False).checkpoints
         steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.exists() else []

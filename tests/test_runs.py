@@ -343,7 +343,7 @@ def test_a_write_cut_short_leaves_the_file_as_it_was(tmp_path, monkeypatch):
         def crash(label):
             if label == "metrics-2-temp":
                 raise KeyboardInterrupt  # stands for the process dying between the temp file and the rename
-        monkeypatch.setattr(rundir, "fault_point", crash)
+        monkeypatch.setattr(rundir, "fault_hook", crash)
         with pytest.raises(KeyboardInterrupt):
             run.write_metrics([{"epoch": 1}, {"epoch": 2}])
         assert _metric_lines(tmp_path) == [{"epoch": 1}] and (tmp_path / ".metrics.jsonl.tmp").exists()

@@ -35,10 +35,9 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 
@@ -51,20 +50,17 @@ MANIFEST, METRICS, RESULTS, CHECKPOINTS, LOCK = "manifest.json", "metrics.jsonl"
 # What a resumed run must share with the run it continues (the manifest's keys; those absent from either are
 # not compared).
 IDENTITY = ("model", "dataset", "batch_size", "steps_per_epoch", "dtype", "seed", "solver", "augment")
-KILL_AT_VAR, TRACE_VAR = "JAXCNN_KILL_AT", "JAXCNN_TRACE_POINTS"
+# Called with the label of each fault point passed (see fault_point): crash tests install one to trace the points
+# or to kill the process at one. None in normal runs.
+fault_hook: Callable[[str], None] | None = None
 
 
 def fault_point(label: str) -> None:
-    """A named point where a crash must leave the run resumable, for crash tests: with $JAXCNN_KILL_AT equal to
-    `label` the process kills itself here with SIGKILL; with $JAXCNN_TRACE_POINTS set to a file, `label` is
-    appended to it. Labels: step-<step>, checkpoint-<step>-writing, checkpoint-<step>-written,
-    metrics-<epochs>-temp, metrics-<epochs>-replaced, results-temp, manifest-temp."""
-    trace = os.environ.get(TRACE_VAR)
-    if trace:
-        with open(trace, "a") as f:
-            f.write(label + "\n")
-    if os.environ.get(KILL_AT_VAR) == label:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """A named point where a crash must leave the run resumable; calls `fault_hook` with `label` when one is set.
+    Labels: step-<step>, checkpoint-<step>-writing, checkpoint-<step>-written, metrics-<epochs>-temp,
+    metrics-<epochs>-replaced, results-temp, manifest-temp."""
+    if fault_hook is not None:
+        fault_hook(label)
 
 
 def write_atomic(path, text: str, label: str) -> None:
