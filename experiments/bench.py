@@ -368,7 +368,8 @@ def main(argv=None):
     }
     if report["epoch"]:
         e = report["epoch"]
-        print("epoch of {:,} images: {}".format(e["images"], ", ".join(
+        data = "MNIST images" if args.data_dir else "random images (random labels: the accuracy is chance, meaningless)"
+        print("epoch of {:,} {}: {}".format(e["images"], data, ", ".join(
             f"{v} {s:.2f} s ({100 * e['test_accuracy'][v]:.2f}% test accuracy)" for v, s in e["seconds"].items())))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

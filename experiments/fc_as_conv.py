@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import LayerError, Softmax, caffe, datasets, ops, plots, zoo
-from jaxcnn.cli import HelpFormatter, entry
+from jaxcnn.cli import HelpFormatter, entry, plural
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
 from jaxcnn.summary import summary
 from jaxcnn.train import rundir
@@ -202,7 +202,7 @@ def make_input(net, args, geometry):
         return jnp.asarray(x, jnp.float32), f"standard-normal image (seed {args.seed})", None, None
     canvas, placed = mnist_canvas(args.size, args.digits, args.data_dir, rng, geometry.stride)
     x = jnp.asarray(canvas[None] * datasets.CAFFE_PIXEL_SCALE, jnp.float32)
-    return x, f"MNIST canvas, {len(placed)} test digits", placed, canvas
+    return x, f"MNIST canvas, {plural(len(placed), 'test digit')}", placed, canvas
 
 
 def compare(net, params, state, x, repeats):
@@ -247,7 +247,7 @@ def compare(net, params, state, x, repeats):
                          "(after malloc_trim and clear_refs); xla_buffer_plan: compiled memory_analysis() "
                          "peak_memory_in_bytes, the most bytes of the program's buffers live at once in XLA's "
                          "buffer assignment, weights and input included, kernels' scratch left out",
-        "timing": f"median of {repeats} runs after a warm-up, {jax.devices()[0].platform}",
+        "timing": f"median of {plural(repeats, 'run')} after a warm-up, {jax.devices()[0].platform}",
         "mean_class_scores": [float(v) for v in scores["one_pass"].mean(axis=(0, 1))],
     }
     r["flop_ratio"] = r["crops_flops"] / r["one_pass_flops"]
