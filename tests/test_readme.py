@@ -3,15 +3,15 @@ README's order, in one temporary copy of the repository with `../shared` beside 
 earlier one wrote, as in the reader's clone). A command fails the test by a non-zero exit or a traceback.
 
 What differs from the reader's run, and why (each command runs as written otherwise):
-- `../shared/data/mnist` is a copy of the first SMALL_TRAIN training and SMALL_TEST test images of the real one
-  (`../shared/data/mnist` beside this repository; the module is skipped without it), and $JAXCNN_DATA_DIR holds
-  the same cut of Debian's Fashion-MNIST when it is installed: minutes of training become seconds.
+- `../shared/data/mnist` holds the first SMALL_TRAIN training and SMALL_TEST test images of the real one
+  (`../shared/data/mnist` beside this repository; the module is skipped without it), and $JAXCNN_DATA_DIR the
+  same cuts of MNIST and of Debian's Fashion-MNIST (when installed), so that no command downloads: minutes of
+  training become seconds.
 - CUTS (below) shortens what is inherently long: one epoch, smaller inputs, fewer timed runs.
 - A line whose comment says `not run in tests` (a Python block: anywhere in it) is not run: installs, CI itself.
 - NEEDS skips a command whose optional part is missing here (as the README says it needs it).
 Commands run in order and build on each other: select one with -k only together with those it needs.
 """
-import gzip
 import importlib.util
 import os
 import re
@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from dataset_writers import write_mnist
+
+from jaxcnn import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -92,19 +95,12 @@ def cut(text):
     return text
 
 
-def _write_cut(source_dir, target_dir, counts):
-    """Copy the first `counts[split]` images and labels of an IDX dataset (gzipped or not) -> target_dir."""
-    target_dir.mkdir(parents=True)
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        for kind, header in (("images", 16), ("labels", 8)):
-            name = f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
-            path = next(p for p in (source_dir / name, source_dir / f"{name}.gz") if p.is_file())
-            data = path.read_bytes()
-            data = gzip.decompress(data) if path.suffix == ".gz" else data
-            item = 28 * 28 if kind == "images" else 1
-            n = counts[split]
-            (target_dir / f"{name}.gz").write_bytes(
-                gzip.compress(data[:4] + n.to_bytes(4, "big") + data[8:header] + data[header:header + n * item]))
+def _write_cut(name, source_dir, target_dir):
+    """The first SMALL_TRAIN training and SMALL_TEST test images of dataset `name` in source_dir -> IDX files in
+    target_dir."""
+    for split, n in (("train", SMALL_TRAIN), ("test", SMALL_TEST)):
+        images, labels = datasets.load(name, split, str(source_dir))
+        write_mnist(target_dir, split, images[:n], labels[:n])
 
 
 @pytest.fixture(scope="module")
@@ -120,12 +116,11 @@ def workspace(tmp_path_factory):
         if (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
-    counts = {"train": SMALL_TRAIN, "test": SMALL_TEST}
-    _write_cut(SHARED_MNIST, tmp / "shared" / "data" / "mnist", counts)
+    _write_cut("mnist", SHARED_MNIST, tmp / "shared" / "data" / "mnist")
     data_root = tmp / "data"
-    _write_cut(SHARED_MNIST, data_root / "mnist", counts)
+    _write_cut("mnist", SHARED_MNIST, data_root / "mnist")
     if DEBIAN_FASHION.is_dir():
-        _write_cut(DEBIAN_FASHION, data_root / "fashion_mnist", counts)
+        _write_cut("fashion_mnist", DEBIAN_FASHION, data_root / "fashion_mnist")
     env = dict(os.environ, JAXCNN_DATA_DIR=str(data_root), MPLBACKEND="Agg",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     return repo, env
