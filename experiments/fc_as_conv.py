@@ -3,7 +3,8 @@ input once, and compare with evaluating every training-size crop through the ori
 
     python -m experiments.fc_as_conv --size 384 --out runs/fc_as_conv          # VGG16: a 6x6x1000 score map
     python -m experiments.fc_as_conv --model lenet_caffe --checkpoint runs/mnist --size 176 --out runs/slide
-    python -m experiments.fc_as_conv --prototxt deploy.prototxt --caffemodel weights.caffemodel --size 355
+    python -m experiments.fc_as_conv --prototxt experiments/caffe/lenet_bn_deploy.prototxt \\
+        --caffemodel runs/caffe/lenet_bn_iter_10125.caffemodel --size 176   # after python -m jaxcnn train
 
 Weights: a zoo net's are random (seeded) unless --checkpoint gives a run of `python -m experiments.mnist`; a
 --prototxt net's are its --caffemodel, else untrained: the prototxt's fillers, zeros where it has none (Caffe's

@@ -84,3 +84,16 @@ def test_gpu_platform_is_refused_without_a_gpu(capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--platform", "gpu"])
     assert e.value.code == 2 and "--platform gpu: JAX's default backend is cpu" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_epoch_on_random_images_says_its_accuracy_is_chance(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "cases", lambda quick, target, data_dir: {
+        "mnist_epoch": (lambda: bench.epoch_case(data_dir, 128, target), 1)})  # 2 steps, not 60,000 images
+    random_data = bench.mnist_data
+    monkeypatch.setattr(bench, "mnist_data", lambda *args: (  # and 1,000 of its 10,000 random test images
+        lambda train, test: (train, (test[0][:1000], test[1][:1000])))(*random_data(*args)))
+    report = bench.main(["--cases", "mnist_epoch", "--out", str(tmp_path)])
+    assert report["data"] == "random images" and report["epoch"]["images"] == 128
+    assert "epoch of 128 random images (random labels: the accuracy is chance, meaningless): jaxcnn " in \
+        capsys.readouterr().out
