@@ -404,7 +404,8 @@ def main(argv=None):
         report = write()
     if report["epoch"]:
         e = report["epoch"]
-        print("epoch of {:,} images: {}".format(e["images"], ", ".join(
+        data = "MNIST images" if args.data_dir else "random images (random labels: the accuracy is chance, meaningless)"
+        print("epoch of {:,} {}: {}".format(e["images"], data, ", ".join(
             f"{v} {s:.2f} s ({100 * e['test_accuracy'][v]:.2f}% test accuracy)" for v, s in e["seconds"].items())))
     print(f"wrote {out / 'bench.json'}; 1-min load average during the run: {min(load):.1f}-{max(load):.1f}")
     return report

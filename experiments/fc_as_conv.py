@@ -2,16 +2,21 @@
 input once, and compare with evaluating every training-size crop through the original net.
 
     python -m experiments.fc_as_conv --size 384 --out runs/fc_as_conv          # VGG16: a 6x6x1000 score map
-    python -m experiments.fc_as_conv --model lenet_caffe --checkpoint runs/mnist --size 140 --out runs/slide
-    python -m experiments.fc_as_conv --prototxt deploy.prototxt --caffemodel weights.caffemodel --size 355
+    python -m experiments.fc_as_conv --model lenet_caffe --checkpoint runs/mnist --size 176 --out runs/slide
+    python -m experiments.fc_as_conv --prototxt experiments/caffe/lenet_bn_deploy.prototxt \\
+        --caffemodel runs/caffe/lenet_bn_iter_10125.caffemodel --size 176   # after python -m jaxcnn train
 
-Weights are random (seeded) unless --checkpoint gives a run of `python -m experiments.mnist` or --caffemodel the
-Caffe weights of a --prototxt net. The input is a
-seeded standard-normal image (no ImageNet here), or for MNIST-sized nets a blank canvas holding real test
-digits, drawn with the class probabilities at each position into heatmap.png. Timings are medians over
---repeats runs after a warm-up. Peak memory is measured (Linux): the rise of the process's resident high-water
-mark during the first run of each compiled path, over what is resident before it (weights, input, code). XLA's
-own buffer-assignment peak is reported beside it; on CPU it leaves out what fused kernels allocate inside.
+Weights: a zoo net's are random (seeded) unless --checkpoint gives a run of `python -m experiments.mnist`; a
+--prototxt net's are its --caffemodel, else untrained: the prototxt's fillers, zeros where it has none (Caffe's
+default filler is constant 0; deploy files seldom carry fillers). A warning says when some layer's weights are
+all zero so that the output cannot depend on the input. The input is a seeded standard-normal image (no ImageNet
+here), or for MNIST-sized nets a blank canvas holding real test digits, drawn with the class probabilities at
+each position into heatmap.png (a softmax of the scores, or the net's own output where it ends in Softmax).
+Timings are medians over --repeats runs after a warm-up. Peak memory is measured (Linux): the rise of the
+process's resident high-water mark during the first run of each compiled path, over what is resident before it
+(weights, input, code). Beside it, XLA's buffer plan: the most bytes of the compiled program's own buffers
+(weights and input included) that its buffer assignment keeps live at once; a plan, not a measurement: on the
+CPU the kernels allocate scratch memory outside it.
 """
 import argparse
 import ctypes
@@ -25,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import LayerError, caffe, datasets, ops, plots, zoo
-from jaxcnn.cli import HelpFormatter, entry, message
+from jaxcnn import LayerError, Softmax, caffe, datasets, ops, plots, zoo
+from jaxcnn.cli import HelpFormatter, entry, message, plural
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
 from jaxcnn.summary import summary
 from jaxcnn.train import rundir
@@ -42,7 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", help="a run directory of experiments.mnist (or its checkpoints/ directory) "
                    "whose trained weights to use (default: random weights)")
     p.add_argument("--prototxt", help="a Caffe deploy net (.prototxt, with its input size) instead of a zoo model")
-    p.add_argument("--caffemodel", help="its Caffe weights, a .caffemodel (default: random, from --seed)")
+    p.add_argument("--caffemodel", help="its Caffe weights, a .caffemodel (default: untrained, the prototxt's "
+                   "fillers drawn with --seed, zeros where it has none)")
     p.add_argument("--out", help="directory for results.json (and heatmap.png); nothing is written without it")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights, image and canvas")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each path after a warm-up")
@@ -104,7 +110,7 @@ def load_caffe_net(args, parser):
     check_size(net, args, parser)
     if not args.caffemodel:
         _, params, state = net.init(jax.random.key(args.seed))
-        return net, params, state, f"random (seed {args.seed})"
+        return net, params, state, f"untrained: the prototxt's fillers (seed {args.seed}), zeros where it has none"
     try:
         params, state = caffe.load_caffemodel(net, args.caffemodel)
     except (caffe.CaffeFormatError, FileNotFoundError) as e:
@@ -133,8 +139,23 @@ def mnist_canvas(size, count, data_dir, rng, step):
     return canvas, placed
 
 
+def constant_output(net, params):
+    """The layers whose weights are all zero (`w` of Conv, Dense, Local; `gamma` of Scale), if they cut every
+    path from the net's input to its output, so that the output cannot depend on the input; else []."""
+    zeroed = [name for name, p in params.items()
+              if any(k in p and not jnp.any(p[k]) for k in ("w", "gamma"))]
+    live = set(net.inputs)  # blobs that depend on the input
+    for node in net.nodes:
+        if node.layer.name not in zeroed and live.intersection(node.inputs):
+            live.update(node.outputs)
+        else:
+            live.difference_update(node.outputs)
+    return [] if live.intersection(net.outputs) else zeroed
+
+
 def compiled(fn, *args):
-    """fn jit-compiled for args -> (callable, XLA's buffer-assignment peak memory in bytes)."""
+    """fn jit-compiled for args -> (callable, XLA's buffer plan: the most bytes its buffer assignment keeps live
+    at once)."""
     exe = jax.jit(fn, compiler_options=ops.compiler_options()).lower(*args).compile()
     return exe, exe.memory_analysis().peak_memory_in_bytes
 
@@ -182,7 +203,7 @@ def make_input(net, args, geometry):
         return jnp.asarray(x, jnp.float32), f"standard-normal image (seed {args.seed})", None, None
     canvas, placed = mnist_canvas(args.size, args.digits, args.data_dir, rng, geometry.stride)
     x = jnp.asarray(canvas[None] * datasets.CAFFE_PIXEL_SCALE, jnp.float32)
-    return x, f"MNIST canvas, {len(placed)} test digits", placed, canvas
+    return x, f"MNIST canvas, {plural(len(placed), 'test digit')}", placed, canvas
 
 
 def compare(net, params, state, x, repeats):
@@ -206,9 +227,10 @@ def compare(net, params, state, x, repeats):
     paths = {"one_pass": (one_pass, conv_params), "crops": (crop_by_crop, params)}
     exes = {k: compiled(fn, p, state, x) for k, (fn, p) in paths.items()}
     r, scores = {}, {}
-    for k, (exe, xla_peak) in exes.items():  # memory first: each path's first run after compiling
+    for k, (exe, xla_plan) in exes.items():  # memory first: each path's first run after compiling
         rise, resident = rss_peak(exe, (paths[k][1], state, x))
-        r |= {f"{k}_peak_rss_rise_bytes": rise, f"{k}_resident_before_bytes": resident, f"{k}_xla_peak_bytes": xla_peak}
+        r |= {f"{k}_peak_rss_rise_bytes": rise, f"{k}_resident_before_bytes": resident,
+              f"{k}_xla_buffer_plan_bytes": xla_plan}
     for k, (exe, _) in exes.items():
         scores[k], r[f"{k}_seconds_all"] = timed(exe, (paths[k][1], state, x), repeats)
         r[f"{k}_seconds"] = statistics.median(r[f"{k}_seconds_all"])
@@ -223,9 +245,10 @@ def compare(net, params, state, x, repeats):
         "speedup_of_fastest_runs": min(r["crops_seconds_all"]) / min(r["one_pass_seconds_all"]),
         "one_pass_flops": summary(conv_net, x.shape[1:]).flops, "crops_flops": n * summary(net).flops,
         "memory_method": "peak_rss_rise: rise of VmHWM over VmRSS during the first run of each compiled path "
-                         "(after malloc_trim and clear_refs); xla_peak: compiled memory_analysis() "
-                         "peak_memory_in_bytes, weights and input included, fused kernels' scratch left out",
-        "timing": f"median of {repeats} runs after a warm-up, {jax.devices()[0].platform}",
+                         "(after malloc_trim and clear_refs); xla_buffer_plan: compiled memory_analysis() "
+                         "peak_memory_in_bytes, the most bytes of the program's buffers live at once in XLA's "
+                         "buffer assignment, weights and input included, kernels' scratch left out",
+        "timing": f"median of {plural(repeats, 'run')} after a warm-up, {jax.devices()[0].platform}",
         "mean_class_scores": [float(v) for v in scores["one_pass"].mean(axis=(0, 1))],
     }
     r["flop_ratio"] = r["crops_flops"] / r["one_pass_flops"]
@@ -236,6 +259,10 @@ def run(args, parser):
     """Load or build the net, make the input, compare the two paths -> the results dict (printed, and written
     to --out)."""
     net, params, state, weights = load_net(args, parser)
+    zeroed = constant_output(net, params)
+    if zeroed:
+        print(f"warning: the weights of {', '.join(zeroed)} are all zero, so the net's output cannot depend on its "
+              "input: every position gets the same scores", file=sys.stderr)
     geometry = sliding_geometry(net)
     try:
         x, source, placed, canvas = make_input(net, args, geometry)
@@ -244,9 +271,11 @@ def run(args, parser):
     except ValueError as e:  # --digits that do not fit the canvas
         parser.error(str(e))
     scores, results = compare(net, params, state, x, args.repeats)
-    results = {"model": net.name, "weights": weights, "input": source, "size": args.size} | results
+    ends_in_softmax = isinstance(net.layers[-1], Softmax)  # its scores are probabilities already
+    results = {"model": net.name, "weights": weights, "zero_weight_layers": zeroed, "input": source,
+               "size": args.size, "scores_are_probabilities": ends_in_softmax} | results
     if placed is not None:
-        probs = jax.nn.softmax(scores)
+        probs = scores if ends_in_softmax else jax.nn.softmax(scores)
         for d in placed:  # the position whose crop is exactly this digit's 28x28 box
             p = probs[d["row"] // geometry.stride[0], d["col"] // geometry.stride[1]]
             d |= {"predicted": int(jnp.argmax(p)), "probability": float(jnp.max(p))}
@@ -275,7 +304,7 @@ def report(r):
     for path, label in (("one_pass", "one pass"), ("crops", f"{r['positions']} crops")):
         print(f"{label:>12}: {r[path + '_seconds']:8.4f} s  {r[path + '_flops'] / 1e9:8.2f} GFLOP  peak memory "
               f"+{_mib(r[path + '_peak_rss_rise_bytes'])} over {_mib(r[path + '_resident_before_bytes'])} resident "
-              f"(XLA buffer peak {_mib(r[path + '_xla_peak_bytes'])})")
+              f"(XLA's buffer plan {_mib(r[path + '_xla_buffer_plan_bytes'])})")
     print(f"speedup {r['speedup']:.2f}x ({r['speedup_of_fastest_runs']:.2f}x between the fastest runs; FLOP ratio "
           f"{r['flop_ratio']:.2f}x); {r['timing']}")
     print(f"rel max abs diff, one pass vs isolated crops: {r['rel_max_abs_diff']:.3g}")
@@ -288,7 +317,8 @@ def report(r):
         print(f"digits recognised at the position of their own 28x28 box: {right} of {len(r['digits'])} "
               f"(labels {[d['label'] for d in r['digits']]}, predicted {[d['predicted'] for d in r['digits']]})")
     top = np.argsort(r["mean_class_scores"])[::-1][:5]
-    print("class scores averaged over positions, top 5: "
+    what = "probabilities" if r["scores_are_probabilities"] else "scores"
+    print(f"class {what} averaged over positions, top 5: "
           + ", ".join(f"{k}: {r['mean_class_scores'][k]:.4g}" for k in top))
 
 

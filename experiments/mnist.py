@@ -34,7 +34,9 @@ AUGMENTATIONS = {"shift": functools.partial(random_crop_flip, pad=2, flip=False)
 def arguments(argv=None):
     """The parsed command line (defaults: the measured LeNet-BN recipe)."""
     p = parser("python -m experiments.mnist", __doc__.splitlines()[0], model="lenet_caffe",
-               datasets=["mnist", "fashion_mnist"], epochs=12, batch_size=64, lr=0.05, out="runs/mnist")
+               datasets=["mnist", "fashion_mnist"], epochs=12, batch_size=64, lr=0.05, out="runs/mnist",
+               solver_title="solver (Caffe's lenet_solver.prototxt: --lr 0.01 --schedule inv --gamma 1e-4 "
+                            "--power 0.75)")
     p.add_argument("--augment", default="shift", choices=list(AUGMENTATIONS),
                    help="shift: random translations of up to 2 pixels; flip: random left-right mirroring (for "
                         "Fashion-MNIST, not digits); shift_flip: both; none: the images as they are")

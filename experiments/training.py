@@ -5,14 +5,16 @@ import argparse
 import jax
 
 from jaxcnn import LayerError, datasets, summary, zoo
-from jaxcnn.cli import HelpFormatter, ProgressBar, epoch_line
+from jaxcnn.cli import HelpFormatter, ProgressBar, epoch_line, plural
 from jaxcnn.hostmem import keep_freed_memory
 from jaxcnn.train import OPTIMIZERS, SCHEDULES, ConfigError, RunDir, SolverConfig
 from jaxcnn.train.distributed import initialize
 from jaxcnn.train.experiment import DTYPES, RunConfig, run_experiment
 
 
-def parser(prog, description, *, model, datasets, epochs, batch_size, lr, out):
+def parser(prog, description, *, model, datasets, epochs, batch_size, lr, out, solver_title="solver"):
+    """The flags every training experiment has, with its defaults; solver_title: the heading of the solver
+    flags in --help."""
     p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=HelpFormatter)
     p.add_argument("--model", default=model, choices=sorted(zoo.MODELS), help="the zoo model to train")
@@ -31,7 +33,7 @@ def parser(prog, description, *, model, datasets, epochs, batch_size, lr, out):
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, example order and augmentation")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (weights stay float32)")
     p.add_argument("--steps-per-dispatch", type=int, default=50, help="training steps between host syncs")
-    s = p.add_argument_group("solver (Caffe's LeNet solver: --lr 0.01 --schedule inv --gamma 1e-4 --power 0.75)")
+    s = p.add_argument_group(solver_title)
     s.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="the update rule")
     s.add_argument("--lr", type=float, default=lr, help="base learning rate")
     s.add_argument("--schedule", default="cosine", choices=SCHEDULES,
@@ -84,13 +86,13 @@ def run(args, *, preprocess_for, augment=None, augment_name="none", class_names=
         raise ConfigError("model", args.model, f"does not fit {args.dataset}'s {train[0].shape[1:]} images: "
                           f"{e}") from e
     say(f"{len(train[1]):,} training / {len(test[1]):,} test images; {jax.device_count()} device(s): "
-        f"{jax.devices()[0].platform}; batch {args.batch_size}, {args.epochs} epochs")
+        f"{jax.devices()[0].platform}; batch {args.batch_size}, {plural(args.epochs, 'epoch')}")
     with out.acquire(resume=args.resume, overwrite=args.overwrite):
         results = run_experiment(cfg, net, train, test, preprocess=preprocess_for(train[0]), augment=augment,
                                  out=out, resume=args.resume, rescale_schedule=args.rescale_schedule,
                                  class_names=class_names, on_progress=ProgressBar(enabled=main),
                                  on_epoch=lambda r: say(epoch_line(r)))
-    say(f"test accuracy {100 * results['test_accuracy']:.2f}% after {args.epochs} epochs, "
+    say(f"test accuracy {100 * results['test_accuracy']:.2f}% after {plural(args.epochs, 'epoch')}, "
         f"{results['seconds_per_epoch']:.1f}s per epoch ({results['train_images_per_second']:,.0f} img/s); "
         f"wrote {args.out}")
     return results

@@ -10,7 +10,17 @@ import os
 import sys
 
 from . import zoo
-from .cli import USAGE, HelpFormatter, ProgressBar, entry, epoch_line, exit_code, fail, message
+from .cli import (
+    USAGE,
+    HelpFormatter,
+    ProgressBar,
+    entry,
+    epoch_line,
+    exit_code,
+    fail,
+    message,
+    plural,
+)
 from .datasets import DataNotFound
 from .summary import summary
 
@@ -104,7 +114,7 @@ def _train(args):
     print(summary(run.net, batch=run.trainer.batch_size))
     print(f"{run.dataset}: {len(run.train[1]):,} training / {len(run.test[1]):,} test images; batch "
           f"{run.trainer.batch_size}; {s.config.optimizer} lr {s.config.lr} ({s.config.schedule}), max_iter "
-          f"{s.max_iter} -> {run.epochs} epochs")
+          f"{s.max_iter} -> {plural(run.epochs, 'epoch')}")
     with out.acquire(resume=args.resume, overwrite=args.overwrite):
         meta = {"model": run.net.name, "dataset": run.dataset, "solver": os.path.abspath(args.solver)}
         ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=out,

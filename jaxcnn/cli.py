@@ -137,6 +137,11 @@ def show_logs() -> None:
     logger.propagate = False  # not again through handlers other libraries put on the root logger
 
 
+def plural(n: int, word: str) -> str:
+    """'1 epoch', '12 epochs': n and the word, with an s unless n is 1."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def epoch_line(record: dict) -> str:
     """One line for one of fit's epoch records: epoch, step, losses, test accuracy, speed and time."""
     r = record

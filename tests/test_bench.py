@@ -92,3 +92,16 @@ def test_torch_compile_variant_computes_what_eager_does():
     assert set(runners) == {"jaxcnn", "plain_xla", "torch", "torch_compile"}
     eager, compiled = (runners[v]().detach().numpy() for v in ("torch", "torch_compile"))
     np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-5 * np.abs(eager).max())
+
+
+@pytest.mark.slow
+def test_an_epoch_on_random_images_says_its_accuracy_is_chance(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "cases", lambda quick, target, data_dir: {
+        "mnist_epoch": (lambda: bench.epoch_case(data_dir, 128, target), 1)})  # 2 steps, not 60,000 images
+    random_data = bench.mnist_data
+    monkeypatch.setattr(bench, "mnist_data", lambda *args: (  # and 1,000 of its 10,000 random test images
+        lambda train, test: (train, (test[0][:1000], test[1][:1000])))(*random_data(*args)))
+    report = bench.main(["--cases", "mnist_epoch", "--out", str(tmp_path)])
+    assert report["data"] == "random images" and report["epoch"]["images"] == 128
+    assert "epoch of 128 random images (random labels: the accuracy is chance, meaningless): jaxcnn " in \
+        capsys.readouterr().out

@@ -127,6 +127,19 @@ def test_lenet_bn_train_test_net(tmp_path):
     np.testing.assert_allclose(test_net.apply(params, state, x)[0], net.apply(params, state, x)[0], rtol=1e-6)
 
 
+@pytest.mark.slow
+def test_shipped_lenet_deploy_net_is_the_train_test_net_with_softmax(tmp_path):
+    """experiments/caffe/lenet_bn_deploy.prototxt (the README's Caffe examples): OpenCV runs it to the same
+    probabilities, and on the same weights it is the train/test net's TEST phase followed by a softmax."""
+    net, params, state, _ = _check_against_opencv(tmp_path, (CAFFE_DIR / "lenet_bn_deploy.prototxt").read_text())
+    assert net.input_shape == (28, 28, 1) and net.outputs == ("prob",)
+    test_net = load_prototxt(LENET, input_shape=(28, 28, 1))
+    x = np.random.default_rng(3).random((2, 28, 28, 1), np.float32)
+    probs = net.apply(params, state, x)[0]
+    np.testing.assert_allclose(probs, jax.nn.softmax(test_net.apply(params, state, x)[0]), rtol=1e-6)
+    np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-6)
+
+
 def _caffe_blob(array):
     blob = schema.BlobProto()
     blob.shape.dim.extend(array.shape)

@@ -3,6 +3,8 @@ position equals the original net on the matching crop (trunks that read no paddi
 the matching window of the trunk's map (padded trunks, where isolated crops differ)."""
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,10 +14,11 @@ from conftest import random_params, rel_diff
 from dataset_writers import write_mnist
 
 from experiments import fc_as_conv
-from jaxcnn import datasets, summary, zoo
+from jaxcnn import caffe, datasets, summary, zoo
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
 from jaxcnn.layers import (
     BatchNorm,
+    Concat,
     Conv,
     Dense,
     Dropout,
@@ -28,10 +31,11 @@ from jaxcnn.layers import (
     Scale,
     Tanh,
 )
-from jaxcnn.net import Net
+from jaxcnn.net import Graph, Net, Node
 from jaxcnn.train import RunDir, make_manifest
 
 TOL = 1e-5  # max |converted - original| / max |original|
+LENET_DEPLOY = Path(__file__).resolve().parents[1] / "experiments" / "caffe" / "lenet_bn_deploy.prototxt"
 
 
 def forward(net, params, state, x):
@@ -295,3 +299,64 @@ def test_experiment_checks_the_size_before_making_weights(capsys, monkeypatch):
     assert err.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         "error: --size 300: input 300x300 is not the training size 224x224 plus a multiple of the stride 32x32")
+
+
+@pytest.mark.slow
+def test_experiment_gives_probabilities_once_for_a_caffe_net_that_ends_in_softmax(tmp_path):
+    """The shipped LeNet deploy net ends in Softmax "prob"; the same net without it ends in the scores ip2. With
+    the same caffemodel both give each digit the probability the original net gives its 28x28 box, computed
+    here independently (a second softmax would cap it at e / (e + 9) = 0.232)."""
+    deploy = LENET_DEPLOY.read_text()
+    (tmp_path / "scores.prototxt").write_text(deploy.rsplit("layer {", 1)[0])  # without the final Softmax
+    net = caffe.load_prototxt(LENET_DEPLOY)
+    params, state = random_params(net, 6)
+    params["ip2"]["w"] = params["ip2"]["w"] * 10  # a confident net
+    caffe.save_caffemodel(net, params, state, tmp_path / "w.caffemodel")
+    data_dir, size, args = _mnist_dir(tmp_path), 88, ["--size", "88", "--digits", "3", "--repeats", "1"]
+    runs = {name: fc_as_conv.main([*args, "--prototxt", str(path), "--caffemodel", str(tmp_path / "w.caffemodel"),
+                                   "--data-dir", data_dir])
+            for name, path in (("prob", LENET_DEPLOY), ("scores", tmp_path / "scores.prototxt"))}
+    assert runs["prob"]["scores_are_probabilities"] and not runs["scores"]["scores_are_probabilities"]
+    canvas, placed = fc_as_conv.mnist_canvas(size, 3, data_dir, np.random.default_rng(0), (4, 4))
+    boxes = np.stack([canvas[d["row"]:d["row"] + 28, d["col"]:d["col"] + 28] for d in placed])
+    want = forward(net, params, state, jnp.asarray(boxes * datasets.CAFFE_PIXEL_SCALE, jnp.float32))
+    assert float(want.max(-1).min()) > 0.5  # well above what a second softmax allows
+    for results in runs.values():
+        got = results["digits"]
+        assert [(d["row"], d["col"]) for d in got] == [(d["row"], d["col"]) for d in placed]
+        assert [d["predicted"] for d in got] == [int(k) for k in want.argmax(-1)]
+        np.testing.assert_allclose([d["probability"] for d in got], want.max(-1), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_experiment_names_untrained_weights_and_warns_when_they_are_all_zero(tmp_path, capsys):
+    """A deploy net without fillers has Caffe's default, constant 0: the output cannot depend on the input."""
+    no_fillers = re.sub(r"\s*(weight|bias)_filler \{[^}]*\}", "", LENET_DEPLOY.read_text())
+    assert "filler" not in no_fillers
+    (tmp_path / "zeros.prototxt").write_text(no_fillers)
+    args = ["--size", "44", "--digits", "1", "--repeats", "1", "--data-dir", _mnist_dir(tmp_path)]
+    results = fc_as_conv.main([*args, "--prototxt", str(tmp_path / "zeros.prototxt")])
+    assert results["weights"] == "untrained: the prototxt's fillers (seed 0), zeros where it has none"
+    assert results["zero_weight_layers"] == ["conv1", "conv2", "ip1", "ip2"]
+    assert "warning: the weights of conv1, conv2, ip1, ip2 are all zero, so the net's output cannot depend on " \
+           "its input" in capsys.readouterr().err
+    assert results["digits"][0]["probability"] == pytest.approx(0.1)  # every class alike
+    results = fc_as_conv.main([*args, "--prototxt", str(LENET_DEPLOY)])  # Xavier fillers
+    assert results["zero_weight_layers"] == [] and "warning" not in capsys.readouterr().err
+
+
+def test_constant_output_follows_every_path_from_the_input():
+    net = Graph([Node(Conv("a", 2, 1), ("data",), ("a",)), Node(Conv("b", 2, 1), ("data",), ("b",)),
+                 Node(Concat("cat"), ("a", "b"), ("cat",)), Node(Scale("scale"), ("cat",), ("cat",)),
+                 Node(Flatten("flatten"), ("cat",), ("flatten",)), Node(Dense("ip", 3), ("flatten",), ("ip",))],
+                {"data": (4, 4, 1)})
+    _, params, _ = net.init(jax.random.key(0))
+
+    def zeroed(*names, key="w"):
+        return {k: {**p, key: jnp.zeros_like(p[key])} if k in names else p for k, p in params.items()}
+
+    assert fc_as_conv.constant_output(net, params) == []
+    assert fc_as_conv.constant_output(net, zeroed("a")) == []  # b still reads the input
+    assert fc_as_conv.constant_output(net, zeroed("a", "b")) == ["a", "b"]
+    assert fc_as_conv.constant_output(net, zeroed("ip")) == ["ip"]
+    assert fc_as_conv.constant_output(net, zeroed("scale", key="gamma")) == ["scale"]

@@ -276,6 +276,15 @@ def test_every_flag_has_a_sentence_and_a_default(monkeypatch, capsys, main, prog
     assert " ".join(text.split()).count("(default: ") >= options
 
 
+@pytest.mark.parametrize("main, heading", [(mnist.main, "solver (Caffe's lenet_solver.prototxt: --lr 0.01 "
+                                                        "--schedule inv --gamma 1e-4 --power 0.75):"),
+                                           (cifar10.main, "solver:")])
+def test_each_experiments_solver_heading_is_its_own(capsys, main, heading):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert heading in capsys.readouterr().out.splitlines()
+
+
 @pytest.mark.slow
 def test_command_line_failures_as_a_user_sees_them(tmp_path):
     """In a process of its own: exit status 2 and one line for a bad flag; JAXCNN_DEBUG=1 shows the traceback."""

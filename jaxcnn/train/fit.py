@@ -129,7 +129,7 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
                 log.info("resuming %s %s (step %d), from checkpoint %s", run.path, where, done,
                          run.checkpointer().path(done))
                 if done == epochs * steps_per_epoch:
-                    log.info("%s: all %d epochs are done, nothing to train", run.path, epochs)
+                    log.info("%s: nothing to train, the run has done epoch %d of %d", run.path, epochs, epochs)
         return _loop(trainer, ts, history, partial, saved, (images, labels), (test_images, test_labels), epochs,
                      steps_per_epoch, run, on_progress, on_epoch)
 
