@@ -4,15 +4,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import conv_cpu
-from .geometry import (
-    IntOrPair,
-    PaddingSpec,
-    check_nhwc,
-    dilated,
-    pair,
-    resolve_padding,
-    window_output,
-)
+from .geometry import IntOrPair, PaddingSpec, check_nhwc, dilated, pair, resolve_padding, window_output
 from .lowering import Tuned, resolve
 from .windows import patches
 

@@ -7,14 +7,7 @@ import numpy as np
 from jax import lax
 
 from .fusion import boundary
-from .geometry import (
-    IntOrPair,
-    PaddingSpec,
-    check_nhwc,
-    pair,
-    resolve_padding,
-    window_output,
-)
+from .geometry import IntOrPair, PaddingSpec, check_nhwc, pair, resolve_padding, window_output
 from .lowering import Tuned, resolve
 from .windows import window_views
 
