@@ -5,7 +5,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -245,24 +244,28 @@ def reference_run(mnist_dir, tmp_path_factory):
     return out
 
 
-def _wait_for_epochs(out, n, proc):
-    metrics = out / "metrics.jsonl"
-    while proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= n:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"run ended before epoch {n}: {proc.stderr.read()}")
+# experiments.mnist signalling itself at one of the library's fault points (jaxcnn.train.rundir.fault_point): the
+# tests stop a run at a known place, so nothing depends on timing. argv: label, signal name, the command's flags.
+SIGNAL_AT = """
+import os, signal, sys
+from experiments import mnist
+from jaxcnn.cli import entry
+from jaxcnn.train import rundir
+label, signum = sys.argv[1], getattr(signal, sys.argv[2])
+rundir.fault_hook = lambda point: os.kill(os.getpid(), signum) if point == label else None
+sys.exit(entry(lambda: mnist.main(sys.argv[3:])))
+"""
+
+
+def _signalled_at(label, signal_name, data_dir, out):
+    return _run([sys.executable, "-c", SIGNAL_AT, label, signal_name, *_cmd(data_dir, out)[3:]])
 
 
 @pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_result(mnist_dir, reference_run, tmp_path):
-    proc = subprocess.Popen(_cmd(mnist_dir, tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    _wait_for_epochs(tmp_path, 1, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    steps_done = checkpoint.Checkpointer(tmp_path / "checkpoints").latest_step()
-    assert steps_done < 3 * 2048 // 16, "the kill came after the run had finished"
+    killed = _signalled_at("metrics-1-replaced", "SIGKILL", mnist_dir, tmp_path)  # epoch 1 saved and logged
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert checkpoint.Checkpointer(tmp_path / "checkpoints").latest_step() == 2048 // 16
     resumed = _run(_cmd(mnist_dir, tmp_path, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_params(_final_params(tmp_path), _final_params(reference_run))
@@ -272,14 +275,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(mnist_dir, reference
 
 @pytest.mark.slow
 def test_sigterm_saves_mid_epoch_and_resume_gives_the_same_result(mnist_dir, reference_run, tmp_path):
-    proc = subprocess.Popen(_cmd(mnist_dir, tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    _wait_for_epochs(tmp_path, 1, proc)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1 and "stopped by SIGTERM at step" in err and "--resume to continue" in err
-    step = int(err.split("at step ")[1].split(";")[0])
+    step = 2048 // 16 + 8  # the first chunk of 8 steps of epoch 2
+    stopped = _signalled_at(f"step-{step}", "SIGTERM", mnist_dir, tmp_path)
+    assert stopped.returncode == 1 and f"stopped by SIGTERM at step {step};" in stopped.stderr, stopped.stderr
+    assert "--resume to continue" in stopped.stderr
     assert checkpoint.Checkpointer(tmp_path / "checkpoints").latest_step() == step
     resumed = _run(_cmd(mnist_dir, tmp_path, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
