@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import jax
 
+from .._version import __version__
 from ..checkpoint import Checkpointer, Restored
 from .errors import RunDirError, RunExists, RunLocked, RunMismatch
 
@@ -89,8 +90,6 @@ def make_manifest(*, batch_size: int, steps_per_epoch: int, train_examples: int,
                   dtype: str, **fields) -> dict:
     """A run's manifest: the given settings (model, dataset, solver, schedule_steps, ... as `fields`) plus the
     versions of jaxcnn and jax and the time it was made."""
-    from .. import __version__
-
     return {"batch_size": int(batch_size), "steps_per_epoch": int(steps_per_epoch),
             "train_examples": int(train_examples), "epochs": int(epochs), "seed": int(seed), "dtype": str(dtype),
             **fields, "jaxcnn_version": __version__, "jax_version": jax.__version__, "created": _now()}
