@@ -83,6 +83,24 @@ class SolverConfig:
         if not isinstance(self.iter_size, int) or self.iter_size < 1:
             raise ConfigError("iter_size", self.iter_size, "must be an integer of at least 1")
 
+    @classmethod
+    def from_caffe(cls, solver) -> "SolverConfig":
+        """The optimizer of a Caffe solver file (a jaxcnn.caffe.CaffeSolver): its type, base_lr, lr_policy and
+        their settings under jaxcnn's names (Caffe's 'RMSProp' is 'rmsprop', base_lr lr, stepvalue stepvalues)."""
+        return cls(optimizer=solver.type.lower(), lr=solver.base_lr, schedule=solver.lr_policy,
+                   momentum=solver.momentum, weight_decay=solver.weight_decay, gamma=solver.gamma, power=solver.power,
+                   stepsize=solver.stepsize, stepvalues=solver.stepvalue, momentum2=solver.momentum2,
+                   delta=solver.delta, rms_decay=solver.rms_decay, iter_size=solver.iter_size,
+                   clip_gradients=solver.clip_gradients)
+
+    @classmethod
+    def from_cudaconvnet(cls, net) -> "SolverConfig":
+        """Caffe-style SGD with a fixed rate under which a cuda-convnet net's (a jaxcnn.cudaconvnet.ConvNet)
+        lr_mult / decay_mult give its layers' updates: net.sgd_settings()'s lr, momentum and weight_decay."""
+        sgd = net.sgd_settings()
+        return cls(optimizer="sgd", lr=sgd.lr, schedule="fixed", momentum=sgd.momentum,
+                   weight_decay=sgd.weight_decay)
+
 
 def schedule(cfg: SolverConfig, total_steps: int) -> optax.Schedule:
     """Step -> learning rate, for a run of total_steps optimizer steps (at least 1)."""
