@@ -1,5 +1,6 @@
 """jaxcnn: pure-function CNN layers, named nets, the classic model zoo and tools, in JAX."""
 from . import fillers, ops, zoo
+from ._version import __version__ as __version__
 from .convert import fc_to_conv
 from .layers import (
     ELU,
@@ -33,8 +34,6 @@ from .layers import (
 from .net import Graph, Net, Node
 from .summary import summary
 from .tuning import tune
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ELU", "LRN", "AbsVal", "AvgPool", "BatchNorm", "Bias", "Concat", "ContrastNorm", "Conv", "Dense", "Dropout", "Eltwise", "Flatten",

@@ -100,21 +100,21 @@ def _draw(args):
 def _train(args):
     import jax
 
-    from .caffe import save_caffemodel, training
+    from .caffe import save_caffemodel
     from .hostmem import keep_freed_memory
-    from .train import RunDir, fit
+    from .train import RunDir, caffe_run, fit
     keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
     out = RunDir(args.out)
     out.check(resume=args.resume, overwrite=args.overwrite)  # and --out is touched only once every input is read
     try:
-        run = training.setup(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
+        run = caffe_run.setup(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
     except FILE_ERRORS as e:  # each names its file (the solver, its net, the data) or flag; a bad file is a usage
         fail(message(e), exit_code(e) if isinstance(e, DataNotFound) else USAGE)  # error, missing data as elsewhere
-    s = run.solver
+    s, c = run.solver, run.config
     print(summary(run.net, batch=run.trainer.batch_size))
     print(f"{run.dataset}: {len(run.train[1]):,} training / {len(run.test[1]):,} test images; batch "
-          f"{run.trainer.batch_size}; {s.config.optimizer} lr {s.config.lr} ({s.config.schedule}), max_iter "
-          f"{s.max_iter} -> {plural(run.epochs, 'epoch')}")
+          f"{run.trainer.batch_size}; {c.optimizer} lr {c.lr} ({c.schedule}), max_iter {s.max_iter} -> "
+          f"{plural(run.epochs, 'epoch')}")
     with out.acquire(resume=args.resume, overwrite=args.overwrite):
         meta = {"model": run.net.name, "dataset": run.dataset, "solver": os.path.abspath(args.solver)}
         ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=out,

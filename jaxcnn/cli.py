@@ -15,9 +15,9 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from .layers import LayerError
+from .errors import LayerError, ModelFileError
 from .settings import Setting, SettingError
-from .train.errors import ConfigError, Interrupted, RunExists, RunMismatch
+from .train.errors import ConfigError, Interrupted, RunExists, RunMismatch, RunNotEmpty
 
 DEBUG_VAR = "JAXCNN_DEBUG"
 USAGE, RUNTIME = 2, 1
@@ -53,16 +53,15 @@ def message(error: BaseException) -> str:
     if isinstance(error, ConfigError):
         return f"{flag(error.field)} {error.value}: {error.expected}"
     if isinstance(error, RunMismatch) and error.differences:
-        where = str(error).split(": ", 1)[0]
         recorded = ", ".join(f"{flag(k)} {a}" for k, a, _ in error.differences)
         asked = ", ".join(f"{flag(k)} {b}" for k, _, b in error.differences)
-        return (f"{where}: the run there was made with {recorded}, not {asked}; --resume keeps them (start a new "
-                "run with another --out, or --overwrite)")
-    if isinstance(error, RunExists) and str(error).endswith("a new run needs an empty directory"):
+        return (f"{error.manifest}: the run there was made with {recorded}, not {asked}; --resume keeps them (start "
+                "a new run with another --out, or --overwrite)")
+    if isinstance(error, RunNotEmpty):
         return f"{error}; --resume continues the run there, --overwrite replaces it"
     if isinstance(error, Interrupted):
         return f"{error}; run the same command with --resume to continue"
-    if isinstance(error, (OSError, LayerError, ValueError, RuntimeError)):
+    if isinstance(error, (OSError, LayerError, ModelFileError, ValueError, RuntimeError)):
         return str(error)
     return f"{type(error).__name__}: {error}"
 

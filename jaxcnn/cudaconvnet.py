@@ -1,7 +1,7 @@
 """cuda-convnet layer files (layers.cfg + layer-params.cfg, INI files) as jaxcnn nets.
 
     net = jaxcnn.cudaconvnet.load("layers-conv-local-11pct.cfg", "layer-params-conv-local-11pct.cfg", (32, 32, 3))
-    tx = jaxcnn.train.optimizer(net.solver_config(), steps, *net.multipliers(params))
+    tx = jaxcnn.train.optimizer(jaxcnn.train.SolverConfig.from_cudaconvnet(net), steps, *net.multipliers(params))
 
 Layer types: data, conv, local, pool (max, avg), rnorm (within a map), cmrnorm (across maps), cnorm (rnorm on the
 input less its local mean), fc, neuron, softmax, cost.logreg. Each layer's `neuron` (relu, logistic, abs, tanh with a = b = 1, ident) becomes a layer of its own
@@ -17,17 +17,19 @@ cross-entropy on its input), as the Trainer computes it.
 
 Learning rules: cuda-convnet updates inc <- momW inc - wc epsW w + epsW grad (biases: momB, epsB, no decay), which
 is Caffe's SGD with lr * lr_mult = epsW and weight_decay * decay_mult = wc: each layer gets lr_mult epsW / base
-and decay_mult wc / wc_max, and `solver_config()` the base rate (the first layer's epsW), the momentum and wc_max.
-Where layers' momenta differ (momW and momB included) it does not map onto Caffe's single momentum, and
-solver_config() says so. Not supported (an error naming the layer and key): groups on local layers,
+and decay_mult wc / wc_max, and `sgd_settings()` gives the base rate (the first layer's epsW), the momentum and
+wc_max. Where layers' momenta differ (momW and momB included) it does not map onto Caffe's single momentum, and
+sgd_settings() says so. Not supported (an error naming the layer and key): groups on local layers,
 unshared conv biases (sharedBiases=0), random sparse connectivity, fc layers with several inputs, other neurons.
 """
 import configparser
 import logging
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 from . import fillers
+from .errors import ConvNetFormatError
 from .layers import (
     LRN,
     AbsVal,
@@ -36,7 +38,6 @@ from .layers import (
     Conv,
     Dense,
     Flatten,
-    LayerError,
     Local,
     MaxPool,
     ReLU,
@@ -45,7 +46,6 @@ from .layers import (
     Tanh,
 )
 from .net import Graph, Loss, Node
-from .train import SolverConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,12 @@ PARAM_KEYS = {"conv": {"epsW", "epsB", "momW", "momB", "wc"}, "local": {"epsW", 
 NEURONS = {"relu": ReLU, "logistic": Sigmoid, "abs": AbsVal, "tanh": Tanh, "tanh[1,1]": Tanh}
 
 
-class ConvNetFormatError(ValueError):
-    """A cuda-convnet layer file jaxcnn cannot read, naming the file, layer and key."""
+class SGDSettings(NamedTuple):
+    """Caffe-style SGD settings of a cuda-convnet net (jaxcnn.train.SolverConfig.from_cudaconvnet)."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
 
 
 class ConvNet(Graph):
@@ -83,9 +87,9 @@ class ConvNet(Graph):
         super().__init__(nodes, inputs, outputs, name)
         self.losses, self.learning = tuple(losses), dict(learning or {})
 
-    def solver_config(self) -> SolverConfig:
+    def sgd_settings(self) -> SGDSettings:
         """Caffe-style SGD settings under which the layers' lr_mult / decay_mult give cuda-convnet's updates
-        (lr = the base epsW, momentum, weight_decay = the largest wc; a fixed schedule); ValueError where the
+        (lr = the base epsW, momentum, weight_decay = the largest wc; with a fixed rate); ValueError where the
         layers' momenta differ, which one SGD momentum cannot express."""
         if not self.learning:
             raise ValueError(f"{self.name}: no layer-params file was given: no learning parameters")
@@ -94,8 +98,7 @@ class ConvNet(Graph):
             raise ValueError(f"{self.name}: layers use momenta {sorted(momenta)}; Caffe's SGD (and jaxcnn's) has one "
                              "momentum for every parameter")
         base_lr, base_wc = _bases(self.learning)
-        return SolverConfig(optimizer="sgd", lr=base_lr, schedule="fixed", momentum=momenta.pop(),
-                            weight_decay=base_wc)
+        return SGDSettings(base_lr, momenta.pop(), base_wc)
 
 
 def _bases(learning):
@@ -120,9 +123,9 @@ def _parser(path):
         if not cp.read(path):
             raise FileNotFoundError(f"{path}: no such file")
     except configparser.Error as e:
-        raise ConvNetFormatError(f"{path}: {e}") from None
+        raise ConvNetFormatError(str(path), str(e)) from None
     except UnicodeDecodeError:
-        raise ConvNetFormatError(f"{path}: not a text layer file") from None
+        raise ConvNetFormatError(str(path), "not a text layer file") from None
     return cp
 
 
@@ -154,7 +157,7 @@ class _Loader:
         self.bases = _bases(self.learning) if self.learning else None
 
     def error(self, section, message):
-        return ConvNetFormatError(f"{self.path}: layer '{section}': {message}")
+        return ConvNetFormatError(str(self.path), message, layer=section)
 
     def get(self, section, key, kind=str, default=None):
         cfg = self.cfg[section]
@@ -192,8 +195,8 @@ class _Loader:
         try:
             net = ConvNet(self.nodes, self.inputs, None, self.path.stem, losses=self.losses,
                           learning=self.learning)
-        except (LayerError, ValueError) as e:
-            raise ConvNetFormatError(f"{self.path}: {e}") from e
+        except ValueError as e:  # a LayerError, or wiring that Graph refuses
+            raise ConvNetFormatError(str(self.path), str(e)) from e
         if self.input_shape is not None:
             self._check_channels(net)
         return net
@@ -203,11 +206,11 @@ class _Loader:
             return
         for s in self.params.sections():
             if s not in self.types:
-                raise ConvNetFormatError(f"{self.params_path}: layer '{s}' is not in {self.path}")
+                raise ConvNetFormatError(str(self.params_path), f"layer '{s}' is not in {self.path}")
             extra = sorted(set(self.params[s]) - PARAM_KEYS.get(self.types[s], set()))
             if extra:
-                raise ConvNetFormatError(f"{self.params_path}: layer '{s}': key '{extra[0]}' is not supported for "
-                                         f"type {self.types[s]}")
+                raise ConvNetFormatError(str(self.params_path), f"key '{extra[0]}' is not supported for type "
+                                         f"{self.types[s]}", layer=s)
 
     def _check_channels(self, net):
         for row in net.shapes():
@@ -250,14 +253,14 @@ class _Loader:
             if self.cfg[section].get("type") not in ("conv", "local", "fc"):
                 continue
             if not self.params.has_section(section):
-                raise ConvNetFormatError(f"{self.params_path}: no section for weight layer '{section}'")
+                raise ConvNetFormatError(str(self.params_path), f"no section for weight layer '{section}'")
             p = self.params[section]
             try:
                 learning[section] = {k: float(p[k]) for k in ("epsW", "epsB", "momW", "momB", "wc")}
             except KeyError as e:
-                raise ConvNetFormatError(f"{self.params_path}: layer '{section}': needs {e}") from None
+                raise ConvNetFormatError(str(self.params_path), f"needs {e}", layer=section) from None
             except ValueError as e:
-                raise ConvNetFormatError(f"{self.params_path}: layer '{section}': {e}") from None
+                raise ConvNetFormatError(str(self.params_path), str(e), layer=section) from None
         return learning
 
     def _mults(self, section):

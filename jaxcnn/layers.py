@@ -25,15 +25,12 @@ import jax
 import jax.numpy as jnp
 
 from . import fillers, ops
+from .errors import LayerError
 from .ops.conv import check_groups, conv_geometry
 from .ops.geometry import normalize_padding, pair
 from .ops.pool import CLIPS, pool_geometry
 
 Shape = tuple[int, ...]
-
-
-class LayerError(ValueError):
-    """A layer's config does not fit its input, or its input does not fit its parameters."""
 
 
 @contextlib.contextmanager

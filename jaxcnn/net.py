@@ -20,7 +20,8 @@ from typing import Mapping, NamedTuple
 
 import jax
 
-from .layers import Layer, LayerError
+from .errors import LayerError
+from .layers import Layer
 from .settings import MissingSetting, Setting
 
 
@@ -91,28 +92,28 @@ class Graph:
             layer = node.layer
             if not isinstance(layer, Layer):
                 raise TypeError(f"{self.name}: expected Layer values, got {layer!r}")
-            where = f"{self.name}: {layer.name} ({type(layer).__name__})"
             if layer.name in seen:
-                raise LayerError(f"{self.name}: layer name {layer.name!r} is used twice")
+                raise LayerError(f"layer name {layer.name!r} is used twice", net=self.name)
             seen.add(layer.name)
             if layer.arity == 1 and len(node.inputs) != 1:
-                raise LayerError(f"{where}: takes one input blob, got {list(node.inputs)}")
+                raise LayerError(f"takes one input blob, got {list(node.inputs)}", layer, net=self.name)
             if not node.inputs:
-                raise LayerError(f"{where}: needs at least one input blob")
+                raise LayerError("needs at least one input blob", layer, net=self.name)
             if len(node.outputs) != layer.num_outputs:
-                raise LayerError(f"{where}: writes {layer.num_outputs} blob(s), got {list(node.outputs)}")
+                raise LayerError(f"writes {layer.num_outputs} blob(s), got {list(node.outputs)}", layer,
+                                 net=self.name)
             for blob in node.inputs:
                 if blob not in blobs:
-                    raise LayerError(f"{where}: input blob {blob!r} is neither a net input nor written by an "
-                                     "earlier layer")
+                    raise LayerError(f"input blob {blob!r} is neither a net input nor written by an earlier layer",
+                                     layer, net=self.name)
             for blob in node.outputs:
                 if blob in blobs and blob not in node.inputs:
-                    raise LayerError(f"{where}: blob {blob!r} is already written by an earlier layer (only a "
-                                     "layer that reads a blob may write it again, in place)")
+                    raise LayerError(f"blob {blob!r} is already written by an earlier layer (only a layer that "
+                                     "reads a blob may write it again, in place)", layer, net=self.name)
             blobs.update(node.outputs)
         unread = [b for b in self.inputs if not any(b in n.inputs for n in self.nodes)]
         if unread:
-            raise LayerError(f"{self.name}: input blobs {unread} are read by no layer")
+            raise LayerError(f"input blobs {unread} are read by no layer", net=self.name)
 
     def _last_uses(self):
         """blob -> index of the last node that reads it (apply drops each blob after it)."""

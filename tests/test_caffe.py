@@ -1,6 +1,7 @@
 """jaxcnn.caffe: prototxt, caffemodel and solver files, checked against OpenCV's Caffe runtime (cv2.dnn), a second
 implementation of Caffe's layers, and against Caffe's pooling written as a loop."""
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import caffe_nets
@@ -11,14 +12,17 @@ import pytest
 from conftest import random_params, rel_diff
 from google.protobuf import text_format
 
-from jaxcnn import AvgPool, Conv, Dense, MaxPool, summary, zoo
+from jaxcnn import AvgPool, BatchNorm, Bias, Conv, Dense, Local, MaxPool, PReLU, Scale, summary, zoo
 from jaxcnn.caffe import (
     CaffeFormatError,
     load_caffemodel,
     load_prototxt,
     load_solver,
+    parse_prototxt,
+    parse_solver,
     save_caffemodel,
     schema,
+    types,
 )
 from jaxcnn.caffe.weights import blob_array, read_caffemodel
 from jaxcnn.train import SolverConfig, optimizer, schedule
@@ -83,7 +87,7 @@ def test_outputs_agree_with_opencv_and_weights_round_trip(name, tmp_path):
 
 
 def test_batch_norm_statistics_round_trip_exactly_with_a_power_of_two_count(tmp_path):
-    net = load_prototxt(caffe_nets.RESNET_BOTTLENECK)
+    net = parse_prototxt(caffe_nets.RESNET_BOTTLENECK)
     params, state = random_params(net)
     state = {k: dict(v, count=jnp.float32(2.0 ** (i - 2))) for i, (k, v) in enumerate(state.items())}
     save_caffemodel(net, params, state, tmp_path / "a.caffemodel")
@@ -153,7 +157,7 @@ def test_independently_written_caffemodel(tmp_path):
     save_caffemodel): jaxcnn's loaded net matches OpenCV, and save_caffemodel writes the same blobs back."""
     text = caffe_nets.ALEXNET_SMALL
     (tmp_path / "net.prototxt").write_text(text)
-    net = load_prototxt(text)
+    net = parse_prototxt(text)
     rng = np.random.default_rng(7)
     model = schema.NetParameter(name="alexnet_small")
     caffe_blobs = {}
@@ -262,7 +266,7 @@ def test_pooling_is_caffes_loop(h, w, k, s, p, kind, rng):
 
 def test_pooling_from_prototxt_honours_ceil_mode_and_round_mode():
     def out(params):
-        net = load_prototxt(caffe_nets._input(1, 6, 6) + caffe_nets.layer("pool", "Pooling", "data", "pool", params))
+        net = parse_prototxt(caffe_nets._input(1, 6, 6) + caffe_nets.layer("pool", "Pooling", "data", "pool", params))
         return net.output_shapes()
 
     base = "pool: MAX kernel_size: 3 stride: 2"
@@ -280,7 +284,8 @@ def test_lrn_normalisations_are_caffes(rng):
     x = rng.standard_normal((1, 5, 5, 6)).astype(np.float32)
     body = "lrn_param {{ local_size: 3 alpha: 0.5 beta: 0.75 k: 2 norm_region: {} }}"
     for region in ("ACROSS_CHANNELS", "WITHIN_CHANNEL"):
-        net = load_prototxt(caffe_nets._input(6, 5, 5) + caffe_nets.layer("n", "LRN", "data", "n", body.format(region)))
+        net = parse_prototxt(caffe_nets._input(6, 5, 5) + caffe_nets.layer("n", "LRN", "data", "n",
+                                                                             body.format(region)))
         y = np.asarray(net.apply({}, {}, x)[0])
         sq = np.pad(x * x, ((0, 0), (1, 1), (1, 1), (1, 1)))
         if region == "ACROSS_CHANNELS":
@@ -294,7 +299,7 @@ def test_lrn_normalisations_are_caffes(rng):
 
 def test_batch_norm_blobs_are_divided_by_the_scale_factor(tmp_path):
     """Caffe's BatchNorm blobs: sums and a factor; 0 means 0. Loaded statistics are sum * (1 / factor)."""
-    net = load_prototxt(caffe_nets._input(2, 3, 3) + caffe_nets.layer("bn", "BatchNorm", "data", "data"))
+    net = parse_prototxt(caffe_nets._input(2, 3, 3) + caffe_nets.layer("bn", "BatchNorm", "data", "data"))
     model = schema.NetParameter()
     for factor in (4.0, 0.0):
         del model.layer[:]
@@ -310,8 +315,8 @@ def test_batch_norm_blobs_are_divided_by_the_scale_factor(tmp_path):
 
 def test_bias_layer(tmp_path, rng):
     """Caffe's Bias layer (OpenCV has none): one blob, added per channel; saved and loaded back exactly."""
-    net = load_prototxt(caffe_nets._input(3, 2, 2) + caffe_nets.layer("bias", "Bias", "data", "data",
-                                                                      'param { lr_mult: 3 }'))
+    net = parse_prototxt(caffe_nets._input(3, 2, 2) + caffe_nets.layer("bias", "Bias", "data", "data",
+                                                                       'param { lr_mult: 3 }'))
     b = np.float32([0.5, -1.0, 2.0])
     save_caffemodel(net, {"bias": {"b": b}}, {}, tmp_path / "b.caffemodel")
     assert blob_array(read_caffemodel(tmp_path / "b.caffemodel")["bias"][0]).shape == (3,)
@@ -333,7 +338,7 @@ def test_bias_layer(tmp_path, rng):
     'new_height: 10 new_width: 10 } transform_param { crop_size: 8 mirror: true } }',
 ])
 def test_every_input_form(inputs):
-    net = load_prototxt(inputs + "\n" + caffe_nets.conv("conv", "data", 2, 3))
+    net = parse_prototxt(inputs + "\n" + caffe_nets.conv("conv", "data", 2, 3))
     assert list(net.inputs) == ["data"] and net.output_shapes()[-1] == 2
     assert net.input_shape in ((8, 6, 3), (8, 8, 3))
     if "MemoryData" in inputs:
@@ -360,8 +365,8 @@ def test_include_and_exclude_rules():
             + caffe_nets.layer("r", "ReLU", "data", "data", "include { phase: TRAIN }")
             + caffe_nets.layer("s", "Sigmoid", "data", "data", "exclude { phase: TRAIN }")
             + caffe_nets.layer("t", "TanH", "data", "data", 'include { phase: TEST stage: "deploy" }'))
-    assert [l.name for l in load_prototxt(text, "TRAIN").layers] == ["r"]
-    assert [l.name for l in load_prototxt(text, "TEST").layers] == ["s"]
+    assert [l.name for l in parse_prototxt(text, "TRAIN").layers] == ["r"]
+    assert [l.name for l in parse_prototxt(text, "TEST").layers] == ["s"]
 
 
 @pytest.mark.parametrize("body, message", [
@@ -389,12 +394,70 @@ def test_include_and_exclude_rules():
 ])
 def test_unsupported_types_and_fields_name_the_layer(body, message):
     with pytest.raises(CaffeFormatError, match=message):
-        load_prototxt(caffe_nets._input(2, 4, 4) + body)
+        parse_prototxt(caffe_nets._input(2, 4, 4) + body)
+
+
+def test_format_errors_carry_the_file_the_layer_and_the_message(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(caffe_nets._input(2, 4, 4) + 'layer { name: "c" type: "Deconvolution" bottom: "data" top: "c" }')
+    with pytest.raises(CaffeFormatError) as err:
+        load_prototxt(path)
+    e = err.value
+    assert (e.file, e.layer, e.kind) == (str(path), "c", "Deconvolution")
+    assert e.message == "layer type 'Deconvolution' is not supported"
+    assert str(e) == f"{path}: layer 'c' (Deconvolution): {e.message}"
+
+
+def test_load_reads_a_file_and_parse_a_text_never_guessing(tmp_path):
+    text = caffe_nets._input(2, 4, 4) + caffe_nets.layer("r", "ReLU", "data", "r")
+    (tmp_path / "net.prototxt").write_text(text)
+    assert parse_prototxt(text).output_shapes() == load_prototxt(tmp_path / "net.prototxt").output_shapes()
+    assert load_prototxt(str(tmp_path / "net.prototxt")).name == "net"
+    with pytest.raises(FileNotFoundError, match="no such prototxt file"):
+        load_prototxt(text)
+    solver = "base_lr: 0.1\nmax_iter: 100\n"
+    path = tmp_path / "solver.prototxt"
+    path.write_text(solver)
+    assert load_solver(path) == replace(parse_solver(solver), path=str(path))
+    with pytest.raises(FileNotFoundError, match="no such solver file"):
+        load_solver(solver)
+    with pytest.raises(CaffeFormatError, match=r"^solver: .*no field named \"solver_kind\""):
+        parse_solver(solver + 'solver_kind: "SGD"')
+
+
+def test_every_caffe_type_names_what_the_schema_has():
+    """Each entry of jaxcnn.caffe.types: its *_param message and fields, extra fields and V1 name exist in Caffe's
+    schema as jaxcnn declares it (its V1 message too), and each jaxcnn layer class with blobs is saved as one
+    type, with as many blobs as the entry's mapping names."""
+    layer_fields = schema.LayerParameter.DESCRIPTOR.fields_by_name
+    v1_fields = schema.V1LayerParameter.DESCRIPTOR.fields_by_name
+    for name, t in types.TYPES.items():
+        assert t.extra <= set(layer_fields), name
+        if t.param is None:
+            assert not t.fields, name
+        else:
+            assert t.fields <= set(layer_fields[t.param].message_type.fields_by_name), name
+        if t.v1 is not None:
+            assert t.v1 in v1_fields["type"].enum_type.values_by_name, name
+        if t.blobs is not None:
+            assert t.layers and len(t.blobs.names) <= t.blobs.count, name
+    saved = [c for t in types.TYPES.values() if t.blobs is not None for c in t.layers]
+    assert len(saved) == len(set(saved))
+    layers = [Conv("c", 4, 3), Dense("d", 4), BatchNorm("bn"), Scale("s"), Bias("b"), PReLU("p"), Local("l", 4, 3)]
+    assert [(types.saved_as(layer) or ("none",))[0] for layer in layers] == [
+        "Convolution", "InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU", "none"]
+    assert len(saved) == len(layers) - 1
+
+
+def test_a_v1_layer_without_its_types_param_field_takes_the_defaults():
+    """V1LayerParameter has no flatten_param: a V1 FLATTEN layer is read with FlattenParameter's defaults."""
+    net = parse_prototxt(caffe_nets._input(2, 3, 3) + 'layers { name: "f" type: FLATTEN bottom: "data" top: "f" }')
+    assert net.output_shapes() == (18,)
 
 
 @pytest.mark.slow
 def test_caffemodel_errors(tmp_path):
-    net = load_prototxt(caffe_nets._input(2, 4, 4) + caffe_nets.conv("c", "data", 3, 3))
+    net = parse_prototxt(caffe_nets._input(2, 4, 4) + caffe_nets.conv("c", "data", 3, 3))
     (tmp_path / "bad.caffemodel").write_bytes(b"\xff\xff\xff")
     with pytest.raises(CaffeFormatError, match="not a binary Caffe NetParameter"):
         load_caffemodel(net, tmp_path / "bad.caffemodel")
@@ -406,9 +469,9 @@ def test_caffemodel_errors(tmp_path):
     model.layer.add(name="c", type="Convolution").blobs.extend(
         [_caffe_blob(np.zeros((3, 2, 3, 3), np.float32)), _caffe_blob(np.zeros(3, np.float32))])
     (tmp_path / "wrong.caffemodel").write_bytes(model.SerializeToString())
-    with pytest.raises(CaffeFormatError, match=r"c \(Conv\): blob 0 has shape \(3, 2, 3, 3\), the layer needs "
-                                               r"\(3, 4, 3, 3\)"):
-        load_caffemodel(load_prototxt(caffe_nets._input(4, 4, 4) + caffe_nets.conv("c", "data", 3, 3)),
+    with pytest.raises(CaffeFormatError, match=r"wrong.caffemodel: layer 'c' \(Convolution\): blob 0 has shape "
+                                               r"\(3, 2, 3, 3\), the layer needs \(3, 4, 3, 3\)"):
+        load_caffemodel(parse_prototxt(caffe_nets._input(4, 4, 4) + caffe_nets.conv("c", "data", 3, 3)),
                         tmp_path / "wrong.caffemodel")
 
 
@@ -428,8 +491,8 @@ def test_zoo_net_saves_as_a_caffemodel_opencv_reads(tmp_path):
 
 def test_lenet_solver():
     solver = load_solver(CAFFE_DIR / "lenet_solver.prototxt")
-    assert solver.config == SolverConfig(optimizer="sgd", lr=0.01, schedule="inv", momentum=0.9, weight_decay=0.0005,
-                                         gamma=0.0001, power=0.75)
+    assert SolverConfig.from_caffe(solver) == SolverConfig(optimizer="sgd", lr=0.01, schedule="inv", momentum=0.9,
+                                                           weight_decay=0.0005, gamma=0.0001, power=0.75)
     assert (solver.max_iter, solver.test_iter, solver.test_interval, solver.snapshot) == (10000, (100,), 500, 5000)
     assert solver.net_path() == CAFFE_DIR / "lenet_bn_train_test.prototxt"
 
@@ -445,9 +508,9 @@ def test_lenet_solver():
      dict(schedule="sigmoid", gamma=-0.1, stepsize=50, iter_size=4, clip_gradients=10.0)),
 ])
 def test_solver_types_and_policies(text, expected):
-    solver = load_solver(f"base_lr: 0.1\nmax_iter: 100\n{text}\n")
+    solver = parse_solver(f"base_lr: 0.1\nmax_iter: 100\n{text}\n")
     for k, v in expected.items():
-        assert getattr(solver.config, k) == pytest.approx(v), k
+        assert getattr(SolverConfig.from_caffe(solver), k) == pytest.approx(v), k
 
 
 @pytest.mark.parametrize("text, message", [
@@ -459,7 +522,7 @@ def test_solver_types_and_policies(text, expected):
 ])
 def test_solver_errors(text, message):
     with pytest.raises(CaffeFormatError, match=message):
-        load_solver(f"base_lr: 0.1\nmax_iter: 100\n{text}\n")
+        parse_solver(f"base_lr: 0.1\nmax_iter: 100\n{text}\n")
 
 
 @pytest.mark.parametrize("name, formula", [

@@ -10,7 +10,7 @@ import reference as ref
 
 from jaxcnn import LRN, ContrastNorm, Flatten, ops, summary, zoo
 from jaxcnn.cudaconvnet import ConvNetFormatError, load
-from jaxcnn.train import optimizer
+from jaxcnn.train import SolverConfig, optimizer
 
 DIR = Path(__file__).resolve().parents[1] / "experiments" / "cudaconvnet"
 LAYERS, PARAMS = DIR / "layers-conv-local-11pct.cfg", DIR / "layer-params-conv-local-11pct.cfg"
@@ -44,7 +44,7 @@ def test_the_cifar10_local_net_loads_as_the_zoos():
 
 def test_learning_parameters_become_caffe_multipliers():
     net = load(LAYERS, PARAMS, (32, 32, 3))
-    cfg = net.solver_config()
+    cfg = SolverConfig.from_cudaconvnet(net)
     assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.schedule) == ("sgd", 0.001, 0.9, 0.004, "fixed")
     assert net["conv1"].lr_mult == {"w": 1.0, "b": 2.0} and net["conv1"].decay_mult == {"w": 0.0, "b": 0.0}
     assert net["local3"].decay_mult == {"w": 1.0, "b": 0.0}
@@ -89,7 +89,7 @@ def test_sgd_with_the_multipliers_is_cuda_convnets_update(tmp_path):
     def loss(p):
         return ops.softmax_cross_entropy(net.apply(p, {}, x)[0], y)
 
-    tx = optimizer(net.solver_config(), 2, *net.multipliers(params))
+    tx = optimizer(SolverConfig.from_cudaconvnet(net), 2, *net.multipliers(params))
     state, p = tx.init(params), params
     w, b = (np.asarray(params["fc"][k], np.float64) for k in ("w", "b"))
     inc_w, inc_b = np.zeros_like(w), np.zeros_like(b)
@@ -107,7 +107,7 @@ def test_sgd_with_the_multipliers_is_cuda_convnets_update(tmp_path):
 def test_different_momenta_do_not_map_onto_one_sgd_momentum(tmp_path):
     net = load(*_write(tmp_path, TINY, "[fc]\nepsW=0.05\nepsB=0.2\nmomW=0.9\nmomB=0.5\nwc=0\n"), input_shape=(4,))
     with pytest.raises(ValueError, match=r"momenta \[0\.5, 0\.9\]; Caffe's SGD \(and jaxcnn's\) has one momentum"):
-        net.solver_config()
+        SolverConfig.from_cudaconvnet(net)
 
 
 def _one_layer(tmp_path, body, shape):

@@ -231,8 +231,11 @@ def test_net_is_a_chain_graph_with_the_same_params_and_results(lenet_caffe_init,
     ([Node(ReLU("r"), ("data",), ("a",))], {"data": None, "label": None}, r"input blobs \['label'\] are read by no"),
 ])
 def test_wiring_errors(nodes, inputs, message):
-    with pytest.raises(LayerError, match=message):
-        Graph(nodes, inputs)
+    with pytest.raises(LayerError, match=message) as err:
+        Graph(nodes, inputs, name="g")
+    named = {n.layer.name for n in nodes}
+    assert err.value.net == "g" and (err.value.layer is None or err.value.layer.name in named)
+    assert str(err.value).endswith(err.value.message)
 
 
 @pytest.mark.slow

@@ -449,7 +449,7 @@ def test_from_net_runs_branched_and_imported_nets(rng):
 
     from jaxcnn import caffe
 
-    net = caffe.load_prototxt(GOOGLENET_BLOCK)
+    net = caffe.parse_prototxt(GOOGLENET_BLOCK)
     params, state = random_params(net, 1)
     module = cnnx.from_net(net, params, state)
     check_against_pure(module, jnp.asarray(rng.standard_normal((2, 9, 9, 6)), jnp.float32))

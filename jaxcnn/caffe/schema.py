@@ -248,3 +248,8 @@ SolverParameter = message("SolverParameter")
 BlobProto = message("BlobProto")
 LayerParameter = message("LayerParameter")
 V1LayerParameter = message("V1LayerParameter")
+
+
+def enum_name(message, field: str) -> str:
+    """The name of an enum field's value, as Caffe's files write it: enum_name(pooling_param, 'pool') -> 'MAX'."""
+    return message.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number[getattr(message, field)].name

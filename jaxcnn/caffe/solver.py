@@ -1,7 +1,8 @@
-"""Caffe solver files (solver.prototxt) as jaxcnn's SolverConfig and the run's settings.
+"""Caffe solver files (solver.prototxt): the optimizer's settings and the run's, in Caffe's names and iterations.
 
-    solver = load_solver("lenet_solver.prototxt")
-    tx = jaxcnn.train.optimizer(solver.config, solver.max_iter, *net.multipliers(params))
+    solver = load_solver("lenet_solver.prototxt")              # parse_solver(text) for a solver given as text
+    tx = jaxcnn.train.optimizer(jaxcnn.train.SolverConfig.from_caffe(solver), solver.max_iter,
+                                *net.multipliers(params))
 
 Read: net, base_lr, lr_policy (fixed, step, multistep, inv, poly, exp, sigmoid), gamma, power, stepsize,
 stepvalue, momentum, momentum2, delta, rms_decay, weight_decay (L2), type / solver_type (SGD, Nesterov, Adam,
@@ -10,41 +11,57 @@ snapshot_prefix, random_seed. Settings that only steer Caffe's own process (solv
 snapshot_format, average_loss, test_initialization, layer_wise_reduce) are accepted and have no effect; any other
 field set is a CaffeFormatError naming it.
 """
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from google.protobuf import text_format
 
-from ..train import SolverConfig
+from ..errors import CaffeFormatError
 from . import schema
-from .prototxt import CaffeFormatError, read_text
+from .prototxt import read_text
 
-TYPES = {"SGD": "sgd", "Nesterov": "nesterov", "Adam": "adam", "RMSProp": "rmsprop", "AdaGrad": "adagrad",
-         "AdaDelta": "adadelta"}
-OLD_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}  # solver_type
+TYPES = ("SGD", "Nesterov", "Adam", "RMSProp", "AdaGrad", "AdaDelta")
 POLICIES = ("fixed", "step", "multistep", "inv", "poly", "exp", "sigmoid")
 READ = {"net", "base_lr", "lr_policy", "gamma", "power", "stepsize", "stepvalue", "momentum", "momentum2", "delta",
         "rms_decay", "weight_decay", "regularization_type", "type", "solver_type", "clip_gradients", "iter_size",
         "max_iter", "test_iter", "test_interval", "display", "snapshot", "snapshot_prefix", "random_seed"}
 NO_EFFECT = {"solver_mode", "device_id", "debug_info", "snapshot_format", "average_loss", "test_initialization",
              "layer_wise_reduce", "snapshot_after_train", "test_compute_loss", "snapshot_diff"}
+FLOATS = ("base_lr", "momentum", "weight_decay", "gamma", "power", "momentum2", "delta", "rms_decay",
+          "clip_gradients")
 
 
 @dataclass(frozen=True)
 class CaffeSolver:
-    """A solver file: `config` (the optimizer and schedule) and the run's settings, in Caffe's iterations.
+    """A solver file's settings, in Caffe's names (jaxcnn.train.SolverConfig.from_caffe makes an optimizer's).
 
-    net: the train/test net's path as written (Caffe reads it relative to its working directory; see
-    `net_path`); max_iter: optimizer updates; iter_size: batches per update; test_iter / test_interval: test
-    batches per evaluation and updates between evaluations; snapshot: updates between snapshots (0: none);
-    random_seed: -1 when unset.
+    type: the update rule, one of TYPES (an old file's solver_type too); base_lr, lr_policy (one of POLICIES) and
+    its gamma, power, stepsize and stepvalue; momentum, momentum2, delta, rms_decay, weight_decay (L2) and
+    clip_gradients (< 0: none), as the file gives them, or Caffe's defaults. max_iter: optimizer updates;
+    iter_size: batches per update; test_iter / test_interval: test batches per evaluation and updates between
+    evaluations; snapshot: updates between snapshots (0: none); random_seed: -1 when unset. net: the train/test
+    net's path as written (Caffe reads it relative to its working directory; see `net_path`); path: the solver
+    file (None for a solver given as text).
     """
 
-    config: SolverConfig
-    net: str | None
+    type: str
+    base_lr: float
+    lr_policy: str
     max_iter: int
+    gamma: float = 0.0
+    power: float = 0.0
+    stepsize: int = 0
+    stepvalue: tuple = ()
+    momentum: float = 0.0
+    momentum2: float = 0.999
+    delta: float = 1e-8
+    rms_decay: float = 0.99
+    weight_decay: float = 0.0
+    clip_gradients: float = -1.0
     iter_size: int = 1
+    net: str | None = None
     test_iter: tuple = ()
     test_interval: int = 0
     display: int = 0
@@ -66,51 +83,55 @@ class CaffeSolver:
                                 f"{here})")
 
 
-def load_solver(path_or_text) -> CaffeSolver:
-    """Read a Caffe solver.prototxt (a path, or its text) -> CaffeSolver."""
-    text, path = str(path_or_text), None
-    if "\n" not in text and ":" not in text:
-        path = text
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such solver file")
-        text = read_text(Path(path), "text solver prototxt (a .solverstate or .caffemodel?)")
-    where = path or "solver"
+def load_solver(path) -> CaffeSolver:
+    """Read a Caffe solver.prototxt file -> CaffeSolver. FileNotFoundError when there is no such file;
+    CaffeFormatError naming the file and the field for what jaxcnn cannot read."""
+    text = read_text(path, "solver", "text solver prototxt (a .solverstate or .caffemodel?)")
+    return dataclasses.replace(parse_solver(text, file=str(path)), path=str(path))
+
+
+def parse_solver(text: str, *, file: str = "solver") -> CaffeSolver:
+    """A solver from its text (see load_solver); `file` names it in errors."""
     proto = schema.SolverParameter()
     try:
         text_format.Parse(text, proto)
     except text_format.ParseError as e:
-        raise CaffeFormatError(f"{where}: {e}") from None
+        raise CaffeFormatError(file, str(e)) from None
+    kind = _check(proto, file)
+    f = {name: _decimal(getattr(proto, name)) for name in FLOATS}
+    return CaffeSolver(
+        type=kind, lr_policy=proto.lr_policy or "fixed", max_iter=int(proto.max_iter), stepsize=int(proto.stepsize),
+        stepvalue=tuple(int(v) for v in proto.stepvalue), iter_size=int(proto.iter_size), net=proto.net or None,
+        test_iter=tuple(int(v) for v in proto.test_iter), test_interval=int(proto.test_interval),
+        display=int(proto.display), snapshot=int(proto.snapshot), snapshot_prefix=proto.snapshot_prefix or None,
+        random_seed=int(proto.random_seed), **f)
+
+
+def _check(proto, file) -> str:
+    """CaffeFormatError for what jaxcnn does not read or what the solver lacks; -> the solver's type."""
     for f, _ in proto.ListFields():
         if f.name not in READ | NO_EFFECT:
-            raise CaffeFormatError(f"{where}: field {f.name!r} is not supported (a net in the `net` file, "
-                                   "default train/test states)")
+            raise CaffeFormatError(file, f"field {f.name!r} is not supported (a net in the `net` file, default "
+                                         "train/test states)")
     if proto.regularization_type != "L2":
-        raise CaffeFormatError(f"{where}: regularization_type {proto.regularization_type!r} is not supported (L2)")
+        raise CaffeFormatError(file, f"regularization_type {proto.regularization_type!r} is not supported (L2)")
     if proto.HasField("type") and proto.HasField("solver_type"):
-        raise CaffeFormatError(f"{where}: give type or solver_type, not both")
-    kind = OLD_TYPES[proto.solver_type] if proto.HasField("solver_type") else proto.type
+        raise CaffeFormatError(file, "give type or solver_type, not both")
+    old = {t.upper(): t for t in TYPES}  # solver_type: SGD, NESTEROV, ADAGRAD, ...
+    kind = old[schema.enum_name(proto, "solver_type")] if proto.HasField("solver_type") else proto.type
     if kind not in TYPES:
-        raise CaffeFormatError(f"{where}: solver type {kind!r} is not supported ({', '.join(TYPES)})")
+        raise CaffeFormatError(file, f"solver type {kind!r} is not supported ({', '.join(TYPES)})")
     policy = proto.lr_policy or "fixed"
     if policy not in POLICIES:
-        raise CaffeFormatError(f"{where}: lr_policy {policy!r} is not supported ({', '.join(POLICIES)})")
-    for name, needed in (("base_lr", True), ("max_iter", True)):
-        if needed and not proto.HasField(name):
-            raise CaffeFormatError(f"{where}: needs {name}")
+        raise CaffeFormatError(file, f"lr_policy {policy!r} is not supported ({', '.join(POLICIES)})")
+    for name in ("base_lr", "max_iter"):
+        if not proto.HasField(name):
+            raise CaffeFormatError(file, f"needs {name}")
     if policy in ("step", "sigmoid") and not proto.stepsize:
-        raise CaffeFormatError(f"{where}: lr_policy {policy!r} needs stepsize")
+        raise CaffeFormatError(file, f"lr_policy {policy!r} needs stepsize")
     if policy in ("step", "multistep", "inv", "exp", "sigmoid") and not proto.HasField("gamma"):
-        raise CaffeFormatError(f"{where}: lr_policy {policy!r} needs gamma")
-    f = {name: _decimal(getattr(proto, name)) for name in (
-        "base_lr", "momentum", "weight_decay", "gamma", "power", "momentum2", "delta", "rms_decay", "clip_gradients")}
-    config = SolverConfig(
-        optimizer=TYPES[kind], lr=f["base_lr"], schedule=policy, momentum=f["momentum"],
-        weight_decay=f["weight_decay"], gamma=f["gamma"], power=f["power"], stepsize=int(proto.stepsize),
-        stepvalues=tuple(int(v) for v in proto.stepvalue), momentum2=f["momentum2"], delta=f["delta"],
-        rms_decay=f["rms_decay"], iter_size=int(proto.iter_size), clip_gradients=f["clip_gradients"])
-    return CaffeSolver(config, proto.net or None, int(proto.max_iter), int(proto.iter_size),
-                       tuple(int(v) for v in proto.test_iter), int(proto.test_interval), int(proto.display),
-                       int(proto.snapshot), proto.snapshot_prefix or None, int(proto.random_seed), path)
+        raise CaffeFormatError(file, f"lr_policy {policy!r} needs gamma")
+    return kind
 
 
 def _decimal(value: float) -> float:

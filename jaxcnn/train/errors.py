@@ -1,6 +1,9 @@
 """Why training cannot start or stopped: the errors of `jaxcnn.train`, each with the values a caller needs to
-say what went wrong in its own words (a command line names its flags; the library names settings)."""
+say what went wrong in its own words (a command line names its flags; the library names settings), and the
+checks of settings that several of its functions take (each rule once: `count`, `per_device`)."""
 import signal
+
+import numpy as np
 
 
 class ConfigError(ValueError):
@@ -15,6 +18,21 @@ class ConfigError(ValueError):
         self.field, self.value, self.expected = field, value, expected
 
 
+def count(field: str, value) -> int:
+    """A count (batch_size, epochs, steps_per_dispatch, ...) as an int; ConfigError unless it is an integer of at
+    least 1."""
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(field, value, "must be an integer of at least 1")
+    return int(value)
+
+
+def per_device(field: str, value: int, devices: int) -> int:
+    """A batch size that divides over `devices` devices; ConfigError otherwise."""
+    if value % devices:
+        raise ConfigError(field, value, f"does not divide over {devices} devices; use a multiple of {devices}")
+    return value
+
+
 class RunDirError(RuntimeError):
     """A run directory that cannot be used: unwritable, unreadable, or its files damaged beyond repair."""
 
@@ -24,16 +42,22 @@ class RunLocked(RunDirError):
 
 
 class RunExists(RunDirError):
+    """A run cannot start in the directory as it is: it holds files that are not a run to resume or to replace,
+    or resume and overwrite were both asked for."""
+
+
+class RunNotEmpty(RunExists):
     """A new run was asked for in a directory that already holds files (neither resume nor overwrite)."""
 
 
 class RunMismatch(RunDirError):
     """A resumed run was asked for with settings that differ from the run's manifest (model, dataset, ...),
-    or for fewer epochs than it has done. differences: [(setting, recorded value, asked-for value)]."""
+    or for fewer epochs than it has done. manifest: the manifest's path; differences: [(setting, recorded
+    value, asked-for value)]."""
 
-    def __init__(self, message: str, differences=()):
+    def __init__(self, message: str, differences=(), manifest=None):
         super().__init__(message)
-        self.differences = list(differences)
+        self.differences, self.manifest = list(differences), manifest
 
 
 class Diverged(RuntimeError):

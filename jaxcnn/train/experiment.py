@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..net import Net
-from .errors import ConfigError
+from .errors import ConfigError, count, per_device
 from .fit import epoch_steps, fit
 from .rundir import RunDir, make_manifest
 from .solver import SolverConfig, optimizer, schedule
@@ -48,17 +48,13 @@ class RunConfig:
 
     def __post_init__(self):
         for field in ("batch_size", "epochs", "steps_per_dispatch"):
-            value = getattr(self, field)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(field, value, "must be an integer of at least 1")
+            count(field, getattr(self, field))
         if self.dtype not in DTYPES:
             raise ConfigError("dtype", self.dtype, f"expected one of {', '.join(DTYPES)}")
 
-    def check_devices(self, count: int) -> None:
-        """ConfigError unless the batch divides over `count` devices."""
-        if self.batch_size % count:
-            raise ConfigError("batch_size", self.batch_size, f"does not divide over {count} devices; use a "
-                              f"multiple of {count}")
+    def check_devices(self, devices: int) -> None:
+        """ConfigError unless the batch divides over `devices` devices."""
+        per_device("batch_size", self.batch_size, devices)
 
     def steps_per_epoch(self, train_examples: int) -> int:
         """Steps in an epoch of `train_examples`; ConfigError when the batch is larger than that."""

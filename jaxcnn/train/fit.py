@@ -9,7 +9,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from .errors import ConfigError, Diverged, Interrupted
+from .errors import ConfigError, Diverged, Interrupted, count
 from .rundir import RunDir, fault_point, make_manifest
 from .trainer import Trainer, TrainState
 
@@ -101,8 +101,7 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
       (SIGTERM/SIGINT; a checkpoint was saved), ValueError (labels outside [0, K)), and out_dir's errors
       (jaxcnn.train.RunDir).
     """
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ConfigError("epochs", epochs, "must be an integer of at least 1")
+    epochs = count("epochs", epochs)
     n, bs = len(train[1]), trainer.batch_size
     steps_per_epoch = epoch_steps(n, bs)
     images, labels = _put(trainer, train, "training set")

@@ -41,8 +41,9 @@ from typing import Callable, NamedTuple
 
 import jax
 
+from .._version import __version__
 from ..checkpoint import Checkpointer, Restored
-from .errors import RunDirError, RunExists, RunLocked, RunMismatch
+from .errors import RunDirError, RunExists, RunLocked, RunMismatch, RunNotEmpty
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,6 @@ def make_manifest(*, batch_size: int, steps_per_epoch: int, train_examples: int,
                   dtype: str, **fields) -> dict:
     """A run's manifest: the given settings (model, dataset, solver, schedule_steps, ... as `fields`) plus the
     versions of jaxcnn and jax and the time it was made."""
-    from .. import __version__
-
     return {"batch_size": int(batch_size), "steps_per_epoch": int(steps_per_epoch),
             "train_examples": int(train_examples), "epochs": int(epochs), "seed": int(seed), "dtype": str(dtype),
             **fields, "jaxcnn_version": __version__, "jax_version": jax.__version__, "created": _now()}
@@ -259,7 +258,7 @@ class RunDir:
         if resume:
             return RunExists(f"{self.path} holds {listing} but no {MANIFEST}: not a run that can be resumed")
         if not overwrite:
-            return RunExists(f"{self.path} is not empty ({listing}): a new run needs an empty directory")
+            return RunNotEmpty(f"{self.path} is not empty ({listing}): a new run needs an empty directory")
         foreign = [name for name in entries if not _is_run_file(name)]
         if foreign:
             return RunExists(f"{self.path} holds files no run writes ({', '.join(foreign[:6])}): refusing to "
@@ -346,7 +345,7 @@ class RunDir:
                 raise RunMismatch(f"{self.file(MANIFEST)}: the run was made with "
                                   + ", ".join(f"{k} {a!r}" for k, a, _ in changed) + "; asked for "
                                   + ", ".join(f"{k} {b!r}" for k, _, b in changed)
-                                  + ": a resumed run keeps them", changed)
+                                  + ": a resumed run keeps them", changed, self.file(MANIFEST))
             current = {**manifest, "created": old.get("created"),
                        "schedule_steps": old.get("schedule_steps", manifest.get("schedule_steps"))}
             if rescale_schedule and manifest.get("schedule_steps") is not None:

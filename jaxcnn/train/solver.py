@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .errors import ConfigError
+from .errors import ConfigError, count
 
 SCHEDULES = ("fixed", "step", "multistep", "inv", "poly", "exp", "sigmoid", "cosine")
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
@@ -80,8 +80,25 @@ class SolverConfig:
             raise ConfigError("stepvalues", list(self.stepvalues), "must be increasing step numbers, at least 0")
         if self.warmup_steps < 0:
             raise ConfigError("warmup_steps", self.warmup_steps, "must be at least 0")
-        if not isinstance(self.iter_size, int) or self.iter_size < 1:
-            raise ConfigError("iter_size", self.iter_size, "must be an integer of at least 1")
+        count("iter_size", self.iter_size)
+
+    @classmethod
+    def from_caffe(cls, solver) -> "SolverConfig":
+        """The optimizer of a Caffe solver file (a jaxcnn.caffe.CaffeSolver): its type, base_lr, lr_policy and
+        their settings under jaxcnn's names (Caffe's 'RMSProp' is 'rmsprop', base_lr lr, stepvalue stepvalues)."""
+        return cls(optimizer=solver.type.lower(), lr=solver.base_lr, schedule=solver.lr_policy,
+                   momentum=solver.momentum, weight_decay=solver.weight_decay, gamma=solver.gamma, power=solver.power,
+                   stepsize=solver.stepsize, stepvalues=solver.stepvalue, momentum2=solver.momentum2,
+                   delta=solver.delta, rms_decay=solver.rms_decay, iter_size=solver.iter_size,
+                   clip_gradients=solver.clip_gradients)
+
+    @classmethod
+    def from_cudaconvnet(cls, net) -> "SolverConfig":
+        """Caffe-style SGD with a fixed rate under which a cuda-convnet net's (a jaxcnn.cudaconvnet.ConvNet)
+        lr_mult / decay_mult give its layers' updates: net.sgd_settings()'s lr, momentum and weight_decay."""
+        sgd = net.sgd_settings()
+        return cls(optimizer="sgd", lr=sgd.lr, schedule="fixed", momentum=sgd.momentum,
+                   weight_decay=sgd.weight_decay)
 
 
 def schedule(cfg: SolverConfig, total_steps: int) -> optax.Schedule:

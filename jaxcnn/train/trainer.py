@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from .. import ops, tuning
 from ..net import Net
-from .errors import ConfigError
+from .errors import count, per_device
 
 
 class TrainState(NamedTuple):
@@ -63,20 +63,14 @@ class Trainer:
                  preprocess: Callable, augment: Callable | None = None, compute_dtype=jnp.float32,
                  steps_per_dispatch: int = 50, eval_batch_size: int = 1000, mesh=None, scan=None,
                  lowering="auto", autotune: bool | None = None, compiler_options: dict | None = None):
-        for field, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
-                             ("steps_per_dispatch", steps_per_dispatch)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(field, value, "must be an integer of at least 1")
+        batch_size, eval_batch_size = count("batch_size", batch_size), count("eval_batch_size", eval_batch_size)
+        self.steps_per_dispatch = count("steps_per_dispatch", steps_per_dispatch)
         self.mesh = data_mesh() if mesh is None else mesh
-        n = self.mesh.size
-        for field, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if size % n:
-                raise ConfigError(field, size, f"does not divide over {n} devices; use a multiple of {n}")
-        self.net, self.tx, self.batch_size = net, tx, int(batch_size)
+        self.batch_size = per_device("batch_size", batch_size, self.mesh.size)
+        self.eval_batch_size = per_device("eval_batch_size", eval_batch_size, self.mesh.size)
+        self.net, self.tx = net, tx
         self.preprocess, self.augment = preprocess, augment
         self.compute_dtype = jnp.dtype(compute_dtype)
-        self.steps_per_dispatch = int(steps_per_dispatch)
-        self.eval_batch_size = int(eval_batch_size)
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
         platform = self.mesh.devices.flat[0].platform

@@ -1,6 +1,6 @@
 """Caffe's train/test net and its solver as a jaxcnn training run: the Trainer, the data, the number of epochs.
 
-    run = jaxcnn.caffe.training.setup("lenet_solver.prototxt", data_dir="../shared/data/mnist")
+    run = jaxcnn.train.caffe_run.setup("lenet_solver.prototxt", data_dir="../shared/data/mnist")
     state, history = jaxcnn.train.fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed,
                                       out_dir="runs/lenet")
 
@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass
 
 from .. import datasets
-from ..train import Trainer, optimizer
-from .prototxt import CaffeFormatError, CaffeNet, load_prototxt
-from .solver import CaffeSolver, load_solver
+from ..caffe import CaffeFormatError, CaffeNet, CaffeSolver, load_prototxt, load_solver
+from .solver import SolverConfig, optimizer
+from .trainer import Trainer
 
 SOURCES = (("fashion", "fashion_mnist"), ("mnist", "mnist"), ("cifar", "cifar10"))
 
@@ -24,9 +24,10 @@ SOURCES = (("fashion", "fashion_mnist"), ("mnist", "mnist"), ("cifar", "cifar10"
 @dataclass
 class CaffeRun:
     """What fit() needs: the net (TRAIN phase), its Trainer, the data as (images, labels) pairs, the epochs and
-    the seed (the solver's random_seed, or 0), with the solver and the dataset's name."""
+    the seed (the solver's random_seed, or 0), with the solver, its optimizer's settings and the dataset's name."""
 
     solver: CaffeSolver
+    config: SolverConfig
     net: CaffeNet
     trainer: Trainer
     train: tuple
@@ -42,8 +43,8 @@ def dataset_of(net: CaffeNet, where: str) -> str:
     for key, name in SOURCES:
         if key in source.lower():
             return name
-    raise CaffeFormatError(f"{where}: cannot tell the dataset from the data layer's source {source!r}; name one "
-                           f"({', '.join(datasets.IMAGE_SHAPES)})")
+    raise CaffeFormatError(where, f"cannot tell the dataset from the data layer's source {source!r}; name one "
+                                  f"({', '.join(datasets.IMAGE_SHAPES)})")
 
 
 def setup(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int | None = None,
@@ -55,13 +56,13 @@ def setup(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int
     net = load_prototxt(net_path, "TRAIN")
     where = str(net_path)
     if net.data is None or net.transform is None:
-        raise CaffeFormatError(f"{where}: the TRAIN phase has no Data, ImageData or MemoryData layer")
+        raise CaffeFormatError(where, "the TRAIN phase has no Data, ImageData or MemoryData layer")
     if len(net.losses) != 1 or net.losses[0].logits != net.outputs[0] or len(net.outputs) != 1:
-        raise CaffeFormatError(f"{where}: training needs one SoftmaxWithLoss on the net's one output, got losses "
-                               f"{[l.name for l in net.losses]} and outputs {list(net.outputs)}")
+        raise CaffeFormatError(where, f"training needs one SoftmaxWithLoss on the net's one output, got losses "
+                                      f"{[l.name for l in net.losses]} and outputs {list(net.outputs)}")
     if net.losses[0].weight != 1:
-        raise CaffeFormatError(f"{where}: layer {net.losses[0].name!r}: loss_weight {net.losses[0].weight} is not "
-                               "supported for training (the Trainer minimises the loss itself)")
+        raise CaffeFormatError(where, f"loss_weight {net.losses[0].weight} is not supported for training (the "
+                                      "Trainer minimises the loss itself)", layer=net.losses[0].name)
     name = dataset or dataset_of(net, where)
     train, test = datasets.load(name, "train", data_dir), datasets.load(name, "test", data_dir)
     transform = net.transform
@@ -74,8 +75,9 @@ def setup(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int
     per_epoch = len(train[1]) // batch
     if per_epoch == 0:
         raise ValueError(f"{where}: batch_size {batch} is larger than the {len(train[1])} training images")
-    tx = optimizer(solver.config, solver.max_iter, *net.multipliers())
+    config = SolverConfig.from_caffe(solver)
+    tx = optimizer(config, solver.max_iter, *net.multipliers())
     augment = transform.augment if transform.mirror else None
     trainer = Trainer(net, tx, batch_size=batch, preprocess=transform, augment=augment, **trainer_options)
-    return CaffeRun(solver, net, trainer, train, test, name, epochs or math.ceil(steps / per_epoch),
+    return CaffeRun(solver, config, net, trainer, train, test, name, epochs or math.ceil(steps / per_epoch),
                     max(solver.random_seed, 0))

@@ -1,0 +1,59 @@
+"""The errors of jaxcnn's layers, nets and model-file readers. Each carries the parts a caller needs to say what
+went wrong in its own words (the layer, the file, the message apart); str() is the usual one-line form, and a
+command line maps each type to its line (jaxcnn.cli.message).
+
+    raise LayerError("groups=3 does not divide 20 input channels", layer)     # conv2 (Conv): groups=3 ...
+    raise CaffeFormatError(path, "filler type 'bilinear' is not supported", layer="conv1", kind="Convolution")
+"""
+
+
+def label(layer) -> str:
+    """How an error names a layer: its name and type, 'conv2 (Conv)'."""
+    return f"{layer.name} ({type(layer).__name__})"
+
+
+class LayerError(ValueError):
+    """A layer's config does not fit its input, or its input does not fit its parameters; or a net's wiring of
+    its layers is wrong.
+
+    Attributes: message (what is wrong), layer (the Layer concerned, or None where the message says what it
+    concerns) and net (the name of the net, where the error is about its wiring, else None).
+    str(): "conv2 (Conv): groups=3 does not divide 20 input channels"; with a net, "lenet: conv2 (Conv): ...".
+    """
+
+    def __init__(self, message: str, layer=None, *, net: str | None = None):
+        self.message, self.layer, self.net = message, layer, net
+        parts = [net] if net else []
+        if layer is not None:
+            parts.append(label(layer))
+        super().__init__(": ".join([*parts, message]))
+
+
+class ModelFileError(ValueError):
+    """A model file jaxcnn cannot read: malformed, or using a layer type or field jaxcnn does not implement.
+
+    Attributes: file (its path, or what stands for it: 'prototxt' for text given directly; None when not yet
+    known), layer (the name of the layer concerned, or None), kind (that layer's type as the file names it, or
+    None) and message (what is wrong).
+    str(): "deploy.prototxt: layer 'conv1' (Convolution): filler type 'bilinear' is not supported", of the parts
+    that are known.
+    """
+
+    def __init__(self, file, message: str, *, layer: str | None = None, kind: str | None = None):
+        self.file, self.message, self.layer, self.kind = file, message, layer, kind
+        where = None if layer is None else f"layer {layer!r}" + (f" ({kind})" if kind else "")
+        super().__init__(": ".join(str(p) for p in (file, where, message) if p is not None))
+
+    def at(self, file, *, layer: str | None = None, kind: str | None = None):
+        """The same error placed in `file` (and layer and kind), where it has none of its own."""
+        return type(self)(self.file if self.file is not None else file, self.message,
+                          layer=self.layer if self.layer is not None else layer,
+                          kind=self.kind if self.layer is not None else kind)
+
+
+class CaffeFormatError(ModelFileError):
+    """A Caffe file (prototxt, caffemodel, solver) jaxcnn cannot read."""
+
+
+class ConvNetFormatError(ModelFileError):
+    """A cuda-convnet layer file jaxcnn cannot read (its layer: the file's section)."""
