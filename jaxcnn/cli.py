@@ -6,6 +6,7 @@ and what was expected; it exits with 2 for a usage error (a flag that cannot wor
 fit the flags) and 1 for anything else. JAXCNN_DEBUG=1 shows the traceback instead.
 """
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -110,18 +111,20 @@ def epoch_line(record: dict) -> str:
 
 
 class ProgressBar:
-    """fit's on_progress as a tqdm bar per epoch, showing the loss and images/s (on a terminal only)."""
+    """fit's on_progress as a tqdm bar per epoch, showing the loss and images/s: on a terminal only, or drawn
+    always by `bar`, a tqdm class (a notebook passes tqdm.auto.tqdm)."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, bar=None):
         self.enabled, self._bar, self._epoch = enabled, None, None
+        self._make = bar or functools.partial(tqdm, disable=None)  # disable=None: off unless on a terminal
 
     def __call__(self, p) -> None:
         if not self.enabled:
             return
         if self._bar is None or self._epoch != p.epoch:
             self.close()
-            self._bar = tqdm(total=p.steps_per_epoch, desc=f"epoch {p.epoch}/{p.epochs}", unit="step", leave=False,
-                             disable=None)
+            self._bar = self._make(total=p.steps_per_epoch, desc=f"epoch {p.epoch}/{p.epochs}", unit="step",
+                                   leave=False)
             self._epoch = p.epoch
         self._bar.set_postfix(loss=f"{p.loss:.4f}", img_s=f"{p.images_per_second:,.0f}", refresh=False)
         self._bar.update(p.step - self._bar.n)
