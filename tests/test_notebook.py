@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import jax
 import pytest
 
+from experiments import mnist
 from jaxcnn.notebook import describe_devices, message, speed_check
 from jaxcnn.train import ConfigError, Interrupted, RunExists, RunMismatch
 
@@ -48,7 +49,9 @@ def test_parameters_cell_is_tagged_and_defines_the_parameters():
     ns = {}
     exec(tagged[0].source, ns)
     assert ns["DATA_DIR"] is None and ns["SOURCE"] == PLACEHOLDER and ns["OVERWRITE"] is False
-    assert (ns["EPOCHS"], ns["BATCH_SIZE"], ns["DTYPE"]) == (12, 64, "float32") and isinstance(ns["OUT_DIR"], str)
+    command = mnist.arguments([])  # the notebook's defaults are the command's
+    assert (ns["EPOCHS"], ns["BATCH_SIZE"], ns["DTYPE"]) == (command.epochs, command.batch_size, command.dtype)
+    assert isinstance(ns["OUT_DIR"], str)
     assert nb.metadata.kernelspec.name == "python3"
 
 
