@@ -45,6 +45,7 @@ from jaxcnn import Net, datasets, fc_to_conv, ops, summary, tuning, zoo
 from jaxcnn.datasets import CAFFE_PIXEL_SCALE
 from jaxcnn.hostmem import keep_freed_memory
 from jaxcnn.train import SolverConfig, Trainer, fit, optimizer
+from jaxcnn.train import mnist as mnist_recipe
 
 from . import mnist, plain_jax
 
@@ -246,7 +247,7 @@ def epoch_case(data_dir, images, target, seed=0):
     solver = SolverConfig(optimizer=recipe.optimizer, lr=recipe.lr, schedule=recipe.schedule,
                           momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     trainer = Trainer(net, optimizer(solver, steps, lr_mult, decay_mult), batch_size=recipe.batch_size,
-                      preprocess=mnist.caffe_scale(train[0]), augment=mnist.AUGMENTATIONS[recipe.augment],
+                      preprocess=mnist_recipe.caffe_scale(train[0]), augment=mnist_recipe.AUGMENTATIONS[recipe.augment],
                       steps_per_dispatch=recipe.steps_per_dispatch, compiler_options=jit_options("jaxcnn", target))
 
     def jaxcnn_run():

@@ -7,37 +7,21 @@ Augmentation (default): each training image shifted by up to 2 pixels (a random 
 zero-padded image), inside the jitted step; --augment flip mirrors them left-right instead (clothes, not digits),
 shift_flip does both, and none trains on the images as they are, as Caffe's example.
 """
-import functools
 import sys
 
-import jax.numpy as jnp
-
-from jaxcnn.augment import random_crop_flip
 from jaxcnn.cli import entry
-from jaxcnn.datasets import CAFFE_PIXEL_SCALE
+from jaxcnn.train import mnist
 
 from .training import parser, run
-
-FASHION = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
-
-
-def caffe_scale(train_images):
-    """Caffe's transform_param { scale: 0.00390625 }: pixels to [0, 1)."""
-    return lambda x: x.astype(jnp.float32) * CAFFE_PIXEL_SCALE
-
-
-AUGMENTATIONS = {"shift": functools.partial(random_crop_flip, pad=2, flip=False),
-                 "shift_flip": functools.partial(random_crop_flip, pad=2, flip=True),
-                 "flip": functools.partial(random_crop_flip, pad=0, flip=True), "none": None}
 
 
 def arguments(argv=None):
     """The parsed command line (defaults: the measured LeNet-BN recipe)."""
-    p = parser("python -m experiments.mnist", __doc__.splitlines()[0], model="lenet_caffe",
-               datasets=["mnist", "fashion_mnist"], epochs=12, batch_size=64, lr=0.05, out="runs/mnist",
+    p = parser("python -m experiments.mnist", __doc__.splitlines()[0], model=mnist.MODEL, datasets=list(mnist.DATASETS),
+               epochs=mnist.EPOCHS, batch_size=mnist.BATCH_SIZE, lr=mnist.LR, out="runs/mnist",
                solver_title="solver (Caffe's lenet_solver.prototxt: --lr 0.01 --schedule inv --gamma 1e-4 "
                             "--power 0.75)")
-    p.add_argument("--augment", default="shift", choices=list(AUGMENTATIONS),
+    p.add_argument("--augment", default=mnist.AUGMENT, choices=list(mnist.AUGMENTATIONS),
                    help="shift: random translations of up to 2 pixels; flip: random left-right mirroring (for "
                         "Fashion-MNIST, not digits); shift_flip: both; none: the images as they are")
     return p.parse_args(argv)
@@ -45,8 +29,7 @@ def arguments(argv=None):
 
 def main(argv=None):
     args = arguments(argv)
-    return run(args, preprocess_for=caffe_scale, augment=AUGMENTATIONS[args.augment], augment_name=args.augment,
-               class_names=FASHION if args.dataset == "fashion_mnist" else None)
+    return run(args, augment_name=args.augment, **mnist.recipe(args.dataset, args.augment))
 
 
 if __name__ == "__main__":

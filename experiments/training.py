@@ -1,15 +1,15 @@
 """What the training experiments share: their flags, checked before any data is loaded, and the run itself
-(jaxcnn.train.run_experiment), reported on the terminal."""
+(jaxcnn.train.run_zoo_experiment), reported on the terminal."""
 import argparse
 
 import jax
 
-from jaxcnn import LayerError, datasets, summary, zoo
+from jaxcnn import summary, zoo
 from jaxcnn.cli import HelpFormatter, ProgressBar, epoch_line, plural
 from jaxcnn.hostmem import keep_freed_memory
-from jaxcnn.train import OPTIMIZERS, SCHEDULES, ConfigError, RunDir, SolverConfig
+from jaxcnn.train import OPTIMIZERS, SCHEDULES, SolverConfig
 from jaxcnn.train.distributed import initialize
-from jaxcnn.train.experiment import DTYPES, RunConfig, run_experiment
+from jaxcnn.train.experiment import DTYPES, RunConfig, run_zoo_experiment
 
 
 def parser(prog, description, *, model, datasets, epochs, batch_size, lr, out, solver_title="solver"):
@@ -75,23 +75,16 @@ def run(args, *, preprocess_for, augment=None, augment_name="none", class_names=
     cfg.check_devices(jax.device_count())
     main = jax.process_index() == 0
     say = print if main else (lambda *a, **k: None)
-    out = RunDir(args.out)
-    out.check(resume=args.resume, overwrite=args.overwrite)
-    train, test = (datasets.load(args.dataset, split, args.data_dir) for split in ("train", "test"))
-    cfg.steps_per_epoch(len(train[1]))
-    try:
-        net = zoo.get(args.model, num_classes=10, input_shape=train[0].shape[1:])
+
+    def start(net, train, test):
         say(summary(net, batch=args.batch_size))
-    except LayerError as e:
-        raise ConfigError("model", args.model, f"does not fit {args.dataset}'s {train[0].shape[1:]} images: "
-                          f"{e}") from e
-    say(f"{len(train[1]):,} training / {len(test[1]):,} test images; {jax.device_count()} device(s): "
-        f"{jax.devices()[0].platform}; batch {args.batch_size}, {plural(args.epochs, 'epoch')}")
-    with out.acquire(resume=args.resume, overwrite=args.overwrite):
-        results = run_experiment(cfg, net, train, test, preprocess=preprocess_for(train[0]), augment=augment,
-                                 out=out, resume=args.resume, rescale_schedule=args.rescale_schedule,
-                                 class_names=class_names, on_progress=ProgressBar(enabled=main),
-                                 on_epoch=lambda r: say(epoch_line(r)))
+        say(f"{len(train[1]):,} training / {len(test[1]):,} test images; {jax.device_count()} device(s): "
+            f"{jax.devices()[0].platform}; batch {args.batch_size}, {plural(args.epochs, 'epoch')}")
+
+    results = run_zoo_experiment(cfg, args.out, data_dir=args.data_dir, resume=args.resume, overwrite=args.overwrite,
+                                 rescale_schedule=args.rescale_schedule, preprocess_for=preprocess_for,
+                                 augment=augment, class_names=class_names, on_start=start,
+                                 on_progress=ProgressBar(enabled=main), on_epoch=lambda r: say(epoch_line(r)))
     say(f"test accuracy {100 * results['test_accuracy']:.2f}% after {plural(args.epochs, 'epoch')}, "
         f"{results['seconds_per_epoch']:.1f}s per epoch ({results['train_images_per_second']:,.0f} img/s); "
         f"wrote {args.out}")

@@ -160,13 +160,17 @@ class ProgressBar:
     images/s; elsewhere (a log file, CI, nohup, a notebook) a progress_line each time the epoch passes another
     of its `LINES` equal parts of steps, except at its end, where the epoch's own line follows.
 
-    enabled: False shows nothing (processes other than the first); terminal: None decides by isatty()."""
+    enabled: False shows nothing (processes other than the first); terminal: None decides by isatty(), and is
+    True when `bar` is given: the tqdm class that draws (a notebook passes tqdm.auto.tqdm)."""
 
     LINES = 10
 
-    def __init__(self, enabled: bool = True, terminal: bool | None = None):
+    def __init__(self, enabled: bool = True, terminal: bool | None = None, bar=None):
         self.enabled, self._bar, self._epoch, self._shown = enabled, None, None, 0
-        self.terminal = sys.stdout.isatty() and sys.stderr.isatty() if terminal is None else terminal
+        self._make = bar or tqdm
+        if terminal is None:
+            terminal = bar is not None or (sys.stdout.isatty() and sys.stderr.isatty())
+        self.terminal = terminal
 
     def __call__(self, p) -> None:
         if self.enabled:
@@ -175,8 +179,8 @@ class ProgressBar:
     def _draw(self, p) -> None:
         if self._bar is None or self._epoch != p.epoch:
             self.close()
-            self._bar = tqdm(total=p.steps_per_epoch, desc=f"epoch {p.epoch}/{p.epochs}", unit="step", leave=False,
-                             disable=None)
+            self._bar = self._make(total=p.steps_per_epoch, desc=f"epoch {p.epoch}/{p.epochs}", unit="step",
+                                   leave=False)
             self._epoch = p.epoch
         self._bar.set_postfix(loss=f"{p.loss:.4f}", img_s=f"{p.images_per_second:,.0f}", refresh=False)
         self._bar.update(p.step - self._bar.n)

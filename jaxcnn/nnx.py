@@ -26,6 +26,7 @@ import jax
 from flax import nnx
 
 from . import layers
+from .compat import get_value, set_value
 from .ops import lowering as lowerings
 
 Shape = tuple[int, ...]
@@ -37,7 +38,7 @@ def _is_variable(x) -> bool:
 
 def _values(variables):
     """A pytree of nnx.Variables -> the same pytree of their arrays."""
-    return jax.tree.map(lambda v: v.get_value(), variables, is_leaf=_is_variable)
+    return jax.tree.map(get_value, variables, is_leaf=_is_variable)
 
 
 def _multipliers(net, params) -> tuple[Any, Any]:
@@ -105,7 +106,7 @@ class NetModule(nnx.Module):
         key = self._key(rngs) if train else None
         y, new_state = self.net.apply(_values(self.net_params), _values(self.net_state), x, train=train, rng=key,
                                       lowering=self.lowering)
-        jax.tree.map(lambda v, a: v.set_value(a), self.net_state, dict(new_state), is_leaf=_is_variable)
+        jax.tree.map(set_value, self.net_state, dict(new_state), is_leaf=_is_variable)
         return y
 
     def set_view(self, use_running_average: bool | None = None, deterministic: bool | None = None) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import zoo
+from jaxcnn.compat import enable_x64
 
 os.environ["JAXCNN_AUTOTUNE"] = "0"
 
@@ -26,7 +27,7 @@ def rng():
 @pytest.fixture
 def x64():
     """Run the test with jax float64 enabled (for numerical gradient checks)."""
-    with jax.enable_x64(True):
+    with enable_x64(True):
         yield
 
 

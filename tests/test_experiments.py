@@ -60,20 +60,6 @@ def test_missing_data_says_where_it_looked(tmp_path):
         mnist.main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
 
 
-def test_colab_notebook_runs_the_mnist_experiment_with_valid_flags():
-    import os
-    import shlex
-
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "experiments", "colab_tpu.ipynb")
-    cells = json.load(open(path))["cells"]
-    commands = [line for c in cells if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()
-                if "-m experiments.mnist" in line]
-    assert commands, "the notebook no longer runs experiments.mnist"
-    argv = shlex.split(commands[0].split("-m experiments.mnist", 1)[1])
-    args = mnist.arguments(argv)
-    assert args.epochs == 12 and args.dataset == "mnist"
-
-
 # -- the command lines ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def command(capsys):

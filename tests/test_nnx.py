@@ -11,6 +11,7 @@ from flax import linen, nnx
 
 import jaxcnn.nnx as cnnx
 from jaxcnn import layers, ops
+from jaxcnn.compat import get_value
 from jaxcnn.net import Net
 from jaxcnn.train import SolverConfig, Trainer, optimizer
 
@@ -95,7 +96,7 @@ def test_layer_module_matches_the_jaxcnn_layer(case, rng):
         assert_close(got[1], params)
     if got[1]:  # perturb them so that a mix-up of params shows
         module.net_params = nnx.data(jax.tree.map(
-            lambda v: nnx.Param(v.get_value() + 0.1 * jnp.asarray(rng.standard_normal(v.shape), jnp.float32)),
+            lambda v: nnx.Param(get_value(v) + 0.1 * jnp.asarray(rng.standard_normal(v.shape), jnp.float32)),
             module.net_params, is_leaf=lambda v: isinstance(v, nnx.Param)))
     x = jnp.asarray(rng.standard_normal((4, *shape)), jnp.float32)
     check_against_pure(module, x, key=jax.random.key(7))
@@ -120,15 +121,15 @@ def test_fillers_use_the_kernel_fan_in():
     """Caffe's xavier bound sqrt(3 / fan_in), fan_in = KH*KW*C/groups (conv) and KH*KW*C (each Local position):
     the probe input a Conv module is made with does not change it."""
     conv = cnnx.Conv(8, 64, 3, groups=2, rngs=nnx.Rngs(0))
-    w = conv.net_params["w"].get_value()
+    w = get_value(conv.net_params["w"])
     assert w.shape == (3, 3, 4, 64)
     assert np.sqrt(3 / 36) * 0.9 < np.abs(w).max() <= np.sqrt(3 / 36)
     local = cnnx.Local(4, 16, 3, input_size=(8, 8), rngs=nnx.Rngs(0))
-    w = local.net_params["w"].get_value()
+    w = get_value(local.net_params["w"])
     assert w.shape == (6, 6, 3, 3, 4, 16)
     assert np.sqrt(3 / 36) * 0.9 < np.abs(w).max() <= np.sqrt(3 / 36)
-    assert not np.allclose(conv.net_params["w"].get_value(), cnnx.Conv(8, 64, 3, groups=2, rngs=nnx.Rngs(1))
-                           .net_params["w"].get_value())
+    assert not np.allclose(get_value(conv.net_params["w"]),
+                           get_value(cnnx.Conv(8, 64, 3, groups=2, rngs=nnx.Rngs(1)).net_params["w"]))
 
 
 # -- whole nets ---------------------------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ def test_from_net_needs_only_the_net_contract(rng):
     """A branched net that is no jaxcnn Net: from_net runs, differentiates and trains it all the same."""
     net = TwoBranches()
     module = cnnx.NetModule(net, rngs=nnx.Rngs(2))
-    assert module.net_params["fc"]["w"].get_metadata("lr_mult") == 3.0
+    assert module.net_params["fc"]["w"].get_metadata()["lr_mult"] == 3.0
     x = jnp.asarray(rng.standard_normal((6, 5, 5, 2)), jnp.float32)
     check_against_pure(module, x)
 
@@ -233,12 +234,19 @@ def test_train_eval_and_view_set_the_mode(rng):
     assert (module.use_running_average, module.deterministic) == (True, True)
     _, state = cnnx.to_net(module)[1:]
     assert_close(module(x), net.apply(params, state, x)[0])
-    training = nnx.view(module, use_running_average=False, deterministic=False)
-    assert training.use_running_average is False and module.use_running_average is True
     module.set_attributes(deterministic=False)
     with pytest.raises(ValueError, match="every_layer: a jaxcnn net runs all its layers in one mode"):
         module(x)
     assert_close(module(x, deterministic=True), net.apply(params, state, x)[0])
+
+
+@pytest.mark.skipif(not hasattr(nnx, "view"), reason="nnx.view is new in flax 0.12")
+def test_view_sets_the_mode_of_a_copy():
+    module = cnnx.NetModule(every_layer_net(), rngs=nnx.Rngs(0))
+    module.eval()
+    training = nnx.view(module, use_running_average=False, deterministic=False)
+    assert training.use_running_average is False and module.use_running_average is True
+    assert training.deterministic is False and module.deterministic is True
 
 
 def test_dropout_module_draws_keys_from_its_stream(rng):

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from ..compat import linear_term
 from .fusion import boundary
 from .geometry import dilated, window_output
 from .windows import patches
@@ -217,7 +218,9 @@ def _conv_jvp(stride, pads, dilation, forms, primals, tangents):
     y = conv(x, w, stride, pads, dilation, forms)
     terms = []
     if not isinstance(t_x, SymbolicZero):
-        terms.append(form("input", forms, x, w, stride, pads, dilation)(t_x, w, stride, pads, dilation, "input"))
+        f = form("input", forms, x, w, stride, pads, dilation)
+        terms.append(linear_term(lambda t: f(t, w, stride, pads, dilation, "input"), x, t_x))
     if not isinstance(t_w, SymbolicZero):
-        terms.append(form("weight", forms, x, w, stride, pads, dilation)(x, t_w, stride, pads, dilation, "weight"))
+        f = form("weight", forms, x, w, stride, pads, dilation)
+        terms.append(linear_term(lambda t: f(x, t, stride, pads, dilation, "weight"), w, t_w))
     return y, boundary(sum(terms[1:], terms[0]), x) if terms else jnp.zeros_like(y)

@@ -4,6 +4,9 @@ optimizer built with the schedule length the run recorded, `fit`, the final eval
     config = RunConfig(model="lenet_caffe", dataset="mnist", batch_size=64, epochs=12, solver=SolverConfig(lr=0.05))
     with RunDir("runs/mnist").acquire() as out:
         results = run_experiment(config, net, train, test, preprocess=lambda x: x * CAFFE_SCALE, out=out)
+
+`run_zoo_experiment` is what `python -m experiments.mnist` and the Colab notebook call: the run directory
+acquired, the dataset loaded and the zoo model built from the config's names, then run_experiment.
 """
 import dataclasses
 import logging
@@ -12,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import datasets, zoo
+from ..layers import LayerError
 from ..net import Net
 from .errors import ConfigError, count, per_device
 from .fit import epoch_steps, fit
@@ -123,6 +128,46 @@ def run_experiment(config: RunConfig, net: Net, train, test, *, preprocess, augm
             plots.filters(first[1], out.file(f"{first[0]}_filters.png"))
         out.write_results(results)
     return results
+
+
+def run_zoo_experiment(config: RunConfig, out_dir, *, data_dir=None, resume: bool = False, overwrite: bool = False,
+                       rescale_schedule: bool = False, preprocess_for, augment=None, class_names=None,
+                       on_start=None, on_progress=None, on_epoch=None) -> dict:
+    """Train the zoo model `config.model` on `config.dataset` into the run directory `out_dir`: the directory is
+    checked (RunDir.check), the dataset loaded and the model built, and only then is the directory acquired (so a
+    failed start leaves it as it was) and run_experiment run.
+
+    Args:
+      config: the run's settings; its model names a zoo model (10 classes), its dataset one of jaxcnn.datasets.
+      out_dir: the run directory (a new run needs it empty; resume continues the run there, or starts afresh in
+        an empty one; overwrite first removes an earlier run).
+      data_dir: the dataset's files (datasets.load: None looks in the usual places).
+      preprocess_for: train images (N, H, W, C) uint8 -> run_experiment's `preprocess`.
+      augment, class_names, rescale_schedule, on_progress, on_epoch: as run_experiment.
+      on_start: called as on_start(net, train, test) once the data and model are ready, before training.
+    Returns:
+      run_experiment's results (also in out_dir/results.json).
+    Raises:
+      RunDir's errors, datasets.load's, ConfigError (a model that does not fit the dataset's images) and
+      run_experiment's.
+    """
+    out = RunDir(out_dir)
+    out.check(resume=resume, overwrite=overwrite)
+    train, test = (datasets.load(config.dataset, split, data_dir) for split in ("train", "test"))
+    config.steps_per_epoch(len(train[1]))
+    image_shape = train[0].shape[1:]
+    try:
+        net = zoo.get(config.model, num_classes=10, input_shape=image_shape)
+        net.output_shapes()
+    except LayerError as e:
+        raise ConfigError("model", config.model, f"does not fit {config.dataset}'s {image_shape} images: "
+                          f"{e}") from e
+    if on_start is not None:
+        on_start(net, train, test)
+    with out.acquire(resume=resume, overwrite=overwrite):
+        return run_experiment(config, net, train, test, preprocess=preprocess_for(train[0]), augment=augment,
+                              out=out, resume=resume, rescale_schedule=rescale_schedule, class_names=class_names,
+                              on_progress=on_progress, on_epoch=on_epoch)
 
 
 def _first_image_filters(params):
