@@ -36,7 +36,8 @@ from .summary import summary
 from .tuning import tune
 
 __all__ = [
-    "ELU", "LRN", "AbsVal", "AvgPool", "BatchNorm", "Bias", "Concat", "ContrastNorm", "Conv", "Dense", "Dropout", "Eltwise", "Flatten",
+    "ELU", "LRN", "AbsVal", "AvgPool", "BatchNorm", "Bias", "Concat", "ContrastNorm", "Conv", "Dense", "Dropout",
+    "Eltwise", "Flatten",
     "GlobalAvgPool", "GlobalMaxPool", "Graph", "Layer", "LayerError", "Local", "MaxPool", "Net", "Node", "PReLU",
     "ReLU", "Scale", "Sigmoid", "Slice", "Softmax", "Split", "Tanh", "fc_to_conv", "fillers", "ops", "summary",
     "tune", "zoo",

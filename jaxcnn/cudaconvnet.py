@@ -4,16 +4,16 @@
     tx = jaxcnn.train.optimizer(jaxcnn.train.SolverConfig.from_cudaconvnet(net), steps, *net.multipliers(params))
 
 Layer types: data, conv, local, pool (max, avg), rnorm (within a map), cmrnorm (across maps), cnorm (rnorm on the
-input less its local mean), fc, neuron, softmax, cost.logreg. Each layer's `neuron` (relu, logistic, abs, tanh with a = b = 1, ident) becomes a layer of its own
-named "<layer>_neuron", as cuda-convnet's log names it. cuda-convnet's rules are kept: its `filters` count is per
-group; a conv or local layer gives 1 + ceil((2 padding + size - filterSize) / stride) positions, the last window
-overhanging the far edge where the stride does not divide (zeros there); pooling gives ceil((size - start - sizeX) /
-stride) + 1 positions over the input alone (windows clipped to it, `start` <= 0 a leading offset; avg divides by the
-pixels inside, as cuda-convnet's later releases; its first divided by sizeX^2); rnorm and cnorm divide scale by size^2 and
-cmrnorm by size, all with 1 added (jaxcnn's LRN and ContrastNorm with alpha = scale; cnorm's local mean over the
-window's pixels inside the map, as the later releases' average). An fc layer on a map reads it through a
-Flatten layer "<fc>_flatten". A softmax read only by a cost.logreg layer becomes the net's loss (softmax
-cross-entropy on its input), as the Trainer computes it.
+input less its local mean), fc, neuron, softmax, cost.logreg. Each layer's `neuron` (relu, logistic, abs, tanh with
+a=b=1, ident) becomes a layer of its own named "<layer>_neuron", as cuda-convnet's log names it. cuda-convnet's rules
+are kept: its `filters` count is per group; a conv or local layer gives 1 + ceil((2 padding + size - filterSize) /
+stride) positions, the last window overhanging the far edge where the stride does not divide (zeros there); pooling
+gives ceil((size - start - sizeX) / stride) + 1 positions over the input alone (windows clipped to it, `start` <= 0 a
+leading offset; avg divides by the pixels inside, as cuda-convnet's later releases; its first divided by sizeX^2);
+rnorm and cnorm divide scale by size^2 and cmrnorm by size, all with 1 added (jaxcnn's LRN and ContrastNorm with
+alpha=scale; cnorm's local mean over the window's pixels inside the map, as the later releases' average). An fc layer
+on a map reads it through a Flatten layer "<fc>_flatten". A softmax read only by a cost.logreg layer becomes the net's
+loss (softmax cross-entropy on its input), as the Trainer computes it.
 
 Learning rules: cuda-convnet updates inc <- momW inc - wc epsW w + epsW grad (biases: momB, epsB, no decay), which
 is Caffe's SGD with lr * lr_mult = epsW and weight_decay * decay_mult = wc: each layer gets lr_mult epsW / base
@@ -65,7 +65,8 @@ KEYS = {  # the layers.cfg keys of each type (partialSum only tunes cuda-convnet
     "cost.logreg": {"inputs"},
 }
 PARAM_KEYS = {"conv": {"epsW", "epsB", "momW", "momB", "wc"}, "local": {"epsW", "epsB", "momW", "momB", "wc"},
-              "fc": {"epsW", "epsB", "momW", "momB", "wc"}, "rnorm": {"scale", "pow"}, "cnorm": {"scale", "pow"}, "cmrnorm": {"scale", "pow"},
+              "fc": {"epsW", "epsB", "momW", "momB", "wc"}, "rnorm": {"scale", "pow"}, "cnorm": {"scale", "pow"},
+    "cmrnorm": {"scale", "pow"},
               "cost.logreg": {"coeff"}}
 NEURONS = {"relu": ReLU, "logistic": Sigmoid, "abs": AbsVal, "tanh": Tanh, "tanh[1,1]": Tanh}
 

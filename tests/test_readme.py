@@ -82,7 +82,8 @@ def cases():
     for lang, line, body in readme_blocks(README.read_text()):
         if lang == "python":
             marked = MARKER in body
-            params.append(pytest.param("python", body, marked, id=f"L{line} python: {body.splitlines()[0][:50].strip()}"))
+            name = f"L{line} python: {body.splitlines()[0][:50].strip()}"
+            params.append(pytest.param("python", body, marked, id=name))
             continue
         for n, command, comment in shell_commands(body, line):
             params.append(pytest.param("bash", command, MARKER in comment, id=f"L{n}: {command[:70]}"))

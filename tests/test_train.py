@@ -51,7 +51,8 @@ def test_warmup_ramps_then_follows_the_schedule():
 
 @pytest.mark.parametrize("settings, field", [
     ({"lr": float("nan")}, "lr"), ({"lr": -1.0}, "lr"), ({"lr": 0.0}, "lr"), ({"lr": float("inf")}, "lr"),
-    ({"momentum": 1.5}, "momentum"), ({"weight_decay": -1e-4}, "weight_decay"), ({"schedule": "step", "stepsize": 10, "gamma": 0.0}, "gamma"),
+    ({"momentum": 1.5}, "momentum"), ({"weight_decay": -1e-4}, "weight_decay"),
+    ({"schedule": "step", "stepsize": 10, "gamma": 0.0}, "gamma"),
     ({"schedule": "step"}, "stepsize"), ({"stepvalues": (30, 10)}, "stepvalues"),
     ({"warmup_steps": -1}, "warmup_steps"),
     ({"schedule": "cyclic"}, "schedule"), ({"optimizer": "lamb"}, "optimizer"),

@@ -86,8 +86,9 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
         checkpoint's).
       out_dir: None (nothing is saved), a directory path, or a jaxcnn.train.RunDir. A path (or a RunDir not
         acquired) is acquired here (locked; a new run needs it empty), given a manifest of the trainer's settings
-        and `meta`, and released at the end; an acquired RunDir stays the caller's. Checkpoints are saved at each epoch's end and on SIGTERM/SIGINT, never with non-finite
-        params or state; metrics.jsonl follows each checkpoint.
+        and `meta`, and released at the end; an acquired RunDir stays the caller's. Checkpoints are saved at each
+        epoch's end and on SIGTERM/SIGINT, never with non-finite params or state; metrics.jsonl follows each
+        checkpoint.
       resume: continue from the newest checkpoint in out_dir that loads (afresh when there is none).
       meta: settings to record in the manifest of a run started here (model, dataset, solver, ...).
       on_progress: called with a Progress after each chunk of steps (e.g. to draw a progress bar).
