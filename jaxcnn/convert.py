@@ -4,63 +4,39 @@ notes describe for VGG16).
     conv_net, conv_params = fc_to_conv(net, params)           # VGG16 built for 224x224x3
     scores, _ = conv_net.apply(conv_params, state, x)         # x (N, 384, 384, 3) -> scores (N, 6, 6, 1000)
 
-A net splits into a *trunk*, which runs on any input size (Conv, MaxPool, AvgPool, LRN, BatchNorm, Scale and
-elementwise layers), and a *head*, which needs the fixed map the trunk makes at the training size: it starts at
-the first Flatten, Dense or Local layer. Position (i, j) of the converted net's score map is the head applied to
-the trunk's map at (i, j), i.e. to the training-size crop at pixel (i * sh, j * sw), where (sh, sw) is the
-product of the trunk's strides (`sliding_geometry`).
+A net splits into a *trunk*, which runs on any input size (layers that slide, such as Conv, MaxPool, AvgPool,
+LRN, ContrastNorm, BatchNorm, Scale and elementwise layers), and a *head*, which needs the fixed map the trunk
+makes at the training size: it starts at the first layer that does not slide (each layer says so in its
+`window` trait: Flatten, Dense, Local, global pooling). Position (i, j) of the converted net's score map is the
+head applied to the trunk's map at (i, j), i.e. to the training-size crop at pixel (i * sh, j * sw), where
+(sh, sw) is the product of the trunk's strides (`sliding_geometry`).
+
+A global pooling layer ends the trunk too: at the training size it pools the trunk's whole map, and on a larger
+input the original net would pool the whole larger map, another function than the net on each crop. In the
+converted net it pools each training-size window of the trunk's map (a MaxPool or AvgPool of that window's
+size, stride 1), so every position is the head on its window as for a Dense head.
 
 That equals the original net applied to the *isolated* crop only when the trunk reads no zero padding at the
 training size: no padded convolution, no padded or ceil-rounded pooling whose last window overhangs, no
-within-channel LRN (`Sliding.padded` names the layers that do). Where the trunk pads (VGG16, AlexNet,
-cuda-convnet's CIFAR-10 net), a position sees the image around its crop where the isolated crop sees zeros, so
-the two differ (each padded layer carries the difference further in; in VGG16 it reaches every position); the
-head itself is converted exactly either way. Evaluate the converted net with train=False (Dropout off,
-BatchNorm on its running statistics), on inputs of the training size plus a multiple of the stride.
+within-channel LRN or contrast normalisation (`Sliding.padded` names the layers that do). Where the trunk pads
+(VGG16, AlexNet, cuda-convnet's CIFAR-10 net), a position sees the image around its crop where the isolated crop
+sees zeros, so the two differ (each padded layer carries the difference further in; in VGG16 it reaches every
+position); the head itself is converted exactly either way. Evaluate the converted net with train=False (Dropout
+off, BatchNorm on its running statistics), on inputs of the training size plus a multiple of the stride.
 """
+import math
 from typing import NamedTuple
 
-import jax.numpy as jnp
 import numpy as np
 
-from .layers import (
-    ELU,
-    LRN,
-    AbsVal,
-    AvgPool,
-    BatchNorm,
-    Bias,
-    Concat,
-    Conv,
-    Dense,
-    Dropout,
-    Eltwise,
-    Flatten,
-    LayerError,
-    Local,
-    MaxPool,
-    PReLU,
-    ReLU,
-    Scale,
-    Sigmoid,
-    Slice,
-    Softmax,
-    Split,
-    Tanh,
-)
+from .layers import LayerError
 from .net import Graph, Net, Node
-from .ops.conv import conv_geometry
-from .ops.pool import pool_geometry
-
-_HEAD = (Flatten, Dense, Local)  # layers that need a fixed input size: the head starts at the first of them
-_ELEMENTWISE = (ReLU, Tanh, Sigmoid, Dropout, ELU, AbsVal)
-_PER_CHANNEL = (BatchNorm, Scale, Bias, PReLU, Softmax)
-_WIRING = (Concat, Eltwise, Split, Slice)  # trunk layers that join or copy maps of one stride
 
 
-def head_start(net: Graph) -> int:
-    """Index of the first Flatten, Dense or Local layer of `net` (len(net.layers) if it has none)."""
-    return next((i for i, layer in enumerate(net.layers) if isinstance(layer, _HEAD)), len(net.layers))
+def _head_start(rows) -> int:
+    """Index of the first layer that does not slide (its window is None: Flatten, Dense, Local, global pooling),
+    len(rows) if every layer slides; LayerError for a layer whose window is unknown."""
+    return next((i for i, r in enumerate(rows) if r.layer.window(r.in_shape) is None), len(rows))
 
 
 def _check_head(net: Graph, k: int) -> None:
@@ -68,9 +44,8 @@ def _check_head(net: Graph, k: int) -> None:
     prev = net.nodes[k].inputs
     for node in net.nodes[k:]:
         if node.inputs != prev or len(node.outputs) != 1 or len(prev) != 1:
-            raise LayerError(f"{node.layer.name} ({type(node.layer).__name__}): the head of {net.name} (from its "
-                             "first Flatten, Dense or Local layer on) must be a chain, each layer reading what the "
-                             "one before it wrote")
+            raise LayerError(f"the head of {net.name} (from {net.nodes[k].layer.name}, its first layer that does not "
+                             "slide, on) must be a chain, each layer reading what the one before it wrote", node.layer)
         prev = node.outputs
     if net.outputs != prev:
         raise LayerError(f"{net.name}: its outputs {list(net.outputs)} must be the last layer's, {list(prev)}")
@@ -88,9 +63,11 @@ def split(net: Graph, input_shape=None) -> tuple[Graph, Net]:
     """-> (trunk, head): two nets that compose to `net` (the trunk a Net too if `net` is a chain); the head
     is a Net whose input_shape is the trunk's output map at the training size. Both take the original params
     and state dicts."""
-    k, rows = head_start(net), net.shapes(input_shape)
+    rows = net.shapes(input_shape)
+    k = _head_start(rows)
     if not 0 < k < len(rows):
-        raise LayerError(f"{net.name}: needs layers before and from its first Flatten, Dense or Local layer")
+        raise LayerError(f"{net.name}: needs layers before and from its first layer that does not slide (Flatten, "
+                         "Dense, Local, global pooling)")
     _check_head(net, k)
     trunk_nodes = list(net.nodes[:k])
     if trunk_nodes[-1].outputs != net.nodes[k].inputs:  # the head reads a blob an earlier trunk layer wrote
@@ -103,52 +80,35 @@ def split(net: Graph, input_shape=None) -> tuple[Graph, Net]:
 def fc_to_conv(net: Graph, params: dict, input_shape=None) -> tuple[Graph, dict]:
     """Convert `net`'s head to convolutions -> (conv_net, conv_params), keyed by the same layer names.
 
-    input_shape: the per-example training size (default net.input_shape). In the head, the first Dense or
-    Local layer becomes a VALID Conv whose kernel covers the trunk's (H, W, C) map; every later one a 1x1 Conv;
-    Flatten layers go away; elementwise layers (ReLU, Tanh, Sigmoid, Dropout) stay, and so do BatchNorm and
-    Scale on a flat (features,) input after that first one. Weights are reshaped, never re-learned: Dense
-    (H*W*C, O) -> (H, W, C, O), row-major as the flatten; a Local layer becomes its equivalent dense matrix,
-    its zero padding included, with outputs flattened (OH, OW, F) -> OH*OW*F channels. State (BatchNorm
-    statistics) needs no change: pass the original.
+    input_shape: the per-example training size (default net.input_shape). Each head layer becomes its
+    `as_sliding` form on the map the converted layers before it make: the first Dense or Local layer a VALID
+    Conv whose kernel covers the trunk's (H, W, C) map, every later one a 1x1 Conv; a global pooling a pooling
+    over that map, stride 1; Flatten layers go away; elementwise layers (ReLU, Tanh, Sigmoid, Dropout) stay, and
+    so do per-channel ones (BatchNorm, Scale, Softmax) on a flat (features,) input after a Dense or Local.
+    Weights are reshaped, never re-learned: Dense (H*W*C, O) -> (H, W, C, O), row-major as the flatten; a Local
+    layer becomes its equivalent dense matrix, its zero padding included, with outputs flattened (OH, OW, F) ->
+    OH*OW*F channels. State (BatchNorm statistics) needs no change: pass the original.
     On an input of the training size conv_net gives (N, 1, 1, classes) where net gives (N, classes); on a
     larger one, see the module docstring. Raises LayerError naming a layer that cannot be converted.
     """
     rows = net.shapes(input_shape)
     _check_params(rows, params)
-    k = head_start(net)
+    k = _head_start(rows)
     nodes = list(net.nodes[:k])
     conv_params = {r.layer.name: params[r.layer.name] for r in rows[:k] if r.params}
     if k < len(rows):
         _check_head(net, k)
         if len(rows[k].in_shape) != 3:
-            raise LayerError(f"{net.layers[k].name} ({type(net.layers[k]).__name__}): its input "
-                             f"{rows[k].in_shape} has no (H, W, C) map to slide over")
-    window = rows[k].in_shape[:2] if k < len(rows) else None  # kernel of the next Dense/Local: the map, then 1x1
-    blob = net.nodes[k].inputs if k < len(rows) else None  # what the next converted head layer reads
+            raise LayerError(f"its input {rows[k].in_shape} has no (H, W, C) map to slide over", net.layers[k])
+        window, blob = rows[k].in_shape[:2], net.nodes[k].inputs  # the map the next head layer reads, and its blob
     for row in rows[k:]:
-        layer, kind = row.layer, type(row.layer).__name__
-        if isinstance(layer, (Dense, Local)):
-            matrix, bias = _as_matrix(row, params[layer.name])
-            conv = Conv(layer.name, matrix.shape[1], window, bias=bias is not None, lr_mult=layer.lr_mult,
-                        decay_mult=layer.decay_mult)
-            nodes.append(Node(conv, blob, row.outputs))
-            conv_params[layer.name] = {"w": matrix.reshape(*window, -1, matrix.shape[1])}
-            if bias is not None:
-                conv_params[layer.name]["b"] = bias
-            window, blob = (1, 1), row.outputs
-        elif isinstance(layer, _ELEMENTWISE) or (
-                isinstance(layer, _PER_CHANNEL) and window == (1, 1) and len(row.in_shape) == 1):
+        layer, p = row.layer.as_sliding(params.get(row.layer.name, {}), row.in_shape, window)
+        if layer is not None:
             nodes.append(Node(layer, blob, row.outputs))
-            blob = row.outputs
-            if row.params:
-                conv_params[layer.name] = params[layer.name]
-        elif isinstance(layer, _PER_CHANNEL):
-            raise LayerError(f"{layer.name} ({kind}): a per-channel layer on a {row.in_shape} input inside the "
-                             "head cannot be converted; only on a flat (features,) input after a Dense or Local")
-        elif not isinstance(layer, Flatten):
-            raise LayerError(f"{layer.name} ({kind}): cannot be converted; from the first Flatten, Dense or Local "
-                             "layer on, only Dense, Local, Flatten, elementwise layers, and BatchNorm/Scale on a "
-                             "flat input may follow")
+            if p:
+                conv_params[layer.name] = p
+            channels = math.prod(row.in_shape) // math.prod(window)
+            window, blob = layer.abstract_init((*window, channels))[0][:2], row.outputs
     return _rebuild(net, nodes, input_shape, f"{net.name}_conv"), conv_params
 
 
@@ -157,30 +117,11 @@ def _check_params(rows, params):
     for row in rows:
         name, want = row.layer.name, {k: tuple(v.shape) for k, v in row.params.items()}
         if want and name not in params:
-            raise LayerError(f"{name} ({type(row.layer).__name__}): params have no entry {name!r}")
+            raise LayerError(f"params have no entry {name!r}", row.layer)
         got = {k: tuple(np.shape(v)) for k, v in params.get(name, {}).items()}
         if got != want:
-            raise LayerError(f"{name} ({type(row.layer).__name__}): params {got} do not fit the net at input "
-                             f"{rows[0].in_shape}: expected {want}")
-
-
-def _as_matrix(row, p):
-    """A Dense or Local layer -> (w (inputs, outputs), b (outputs,) or None) on its row-major flattened
-    per-example input and output."""
-    if isinstance(row.layer, Dense):
-        return p["w"], p.get("b")
-    layer, (h, w, c) = row.layer, row.in_shape
-    oh, ow, kh, kw, _, f = p["w"].shape
-    _, ((top, _), (left, _)), (sh, sw), _ = conv_geometry(row.in_shape, (kh, kw), layer.stride, layer.padding)
-    i, j, a, b = np.indices((oh, ow, kh, kw)).reshape(4, -1)  # output position (i, j), kernel tap (a, b)
-    r, s = i * sh + a - top, j * sw + b - left  # the input pixel each tap reads
-    inside = (r >= 0) & (r < h) & (s >= 0) & (s < w)  # taps on zero padding get no weight
-    i, j, a, b, r, s = (v[inside] for v in (i, j, a, b, r, s))
-    matrix = jnp.zeros((h, w, c, oh, ow, f), p["w"].dtype).at[r, s, :, i, j, :].set(p["w"][i, j, a, b])
-    bias = p.get("b")
-    if bias is not None:
-        bias = jnp.broadcast_to(bias, (oh, ow, f)).reshape(-1)  # 'filter' (F,) or 'position' (OH, OW, F)
-    return matrix.reshape(h * w * c, oh * ow * f), bias
+            raise LayerError(f"params {got} do not fit the net at input {rows[0].in_shape}: expected {want}",
+                             row.layer)
 
 
 class Sliding(NamedTuple):
@@ -207,7 +148,8 @@ class Sliding(NamedTuple):
 def sliding_geometry(net: Graph, input_shape=None) -> Sliding:
     """The stride and exactness of `net`'s converted score map, from its trunk at the training size (a
     branched trunk's joins must meet maps of one stride)."""
-    rows, k = net.shapes(input_shape), head_start(net)
+    rows = net.shapes(input_shape)
+    k = _head_start(rows)
     (blob, shape), = net.input_shapes(input_shape).items() if len(net.inputs) == 1 else [(None, None)]
     if blob is None:
         raise LayerError(f"{net.name}: slides over one input, not {list(net.inputs)}")
@@ -215,32 +157,13 @@ def sliding_geometry(net: Graph, input_shape=None) -> Sliding:
     for row in rows[:k]:
         incoming = {strides[b] for b in row.inputs}
         if len(incoming) > 1:
-            raise LayerError(f"{row.layer.name} ({type(row.layer).__name__}): joins maps of different strides "
-                             f"{sorted(incoming)}")
-        step, pads = _trunk_window(row)
-        stride = incoming.pop()
-        strides.update({b: (stride[0] * step[0], stride[1] * step[1]) for b in row.outputs})
-        if pads:
+            raise LayerError(f"joins maps of different strides {sorted(incoming)}", row.layer)
+        window, stride = row.layer.window(row.in_shape), incoming.pop()
+        strides.update({b: (stride[0] * window.stride[0], stride[1] * window.stride[1]) for b in row.outputs})
+        if window.padded:
             padded.append(row.layer.name)
     end = net.nodes[k].inputs[0] if k < len(rows) else net.outputs[0]
     return Sliding(shape[:2], strides[end], tuple(padded))
-
-
-def _trunk_window(row):
-    """A trunk layer -> (its stride (h, w), whether it reads zero padding at its input shape)."""
-    layer = row.layer
-    if isinstance(layer, Conv):
-        _, pads, stride, _ = conv_geometry(row.in_shape, layer.kernel, layer.stride, layer.padding, layer.dilation)
-        return stride, any(np.ravel(pads))
-    if isinstance(layer, (MaxPool, AvgPool)):
-        _, _, stride, pads, extra = pool_geometry(row.in_shape, layer.kernel, layer.stride, layer.padding,
-                                                  layer.ceil_mode, layer.clip)
-        return stride, any(np.ravel(pads)) or any(extra)
-    if isinstance(layer, LRN):
-        return (1, 1), layer.region == "within" and layer.size > 1
-    if isinstance(layer, (*_ELEMENTWISE, *_PER_CHANNEL, *_WIRING)):
-        return (1, 1), False
-    raise LayerError(f"{layer.name} ({type(layer).__name__}): not a layer whose sliding stride is known")
 
 
 def crops(x, window: tuple[int, int], stride: tuple[int, int]):

@@ -186,12 +186,20 @@ def multipliers(model: nnx.Module, wrt: Any = nnx.Param) -> tuple[Any, Any]:
 # -- one module per jaxcnn layer: the layer built from NNX-style arguments, run by NetModule ---------------------
 
 
-def _conv_probe(layer, in_features: int) -> Shape:
-    """The smallest (H, W, C) input a conv layer accepts; its kernel's shape depends on C only."""
-    return (*(d * (k - 1) + 1 for k, d in zip(layer.kernel, layer.dilation)), in_features)
+class _LayerModule(NetModule):
+    """A NetModule around one layer of class `layer`, with the modes the layer's traits call for:
+    use_running_average for batch statistics, deterministic for randomness in training."""
+
+    layer: ClassVar[type[layers.Layer]]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "layer" in vars(cls):
+            cls.modes = tuple(mode for mode, used in (("use_running_average", cls.layer.batch_statistics),
+                                                      ("deterministic", cls.layer.stochastic)) if used)
 
 
-class Conv(NetModule):
+class Conv(_LayerModule):
     """Convolution with groups (jaxcnn.layers.Conv): (N, H, W, in_features) -> (N, OH, OW, out_features).
 
     Args:
@@ -205,7 +213,7 @@ class Conv(NetModule):
     params: w (KH, KW, in_features / groups, out_features), b (out_features,).
     """
 
-    modes = ()
+    layer = layers.Conv
 
     def __init__(self, in_features: int, out_features: int, kernel, *, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, w_init="xavier", b_init=0.0, lr_mult=None, decay_mult=None,
@@ -213,10 +221,10 @@ class Conv(NetModule):
         layer = layers.Conv(name, out_features, kernel, stride=stride, padding=padding, dilation=dilation,
                             groups=groups, bias=bias, w_init=w_init, b_init=b_init, lr_mult=lr_mult or {},
                             decay_mult=decay_mult or {})
-        super().__init__(layer, input_shape=_conv_probe(layer, in_features), rngs=rngs, lowering=lowering)
+        super().__init__(layer, input_shape=layer.probe_input(in_features), rngs=rngs, lowering=lowering)
 
 
-class Local(NetModule):
+class Local(_LayerModule):
     """Locally-connected layer (jaxcnn.layers.Local): (N, H, W, in_features) -> (N, OH, OW, out_features).
 
     Args:
@@ -230,7 +238,7 @@ class Local(NetModule):
     params: w (OH, OW, KH, KW, in_features, out_features), b (OH, OW, out_features) or (out_features,).
     """
 
-    modes = ()
+    layer = layers.Local
 
     def __init__(self, in_features: int, out_features: int, kernel, *, input_size: tuple[int, int], stride=1,
                  padding=0, bias: str | None = "position", w_init="xavier", b_init=0.0, lr_mult=None,
@@ -240,7 +248,7 @@ class Local(NetModule):
         super().__init__(layer, input_shape=(*input_size, in_features), rngs=rngs, lowering=lowering)
 
 
-class Dense(NetModule):
+class Dense(_LayerModule):
     """Fully-connected (jaxcnn.layers.Dense): (N, in_features) -> (N, out_features).
 
     Args:
@@ -251,60 +259,60 @@ class Dense(NetModule):
     params: w (in_features, out_features), b (out_features,).
     """
 
-    modes = ()
+    layer = layers.Dense
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True, w_init="xavier", b_init=0.0,
                  lr_mult=None, decay_mult=None, name: str = "dense", rngs: nnx.Rngs):
         layer = layers.Dense(name, out_features, bias=bias, w_init=w_init, b_init=b_init, lr_mult=lr_mult or {},
                              decay_mult=decay_mult or {})
-        super().__init__(layer, input_shape=(in_features,), rngs=rngs)
+        super().__init__(layer, input_shape=layer.probe_input(in_features), rngs=rngs)
 
 
-class MaxPool(NetModule):
+class MaxPool(_LayerModule):
     """Max pooling (jaxcnn.layers.MaxPool): (N, H, W, C) -> (N, OH, OW, C); stride defaults to the kernel and
     ceil_mode=True rounds output sizes up as Caffe and cuda-convnet. No params."""
 
-    modes = ()
+    layer = layers.MaxPool
 
     def __init__(self, kernel, stride=None, *, padding=0, ceil_mode: bool = False, name: str = "pool",
                  lowering: str = "auto"):
         super().__init__(layers.MaxPool(name, kernel, stride, padding, ceil_mode), {}, {}, lowering=lowering)
 
 
-class AvgPool(NetModule):
+class AvgPool(_LayerModule):
     """Average pooling (jaxcnn.layers.AvgPool): (N, H, W, C) -> (N, OH, OW, C); ceil_mode as MaxPool, count_pad
     as jaxcnn.ops.avg_pool. No params."""
 
-    modes = ()
+    layer = layers.AvgPool
 
     def __init__(self, kernel, stride=None, *, padding=0, ceil_mode: bool = False, count_pad: bool = True,
                  name: str = "pool"):
         super().__init__(layers.AvgPool(name, kernel, stride, padding, ceil_mode, count_pad=count_pad), {}, {})
 
 
-class LRN(NetModule):
+class LRN(_LayerModule):
     """Local response normalisation (jaxcnn.layers.LRN), (N, H, W, C) -> same shape: x / (k + alpha/size *
     sum x^2)^beta over `size` channels ('across') or a size x size window ('within'). No params."""
 
-    modes = ()
+    layer = layers.LRN
 
     def __init__(self, size: int = 5, *, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
                  region: str = "across", name: str = "lrn"):
         super().__init__(layers.LRN(name, size, alpha, beta, k, region), {}, {})
 
 
-class ContrastNorm(NetModule):
+class ContrastNorm(_LayerModule):
     """cuda-convnet's contrast normalisation (jaxcnn.layers.ContrastNorm), (N, H, W, C) -> same shape: LRN within a
     size x size window on x less its local mean. No params."""
 
-    modes = ()
+    layer = layers.ContrastNorm
 
     def __init__(self, size: int = 5, *, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
                  name: str = "cnorm"):
         super().__init__(layers.ContrastNorm(name, size, alpha, beta, k), {}, {})
 
 
-class BatchNorm(NetModule):
+class BatchNorm(_LayerModule):
     """Caffe's BatchNorm without affine (jaxcnn.layers.BatchNorm; follow it with Scale): (N, ..., C) -> same.
 
     Args:
@@ -316,16 +324,16 @@ class BatchNorm(NetModule):
     state: mean (C,), var (C,), count ().
     """
 
-    modes = ("use_running_average",)
+    layer = layers.BatchNorm
 
     def __init__(self, num_features: int, *, momentum: float = 0.99, eps: float = 1e-5,
                  use_running_average: bool = False, name: str = "bn"):
         layer = layers.BatchNorm(name, momentum, eps)
-        _, params, state = layer.init(jax.random.key(0), (num_features,))  # no randomness: zeros and ones
+        _, params, state = layer.init(jax.random.key(0), layer.probe_input(num_features))  # no randomness: 0s, 1s
         super().__init__(layer, params, state, use_running_average=use_running_average)
 
 
-class Scale(NetModule):
+class Scale(_LayerModule):
     """Caffe's Scale (jaxcnn.layers.Scale): per-channel gamma (ones) and beta (zeros), (N, ..., C) -> same.
 
     Args:
@@ -336,15 +344,15 @@ class Scale(NetModule):
     params: gamma (C,), beta (C,).
     """
 
-    modes = ()
+    layer = layers.Scale
 
     def __init__(self, num_features: int, *, bias: bool = True, lr_mult=None, decay_mult=None, name: str = "scale"):
         layer = layers.Scale(name, bias, lr_mult=lr_mult or {}, decay_mult=decay_mult or {})
-        _, params, state = layer.init(jax.random.key(0), (num_features,))  # no randomness: ones and zeros
+        _, params, state = layer.init(jax.random.key(0), layer.probe_input(num_features))  # no randomness: 1s, 0s
         super().__init__(layer, params, state)
 
 
-class Dropout(NetModule):
+class Dropout(_LayerModule):
     """Inverted dropout (jaxcnn.layers.Dropout), any shape; identity when deterministic.
 
     Args:
@@ -354,17 +362,14 @@ class Dropout(NetModule):
       rngs: nnx.Rngs whose 'dropout' stream gives the masks' keys (or pass rngs at call time).
     """
 
-    modes = ("deterministic",)
+    layer = layers.Dropout
 
     def __init__(self, rate: float = 0.5, *, deterministic: bool = False, name: str = "dropout",
                  rngs: nnx.Rngs | None = None):
         super().__init__(layers.Dropout(name, rate), {}, {}, rngs=rngs, deterministic=deterministic)
 
 
-class _Parameterless(NetModule):
-    layer: ClassVar[type]
-    modes = ()
-
+class _Parameterless(_LayerModule):
     def __init__(self, *, name: str | None = None):
         super().__init__(self.layer(name or self.layer.__name__.lower()), {}, {})
 
@@ -393,5 +398,5 @@ class Sigmoid(_Parameterless):
     layer = layers.Sigmoid
 
 
-__all__ = ["AvgPool", "BatchNorm", "ContrastNorm", "Conv", "Dense", "Dropout", "Flatten", "LRN", "Local", "MaxPool", "NetModule",
-           "ReLU", "Scale", "Sigmoid", "Tanh", "from_net", "multipliers", "to_net"]
+__all__ = ["AvgPool", "BatchNorm", "ContrastNorm", "Conv", "Dense", "Dropout", "Flatten", "LRN", "Local", "MaxPool",
+           "NetModule", "ReLU", "Scale", "Sigmoid", "Tanh", "from_net", "multipliers", "to_net"]

@@ -10,19 +10,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from caffe_nets import NIN_GLOBAL_POOL
 from conftest import random_params, rel_diff
 from dataset_writers import write_mnist
 
 from experiments import fc_as_conv
-from jaxcnn import caffe, datasets, summary, zoo
+from jaxcnn import caffe, cudaconvnet, datasets, summary, zoo
 from jaxcnn.convert import crops, fc_to_conv, sliding_geometry, split
 from jaxcnn.layers import (
+    AvgPool,
     BatchNorm,
     Concat,
+    ContrastNorm,
     Conv,
     Dense,
     Dropout,
     Flatten,
+    GlobalAvgPool,
+    GlobalMaxPool,
     Layer,
     LayerError,
     Local,
@@ -35,7 +40,8 @@ from jaxcnn.net import Graph, Net, Node
 from jaxcnn.train import RunDir, make_manifest
 
 TOL = 1e-5  # max |converted - original| / max |original|
-LENET_DEPLOY = Path(__file__).resolve().parents[1] / "experiments" / "caffe" / "lenet_bn_deploy.prototxt"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+LENET_DEPLOY = EXPERIMENTS / "caffe" / "lenet_bn_deploy.prototxt"
 
 
 def forward(net, params, state, x):
@@ -80,6 +86,21 @@ def mlp():
     return Net([Flatten("flatten"), Dense("ip1", 16), ReLU("relu1"), Dense("ip2", 4)], (6, 6, 1), "mlp")
 
 
+def cifar10_cnorm(tmp_path):
+    """cuda-convnet's layers-conv-local-11pct net with contrast normalisation (cnorm) in place of its cross-map
+    rnorm1 and rnorm2 (same size and parameters)."""
+    cfg = (EXPERIMENTS / "cudaconvnet" / "layers-conv-local-11pct.cfg").read_text()
+    (tmp_path / "layers.cfg").write_text(cfg.replace("type=cmrnorm", "type=cnorm"))
+    return cudaconvnet.load(tmp_path / "layers.cfg", EXPERIMENTS / "cudaconvnet" / "layer-params-conv-local-11pct.cfg",
+                            (32, 32, 3))
+
+
+def nin(pool="AVE"):
+    """NIN's classifier (tests/caffe_nets.py): mlpconv layers, then global pooling and Softmax, no Dense layer.
+    12 -> 4 with a 5x5 stride-2 conv, stride 2."""
+    return caffe.parse_prototxt(NIN_GLOBAL_POOL.replace("pool: AVE", f"pool: {pool}"))
+
+
 TRAINING_SIZE = {
     "lenet_caffe": zoo.lenet_caffe,
     "lenet5": zoo.lenet5,
@@ -122,9 +143,39 @@ def test_geometry_of_the_zoo():
     assert sliding_geometry(zoo.vgg16()).positions((384, 384)) == (6, 6)  # the cs231n notes: 36 crops of 224
 
 
+def test_nets_with_contrast_norm_slide(tmp_path):
+    """cnorm reads a (2 size - 1)-pixel window around each pixel, zero beyond the map: stride 1, padded."""
+    geometry = sliding_geometry(cifar10_cnorm(tmp_path))
+    assert geometry == ((32, 32), (4, 4), ("conv1", "pool1", "rnorm1", "conv2", "rnorm2", "pool2"))
+    net = Net([Conv("conv1", 4, 3), ContrastNorm("cnorm1", 1), MaxPool("pool1", 2), Flatten("flatten"),
+               Dense("fc", 3)], (10, 10, 2))
+    assert sliding_geometry(net) == ((10, 10), (2, 2), ())  # a 1-pixel cnorm reads no padding
+    assert isinstance(fc_to_conv(net, random_params(net)[0])[0]["cnorm1"], ContrastNorm)
+
+
+@pytest.mark.parametrize("pool, kind", [("AVE", AvgPool), ("MAX", MaxPool)])
+def test_global_pooling_starts_the_head_and_becomes_a_pooling_of_the_training_map(pool, kind):
+    """At the training size a global pooling pools the trunk's 4x4 map; converted, it pools each 4x4 window of a
+    larger map, stride 1, so that a position is the net on its crop and not the pooling of the whole image."""
+    net = nin(pool)
+    assert sliding_geometry(net) == ((12, 12), (2, 2), ())
+    conv_net, _ = fc_to_conv(net, random_params(net)[0])
+    pooling = conv_net["pool4"]
+    assert type(pooling) is kind and (pooling.kernel, pooling.stride, pooling.padding) == ((4, 4), (1, 1), "VALID")
+    assert conv_net.output_shapes((20, 20, 3)) == (5, 5, 5)
+
+
+@pytest.mark.parametrize("global_pool", [GlobalAvgPool, GlobalMaxPool])
+def test_global_pooling_on_a_converted_local_map_is_an_error(global_pool):
+    with pytest.raises(LayerError, match=r"^gpool \(Global(Avg|Max)Pool\): its \(6, 6, 2\) input is a map of 1x1 "
+                                         r"positions in the converted head; a global pooling converts only on its "
+                                         r"input's own \(H, W\)$"):
+        _convert([Local("local1", 2, 3), global_pool("gpool"), Flatten("flatten"), Dense("ip", 2)], (8, 8, 1))
+
+
 @pytest.mark.parametrize("make, big", [
     (zoo.lenet5, 44), (zoo.lenet_caffe, 40), (vgg_valid, 44), (convnet_local_valid, 47), (local_head, 14),
-    (mlp, 9),
+    (mlp, 9), (nin, 20), (lambda: nin("MAX"), 18),
 ])
 @pytest.mark.slow
 def test_positions_equal_isolated_crops(make, big):
@@ -144,11 +195,12 @@ def test_positions_equal_isolated_crops(make, big):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("make, big", [(zoo.cifar10_local, 48), (lambda: zoo.alexnet(10, (99, 99, 3)), 163)])
-def test_padded_trunk_positions_equal_head_on_trunk_windows(make, big):
+@pytest.mark.parametrize("make, big", [(zoo.cifar10_local, 48), (lambda: zoo.alexnet(10, (99, 99, 3)), 163),
+                                       (cifar10_cnorm, 40)])
+def test_padded_trunk_positions_equal_head_on_trunk_windows(make, big, tmp_path):
     """Where the trunk pads, a position is the original head on the trunk's window of the whole image; the
     isolated crop, which sees zero padding instead of its surroundings, differs."""
-    net = make()
+    net = make(tmp_path) if make is cifar10_cnorm else make()
     params, state = random_params(net)
     conv_net, conv_params = fc_to_conv(net, params)
     geometry, (trunk, head) = sliding_geometry(net), split(net)
