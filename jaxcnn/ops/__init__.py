@@ -7,6 +7,7 @@ from .norm import batch_norm, contrast_norm, lrn, scale
 from .pool import avg_pool, max_pool
 
 __all__ = [
-    "LOWERINGS", "accuracy", "avg_pool", "batch_norm", "compiler_options", "contrast_norm", "conv2d", "dense", "dropout", "flatten",
-    "local2d", "lrn", "max_pool", "relu", "scale", "sigmoid", "softmax_cross_entropy", "tanh", "top_k_accuracy",
+    "LOWERINGS", "accuracy", "avg_pool", "batch_norm", "compiler_options", "contrast_norm", "conv2d", "dense",
+    "dropout", "flatten", "local2d", "lrn", "max_pool", "relu", "scale", "sigmoid", "softmax_cross_entropy",
+    "tanh", "top_k_accuracy",
 ]
