@@ -5,24 +5,16 @@
 MODEL: a zoo model, a Caffe net (.prototxt) or a cuda-convnet layer definition (.cfg; give --input-shape).
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
 
 from . import zoo
-from .cli import (
-    USAGE,
-    HelpFormatter,
-    ProgressBar,
-    entry,
-    epoch_line,
-    exit_code,
-    fail,
-    message,
-    plural,
-)
+from .cli import USAGE, HelpFormatter, ProgressBar, entry, epoch_line, exit_code, fail, flag, message, plural
 from .datasets import DataNotFound
 from .summary import summary
+from .train.errors import RunMismatch
 
 
 def _shape(text):
@@ -116,10 +108,15 @@ def _train(args):
           f"{run.trainer.batch_size}; {c.optimizer} lr {c.lr} ({c.schedule}), max_iter {s.max_iter} -> "
           f"{plural(run.epochs, 'epoch')}")
     with out.acquire(resume=args.resume, overwrite=args.overwrite):
-        meta = {"model": run.net.name, "dataset": run.dataset, "solver": os.path.abspath(args.solver)}
-        ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=out,
-                          resume=args.resume, meta=meta, on_progress=ProgressBar(),
-                          on_epoch=lambda r: print(epoch_line(r)))
+        meta = {"model": run.net.name, "dataset": run.dataset, "solver": dataclasses.asdict(c),  # its settings: an
+                "solver_file": os.path.abspath(args.solver)}  # edited solver is a different run on --resume
+        try:
+            ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=out,
+                              resume=args.resume, meta=meta, on_progress=ProgressBar(),
+                              on_epoch=lambda r: print(epoch_line(r)))
+        except RunMismatch as e:  # settings from the solver file, which has no flags for them
+            fail(message(e, name=lambda s: f"solver setting {s.removeprefix('solver.')}"
+                         if s.startswith("solver.") else flag(s)))
         weights = os.path.join(args.out, f"{s.snapshot_prefix or run.net.name}_iter_{int(ts.step)}.caffemodel")
         save_caffemodel(run.net, jax.device_get(ts.params), jax.device_get(ts.state), weights)
     if history:

@@ -46,15 +46,16 @@ def words(setting: Setting) -> str:
     return f"{flag(setting.name)} {value}"
 
 
-def message(error: BaseException) -> str:
-    """The words a command-line user reads for `error`, in terms of flags."""
+def message(error: BaseException, name: Callable[[str], str] = flag) -> str:
+    """The words a command-line user reads for `error`, the settings it names written by `name` (by default as
+    flags)."""
     if isinstance(error, SettingError):
         return error.text(words)
     if isinstance(error, ConfigError):
-        return f"{flag(error.field)} {error.value}: {error.expected}"
+        return f"{name(error.field)} {error.value}: {error.expected}"
     if isinstance(error, RunMismatch) and error.differences:
-        recorded = ", ".join(f"{flag(k)} {a}" for k, a, _ in error.differences)
-        asked = ", ".join(f"{flag(k)} {b}" for k, _, b in error.differences)
+        recorded = ", ".join(f"{name(k)} {a}" for k, a, _ in error.differences)
+        asked = ", ".join(f"{name(k)} {b}" for k, _, b in error.differences)
         return (f"{error.manifest}: the run there was made with {recorded}, not {asked}; --resume keeps them (start "
                 "a new run with another --out, or --overwrite)")
     if isinstance(error, RunNotEmpty):

@@ -17,6 +17,7 @@ from experiments import fc_as_conv
 from jaxcnn import summary, zoo
 from jaxcnn.__main__ import main
 from jaxcnn.caffe import load_caffemodel, load_prototxt, save_caffemodel
+from jaxcnn.cli import entry
 
 ROOT = Path(__file__).resolve().parents[1]
 CAFFE_DIR, CONVNET_DIR = ROOT / "experiments" / "caffe", ROOT / "experiments" / "cudaconvnet"
@@ -120,6 +121,13 @@ def test_train_runs_caffes_lenet_solver_on_its_train_test_net(tmp_path, capsys):
     params, state = load_caffemodel(net, out / "lenet_bn_iter_48.caffemodel")
     assert float(state["bn_conv1"]["count"]) > 1  # trained statistics
     assert any((out / "checkpoints").iterdir())
+    # The manifest holds the solver's settings, so a solver edited since is told apart on --resume.
+    (tmp_path / "lenet_solver.prototxt").write_text(solver.replace("base_lr: 0.01", "base_lr: 0.02"))
+    with pytest.raises(SystemExit) as err:
+        entry(lambda: main(["train", "--solver", str(tmp_path / "lenet_solver.prototxt"), "--data-dir", str(data),
+                            "--out", str(out), "--resume"]))
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert err.value.code == 2 and "made with solver setting lr 0.01, not solver setting lr 0.02;" in last
 
 
 def test_train_errors_are_one_line_and_leave_out_untouched(tmp_path, capsys):
