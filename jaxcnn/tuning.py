@@ -4,12 +4,14 @@
     logits, state = net.apply(params, state, x, lowering=lowering)
 
 The 'cpu' lowering computes each convolution, its input gradient and its weight gradient in one of several
-forms (ops.conv_cpu: native, wide, wide_input, im2col, im2col_chunked), chosen by fixed rules that were tuned on
-one processor and do not carry to others. `tune` times every candidate form of every convolution of a net at a
-batch size, on this processor, and keeps the fastest per direction in a cache file, so each shape is measured once
-per machine. All forms compute the same convolution (tests/test_lowering.py): the choice changes speed only.
+forms (ops.conv_cpu: native, wide, wide_input, im2col, im2col_chunked; for grouped convolutions also per_group
+and, if depthwise, shifted), chosen by fixed rules that were tuned on one processor and do not carry to others.
+`tune` times every candidate form of every convolution of a net at a batch size, on this processor, and keeps the
+fastest per direction in a cache file, so each shape is measured once per machine. All forms compute the same
+convolution (tests/test_lowering.py, tests/test_grouped_conv.py): the choice changes speed only.
 
-- Cache: one JSON file per processor and jax/jaxlib version in $JAXCNN_CACHE_DIR (default ~/.cache/jaxcnn).
+- Cache: one JSON file per processor, jax/jaxlib version and CACHE_VERSION (raised whenever the forms, their
+  candidates or the signatures change) in $JAXCNN_CACHE_DIR (default ~/.cache/jaxcnn).
 - Time: bounded by `budget_s` per call; shapes not measured in time keep the fixed rules (and are measured next
   time). Progress and results are logged (logger "jaxcnn.tuning").
 - Switch: JAXCNN_AUTOTUNE=0 turns off the tuning jaxcnn does by itself (the Trainer's default, the experiments);
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 _now = time.monotonic  # the clock the budget is kept by
 ENV_SWITCH = "JAXCNN_AUTOTUNE"
 ENV_CACHE = "JAXCNN_CACHE_DIR"
+CACHE_VERSION = 2  # 2: whole grouped convolutions (per_group, shifted, grouped im2col) instead of one group's
 
 
 def enabled() -> bool:
@@ -55,8 +58,8 @@ def processor() -> str:
 
 
 def cache_file(cache_dir=None) -> Path:
-    """The cache file for this processor and jax/jaxlib version."""
-    key = f"{processor()} | jax {jax.__version__} | jaxlib {metadata.version('jaxlib')}"
+    """The cache file for this processor, jax/jaxlib version and CACHE_VERSION."""
+    key = f"{processor()} | jax {jax.__version__} | jaxlib {metadata.version('jaxlib')} | forms v{CACHE_VERSION}"
     directory = Path(cache_dir or os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "jaxcnn")
     return directory / f"conv_forms-{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
 
@@ -75,14 +78,16 @@ def _save(path, forms) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"processor": processor(), "jax": jax.__version__, "forms": forms}, indent=1))
+    tmp.write_text(json.dumps({"processor": processor(), "jax": jax.__version__, "version": CACHE_VERSION,
+                               "forms": forms}, indent=1))
     os.replace(tmp, path)  # whole or not at all, also with several processes tuning at once
 
 
 def convolutions(net, batch: int, input_shape=None, dtype="float32") -> list[tuple]:
-    """Every distinct one-group convolution `net` computes at `batch`: (x, w, stride, pads, dilation, directions)
-    with x and w as ShapeDtypeStructs, as ops.conv2d hands them to ops.conv_cpu.conv, and the directions training
-    computes (no input gradient where no layer before has parameters: the input is data)."""
+    """Every distinct convolution `net` computes at `batch`: (x, w, stride, pads, dilation, directions) with x and
+    w as ShapeDtypeStructs, as ops.conv2d hands them to ops.conv_cpu.conv (the groups are x's channels over w's
+    input channels), and the directions training computes (no input gradient where no layer before has
+    parameters: the input is data)."""
     seen, out, trained_before = set(), [], False
     for row in net.shapes(input_shape):
         layer, needs_input_gradient, trained_before = row.layer, trained_before, trained_before or bool(row.params)
@@ -90,9 +95,8 @@ def convolutions(net, batch: int, input_shape=None, dtype="float32") -> list[tup
             continue
         _, pads, stride, dilation = conv_geometry(row.in_shape, layer.kernel, layer.stride, layer.padding,
                                                   layer.dilation)
-        groups = layer.groups
-        x = jax.ShapeDtypeStruct((batch, *row.in_shape[:2], row.in_shape[-1] // groups), jnp.dtype(dtype))
-        w = jax.ShapeDtypeStruct((*layer.kernel, row.in_shape[-1] // groups, layer.features // groups), x.dtype)
+        x = jax.ShapeDtypeStruct((batch, *row.in_shape), jnp.dtype(dtype))
+        w = jax.ShapeDtypeStruct((*layer.kernel, row.in_shape[-1] // layer.groups, layer.features), x.dtype)
         sig = conv_cpu.signature(x, w, stride, pads, dilation)
         if sig not in seen:
             seen.add(sig)
@@ -102,13 +106,16 @@ def convolutions(net, batch: int, input_shape=None, dtype="float32") -> list[tup
 
 
 def _computation(direction, name, stride, pads, dilation):
-    """The jitted computation of one direction in one form: f(x, w, g) -> output, input or weight gradient."""
-    form = conv_cpu.FORMS[name]
+    """The jitted computation of one direction in one form, as ops.conv_cpu.conv computes it (a gradient is the
+    transpose of the form in that direction's layout): f(x, w, g) -> output, input or weight gradient."""
+    def form(x, w):
+        return conv_cpu.FORMS[name](x, w, stride, pads, dilation, direction)
+
     if direction == "forward":
-        return jax.jit(lambda x, w, g: form(x, w, stride, pads, dilation))
+        return jax.jit(lambda x, w, g: form(x, w))
     if direction == "input":
-        return jax.jit(lambda x, w, g: jax.vjp(lambda x: form(x, w, stride, pads, dilation), x)[1](g)[0])
-    return jax.jit(lambda x, w, g: jax.vjp(lambda w: form(x, w, stride, pads, dilation), w)[1](g)[0])
+        return jax.jit(lambda x, w, g: jax.vjp(lambda x: form(x, w), x)[1](g)[0])
+    return jax.jit(lambda x, w, g: jax.vjp(lambda w: form(x, w), w)[1](g)[0])
 
 
 def measure(direction, name, x, w, stride, pads, dilation, *, repeats=5, min_seconds=0.05) -> float:

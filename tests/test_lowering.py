@@ -95,7 +95,8 @@ def test_conv2d_cpu_equals_native(x64, rng, x_shape, w_shape, stride, padding, d
     assert_lowerings_agree(op, args, rng)
 
 
-@pytest.mark.parametrize("form", [conv_cpu.wide, conv_cpu.wide_input, conv_cpu.im2col, conv_cpu.im2col_chunked])
+@pytest.mark.parametrize("form", [conv_cpu.wide, conv_cpu.wide_input, conv_cpu.im2col, conv_cpu.im2col_chunked,
+                                  conv_cpu.shifted])
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding, dilation", [  # right padding >= 1 for wide_input
     ((4, 7, 9, 3), (3, 2, 3, 4), (2, 1), ((1, 0), (0, 2)), (1, 2)),
     ((6, 5, 5, 2), (3, 3, 2, 3), 1, ((0, 0), (0, 1)), 1),

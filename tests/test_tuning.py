@@ -13,7 +13,8 @@ from jaxcnn.ops import conv_cpu
 from jaxcnn.ops.lowering import Tuned
 from jaxcnn.train import Trainer
 
-COST = {"native": 5.0, "wide": 3.0, "wide_input": 4.0, "im2col": 1.0, "im2col_chunked": 2.0}
+COST = {"native": 5.0, "wide": 3.0, "wide_input": 4.0, "im2col": 1.0, "im2col_chunked": 2.0, "per_group": 7.0,
+        "shifted": 6.0}
 
 
 def fake_measure(calls):
@@ -40,16 +41,22 @@ def test_the_fastest_form_of_each_direction_is_kept_and_cached(tmp_path, monkeyp
     # conv1 reads the data: no input gradient is measured, the fixed rule stays (the first candidate never wins)
     assert conv1[0] == "im2col" and conv1[2] == "wide"
     assert not any(d == "input" and shape == (8, 10, 10, 2) for d, _, shape in calls)
-    # groups=2: one (8, 4, 4, 2) x (3, 3, 2, 3) convolution per group; padded, so `wide` is no candidate for its
-    # weight gradient (ops.conv_cpu.candidates): the next fastest is
-    assert conv2 == ("im2col", "wide", "im2col")
-    assert ("forward", "wide_input", (8, 4, 4, 2)) in calls  # padding 1 makes wide_input a candidate
+    # groups=2: the whole (8, 4, 4, 4) x (3, 3, 2, 6) convolution is measured, in the grouped forms: `wide` is no
+    # candidate for groups (ops.conv_cpu.candidates), so the next fastest is
+    assert conv2 == ("im2col", "im2col", "im2col")
+    conv2_forms = {name for d, name, shape in calls if shape == (8, 4, 4, 4)}
+    assert conv2_forms == {"native", "per_group", "shifted", "im2col", "im2col_chunked"}
     written = json.loads(tuning.cache_file(tmp_path).read_text())
     assert written["processor"] == tuning.processor() and len(written["forms"]) == 2
+    assert written["version"] == tuning.CACHE_VERSION
 
     monkeypatch.setattr(tuning, "measure", lambda *a, **k: pytest.fail("measured again despite the cache"))
     assert tuning.tune(small_net(), 8, cache_dir=tmp_path) == lowering
     first = tuning.cache_file(tmp_path)
+    version = tuning.CACHE_VERSION
+    monkeypatch.setattr(tuning, "CACHE_VERSION", version + 1)
+    assert tuning.cache_file(tmp_path) != first  # other forms or candidates: measured afresh
+    monkeypatch.setattr(tuning, "CACHE_VERSION", version)
     monkeypatch.setattr(tuning, "processor", lambda: "another processor, 64 cores")
     assert tuning.cache_file(tmp_path) != first
     monkeypatch.setattr(tuning, "measure", fake_measure(calls := []))
@@ -88,6 +95,30 @@ def test_a_tuned_lowering_computes_what_the_native_ops_compute(x64, rng, forms):
     params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
     x, labels = jnp.asarray(rng.standard_normal((3, 28, 28, 1))), jnp.asarray([1, 7, 3])
     tuned = Tuned(tuple((conv_cpu.signature(*c[:5]), forms) for c in tuning.convolutions(net, 3, dtype="float64")))
+
+    def loss(params, lowering):
+        logits, _ = net.apply(params, state, x, train=True, lowering=lowering)
+        return ops.softmax_cross_entropy(logits, labels)
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    for a, b in zip(jax.tree.leaves(value_and_grad(params, tuned)), jax.tree.leaves(value_and_grad(params, "native"))):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("forms", [("shifted", "per_group", "im2col_chunked"), ("per_group", "shifted", "native"),
+                                   ("im2col", "im2col_chunked", "shifted")])
+@pytest.mark.slow
+def test_a_tuned_lowering_of_grouped_convolutions_computes_what_the_native_ops_compute(x64, rng, forms):
+    """A net with a depthwise convolution (channel multiplier 2, stride 2) and a grouped one (3 groups of 4
+    channels), each direction in any of the forms, gives the native op's loss and gradients."""
+    net = Net([Conv("conv1", 6, 3, padding=1), ReLU("relu1"), Conv("dw", 12, 3, stride=2, padding=1, groups=6),
+               Conv("grouped", 6, 3, padding=((0, 1), (1, 0)), groups=3), Flatten("flatten"), Dense("ip", 10)],
+              (9, 9, 3), "grouped")
+    _, params, state = net.init(jax.random.key(0))
+    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+    x, labels = jnp.asarray(rng.standard_normal((4, 9, 9, 3))), jnp.asarray([1, 7, 3, 0])
+    tuned = Tuned(tuple((conv_cpu.signature(*c[:5]), forms) for c in tuning.convolutions(net, 4, dtype="float64")))
+    assert len(tuned.forms) == 3
 
     def loss(params, lowering):
         logits, _ = net.apply(params, state, x, train=True, lowering=lowering)

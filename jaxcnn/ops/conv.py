@@ -38,9 +38,9 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: In
     x: (N, H, W, C); w: (KH, KW, C // groups, O); b: (O,) or None -> (N, OH, OW, O).
     groups splits C and O into that many independent convolutions (XLA's feature_group_count):
     output channels [g*O/groups, (g+1)*O/groups) see input channels [g*C/groups, (g+1)*C/groups).
-    lowering (see ops.lowering): 'native' is lax.conv_general_dilated with feature_group_count; 'cpu' runs
-    each group on its own (XLA:CPU's grouped convolution is several times slower) through ops.conv_cpu.conv, with
-    the forms a Tuned lowering names for these shapes.
+    lowering (see ops.lowering): 'native' is lax.conv_general_dilated with feature_group_count; 'cpu' is
+    ops.conv_cpu.conv, whose forms (depthwise as shifted multiply-adds, a few groups one by one, ...) XLA:CPU runs
+    faster, with the forms a Tuned lowering names for these shapes.
     """
     check_nhwc(x.shape)
     kh, kw, cin_g, cout = w.shape
@@ -52,15 +52,12 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: In
         )
     _, pads, stride, dilation = conv_geometry(x.shape[1:], (kh, kw), stride, padding, dilation)
     if resolve(lowering, x) == "native":
-        y = lax.conv_general_dilated(
-            x, w, stride, pads, rhs_dilation=dilation, dimension_numbers=conv_cpu.DIMS, feature_group_count=groups
-        )
+        y = conv_cpu.native(x, w, stride, pads, dilation)
     else:
-        split = list(zip(jnp.split(x, groups, axis=-1), jnp.split(w, groups, axis=-1)))
         forms = None
         if isinstance(lowering, Tuned):
-            forms = lowering.conv_forms(conv_cpu.signature(*split[0], stride, pads, dilation))
-        y = jnp.concatenate([conv_cpu.conv(xg, wg, stride, pads, dilation, forms) for xg, wg in split], axis=-1)
+            forms = lowering.conv_forms(conv_cpu.signature(x, w, stride, pads, dilation))
+        y = conv_cpu.conv(x, w, stride, pads, dilation, forms)
     return y if b is None else y + b
 
 

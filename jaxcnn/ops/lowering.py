@@ -2,10 +2,10 @@
 
     'native'  XLA's own ops (lax.conv_general_dilated with feature_group_count, lax.reduce_window): the right
               choice on GPU and TPU, where they map to cuDNN and the MXU.
-    'cpu'     lowerings that XLA:CPU runs faster: conv2d per group with patch-matmul gradients (ops.conv_cpu),
-              max_pool as a max over strided views, local2d as a batched matmul over output positions; each
-              op's docstring says more. Every one gives the native op's values and gradients
-              (tests/test_lowering.py).
+    'cpu'     lowerings that XLA:CPU runs faster: conv2d in forms chosen per direction such as patch matmuls
+              and, for depthwise layers, shifted multiply-adds (ops.conv_cpu), max_pool as a max over strided
+              views, local2d as a batched matmul over output positions; each op's docstring says more. Every
+              one gives the native op's values and gradients (tests/test_lowering.py).
     'auto'    (the default) 'cpu' for the CPU backend, else 'native': the backend is the platform of the input's
               device for a concrete array, and JAX's default backend for a traced one (inside jax.jit).
     Tuned(…)  'cpu' with the convolution forms measured on this machine for given shapes (jaxcnn.tuning.tune);
@@ -33,7 +33,7 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 @dataclass(frozen=True)
 class Tuned:
     """The 'cpu' lowering with measured convolution forms: ((signature, (forward, input, weight)), ...), where a
-    signature is ops.conv_cpu.signature(...) of one group's convolution and each form a name in
+    signature is ops.conv_cpu.signature(...) of a convolution (all its groups) and each form a name in
     ops.conv_cpu.FORMS. Hashable, so it is a static argument like the names."""
 
     forms: tuple = ()
