@@ -276,8 +276,9 @@ _HEURISTICS = {"forward": forward_form, "input": input_form, "weight": weight_fo
 def candidates(direction, x, w, stride, pads, dilation) -> tuple[str, ...]:
     """Names of the forms that can compute `direction` ('forward', 'input' or 'weight') for these operands within
     the memory and compile-time limits: native; for one group wide and, where there is right padding,
-    wide_input; for the weight gradient none whose convolution XLA would swap; per_group for 2..PER_GROUP_MAX
-    groups; shifted for up to SHIFTED_MAX_TERMS terms; im2col while the batch's patches fit IM2COL_BYTES,
+    wide_input; for the weight gradient none whose convolution XLA would swap; for groups per_group (at most
+    PER_GROUP_MAX of them) and shifted (up to SHIFTED_MAX_TERMS terms; not for one group: LeNet's conv1 so made
+    the training step 2x slower, docs/performance.md); im2col while the batch's patches fit IM2COL_BYTES,
     im2col_chunked while one image's do."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -289,7 +290,7 @@ def candidates(direction, x, w, stride, pads, dilation) -> tuple[str, ...]:
         names = [n for n in names if not _weight_gradient_swaps(n, x, w, stride, pads, dilation)]
     if 1 < groups <= PER_GROUP_MAX:
         names.append("per_group")
-    if math.prod(w.shape[:3]) <= SHIFTED_MAX_TERMS:
+    if groups > 1 and math.prod(w.shape[:3]) <= SHIFTED_MAX_TERMS:
         names.append("shifted")
     if _patch_bytes(x, w, stride, pads, dilation, x.shape[0]) <= IM2COL_BYTES:
         names.append("im2col")
