@@ -44,6 +44,7 @@ CUTS = [
     (r"^(python -m experiments\.fc_as_conv\b.*)$", r"\1 --repeats 1", "one timed run of each path, not 5"),
     (r"^(python -m experiments\.bench\b.*)$", r"\1 --quick --cases alexnet_conv2_grouped",
      "the benchmark's shortest case"),
+    (r"speed_check\(\)", "speed_check(chunks=2, steps=2, per_core=8)", "the TPU check on a few small batches"),
 ]
 
 # (pattern, what is missing, or None when it is here): a matching command is skipped when something is missing.
