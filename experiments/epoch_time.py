@@ -22,6 +22,7 @@ from jaxcnn import ops, zoo
 from jaxcnn.cli import HelpFormatter, entry
 from jaxcnn.hostmem import keep_freed_memory
 from jaxcnn.train import SolverConfig, Trainer, fit, optimizer
+from jaxcnn.train import mnist as mnist_recipe
 
 from . import bench, mnist
 
@@ -39,7 +40,7 @@ def trainer_for(recipe, net, steps, settings):
                           momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     settings = {**settings, "steps_per_dispatch": settings["steps_per_dispatch"] or steps}
     return Trainer(net, optimizer(solver, steps, lr_mult, decay_mult), batch_size=recipe.batch_size,
-                   preprocess=mnist.caffe_scale(None), augment=mnist.AUGMENTATIONS[recipe.augment],
+                   preprocess=mnist_recipe.caffe_scale(None), augment=mnist_recipe.AUGMENTATIONS[recipe.augment],
                    compiler_options=ops.compiler_options(jax.default_backend()), **settings)
 
 

@@ -10,8 +10,9 @@
 #
 # MNIST_DIR holds MNIST's IDX files; FASHION_MNIST_DIR (optional) Fashion-MNIST's, whose 60,000 training images
 # give a full-size epoch (used, when given, for the epoch times and the training command). OUT_DIR gets log.txt
-# (every step's exit status, time and last lines) and each step's <name>.log, epoch_time.json, bench.json and
-# <name>_results.json. GPU_CHECK_TESTS=0 leaves the tests out. To rehearse it on a machine without a GPU:
+# (every step's exit status, time and last lines) and each step's <name>.log, epoch_time.json, bench.json,
+# <name>_results.json and step_profile/ (a training step's kernels: experiments.step_profile). GPU_CHECK_TESTS=0
+# leaves the tests out. To rehearse it on a machine without a GPU:
 # GPU_CHECK_PLATFORM=cpu GPU_CHECK_EPOCHS=1 GPU_CHECK_IMAGES=1280 (a quick CPU bench, one small epoch).
 set -uo pipefail
 if [ $# -lt 2 ]; then
@@ -48,6 +49,7 @@ step epoch_time 150 python3 -m experiments.epoch_time --data-dir "$epoch_data" -
 step epoch_cmdbuf 60 env XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL \
   python3 -m experiments.epoch_time --data-dir "$epoch_data" --images "$images" --rounds 2 \
   --settings "dispatch 50" "dispatch epoch" --out /tmp/gpu_check_cmdbuf
+step step_profile 120 python3 -m experiments.step_profile --out "$out/step_profile"
 step bench 300 python3 -m experiments.bench --platform "$platform" $quick --torch-compile --out "$out"
 run_mnist() {  # run_mnist NAME ARGS...: a few epochs of the training command; keeps its results.json
   local name=$1

@@ -240,6 +240,20 @@ def test_batch_norm_eval_uses_running_statistics(rng):
         ops.batch_norm(x, mean[:4], var, train=False)
 
 
+@pytest.mark.parametrize("platform, barriers", [("cpu", 0), ("cuda", 2), ("tpu", 2)])
+def test_scale_gradients_go_through_images_off_the_cpu(rng, platform, barriers):
+    """Off the CPU a per-channel vector reaches the image through (N, C) (reverse mode: per-image sums, then
+    the batch's); the gradient is the same: d/dgamma sum(sin(x * gamma)) = sum over N, H, W of cos(x gamma) x."""
+    x, gamma = normal(rng, 3, 4, 5, 6), normal(rng, 6)
+    loss = lambda x, gamma: jnp.sum(jnp.sin(ops.scale(x, gamma)))  # noqa: E731
+    lowered = jax.jit(jax.grad(loss, 1)).trace(x, gamma).lower(lowering_platforms=(platform,)).as_text()
+    assert lowered.count("optimization_barrier") == barriers
+    through = jax.grad(lambda g: jnp.sum(jnp.sin(x * ops.norm.through_images(g, (3, 1, 1, 6)))))(gamma)
+    x64 = x.astype(np.float64)
+    assert_close(through, (np.cos(x64 * gamma) * x64).sum(axis=(0, 1, 2)))
+    assert_close(jax.grad(loss, 1)(x, gamma), (np.cos(x64 * gamma) * x64).sum(axis=(0, 1, 2)))
+
+
 def test_scale_dense_flatten(rng):
     x, gamma, beta = normal(rng, 2, 3, 4, 5), normal(rng, 5), normal(rng, 5)
     assert_close(ops.scale(x, gamma, beta), x * gamma + beta)

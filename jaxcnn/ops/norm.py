@@ -55,6 +55,26 @@ def contrast_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float 
     return x * (k + alpha / size**2 * window_sum(d * d)) ** -beta
 
 
+def per_channel(v: jax.Array, x: jax.Array) -> jax.Array:
+    """v (C,) broadcast against x (N, ..., C), for a per-channel factor or term of x.
+
+    On GPUs and TPUs the vector goes through (N, C) behind an optimization barrier, so that reverse mode sums each
+    image first and the batch after: two short reductions, where XLA:GPU would run one column reduction over the
+    N*H*W rows, serially for few channels (LeNet-BN's conv2 at batch 64: 60 of a step's 330 us on an H200,
+    docs/performance.md). The CPU, where the barrier costs time, keeps the plain broadcast."""
+    if x.ndim < 3:
+        return v
+    per_image = (x.shape[0],) + (1,) * (x.ndim - 2) + v.shape
+    return lax.platform_dependent(v, cpu=functools.partial(jnp.broadcast_to, shape=per_image),
+                                  default=functools.partial(through_images, per_image=per_image))
+
+
+def through_images(v: jax.Array, per_image: tuple) -> jax.Array:
+    """v (C,) -> per_image (N, 1, ..., 1, C), materialised as (N, C) behind an optimization barrier (which XLA
+    neither fuses across nor simplifies away, in reverse mode too)."""
+    return lax.optimization_barrier(jnp.broadcast_to(v, (per_image[0], *v.shape))).reshape(per_image)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def standardize(x, eps):
     """x (..., C) -> (y, mean, var): y = (x - mean) / sqrt(var + eps) with the mean and biased variance (C,)
@@ -74,7 +94,8 @@ def _standardize_jvp(eps, primals, tangents):
     axes = tuple(range(x.ndim - 1))
     r = lax.rsqrt(var + eps)
     t_mean, t_cov = jnp.mean(t, axes), jnp.mean(y * t, axes)
-    return (y, mean, var), (r * (t - t_mean - y * t_cov), t_mean, 2 * t_cov / r)
+    tangent = per_channel(r, t) * (t - per_channel(t_mean, t) - y * per_channel(t_cov, t))
+    return (y, mean, var), (tangent, t_mean, 2 * t_cov / r)
 
 
 def batch_norm(x: jax.Array, mean: jax.Array, var: jax.Array, *, train: bool, momentum: float = 0.99,
@@ -101,5 +122,5 @@ def batch_norm(x: jax.Array, mean: jax.Array, var: jax.Array, *, train: bool, mo
 
 def scale(x: jax.Array, gamma: jax.Array, beta: jax.Array | None = None) -> jax.Array:
     """Caffe's Scale layer: per-channel x * gamma (+ beta). x: (..., C); gamma, beta: (C,)."""
-    y = x * gamma
-    return y if beta is None else y + beta
+    y = x * per_channel(gamma, x)
+    return y if beta is None else y + per_channel(beta, x)
