@@ -1,8 +1,17 @@
 """Fully-connected heads as convolutions, so a trained net slides over a larger image in one pass (as the cs231n
 notes describe for VGG16).
 
-    conv_net, conv_params = fc_to_conv(net, params)           # VGG16 built for 224x224x3
-    scores, _ = conv_net.apply(conv_params, state, x)         # x (N, 384, 384, 3) -> scores (N, 6, 6, 1000)
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxcnn import fc_to_conv, zoo
+    >>> from jaxcnn.convert import sliding_geometry
+    >>> net = zoo.lenet_caffe()                                   # built for 28x28x1 (VGG16: 224x224x3)
+    >>> _, params, state = net.init(jax.random.key(0))
+    >>> conv_net, conv_params = fc_to_conv(net, params)
+    >>> scores, _ = conv_net.apply(conv_params, state, jnp.zeros((2, 44, 44, 1)))    # VGG16: (N, 384, 384, 3)
+    >>> scores.shape                                                                  # VGG16: (N, 6, 6, 1000)
+    (2, 5, 5, 10)
+    >>> sliding_geometry(net)                            # score (i, j): the 28x28 crop at pixel (4i, 4j)
+    Sliding(window=(28, 28), stride=(4, 4), padded=())
 
 A net splits into a *trunk*, which runs on any input size (layers that slide, such as Conv, MaxPool, AvgPool,
 LRN, ContrastNorm, BatchNorm, Scale and elementwise layers), and a *head*, which needs the fixed map the trunk

@@ -1,7 +1,14 @@
 """cuda-convnet layer files (layers.cfg + layer-params.cfg, INI files) as jaxcnn nets.
 
-    net = jaxcnn.cudaconvnet.load("layers-conv-local-11pct.cfg", "layer-params-conv-local-11pct.cfg", (32, 32, 3))
-    tx = jaxcnn.train.optimizer(jaxcnn.train.SolverConfig.from_cudaconvnet(net), steps, *net.multipliers(params))
+    >>> from jaxcnn import cudaconvnet
+    >>> from jaxcnn.train import SolverConfig, optimizer
+    >>> net = cudaconvnet.load("experiments/cudaconvnet/layers-conv-local-11pct.cfg",
+    ...                        "experiments/cudaconvnet/layer-params-conv-local-11pct.cfg", (32, 32, 3))
+    >>> [node.layer.name for node in net.nodes][:6]
+    ['conv1', 'conv1_neuron', 'pool1', 'rnorm1', 'conv2', 'conv2_neuron']
+    >>> net.sgd_settings()
+    SGDSettings(lr=0.001, momentum=0.9, weight_decay=0.004)
+    >>> tx = optimizer(SolverConfig.from_cudaconvnet(net), 10_000, *net.multipliers())
 
 Layer types: data, conv, local, pool (max, avg), rnorm (within a map), cmrnorm (across maps), cnorm (rnorm on the
 input less its local mean), fc, neuron, softmax, cost.logreg. Each layer's `neuron` (relu, logistic, abs, tanh with

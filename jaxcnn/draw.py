@@ -1,7 +1,23 @@
 """A net's graph as a picture: one box per layer with its type and output shape, an arrow per blob it reads,
 drawn by Graphviz (the `graphviz` package and Graphviz's `dot` program).
 
-    jaxcnn.draw.graph(net).render(outfile="net.svg")    # or .png, .pdf
+    >>> from jaxcnn import Conv, Net, ReLU, draw
+    >>> net = Net([Conv("conv1", 20, 5), ReLU("relu1")], (28, 28, 1), name="tiny")
+    >>> dot = draw.graph(net)           # a graphviz.Digraph: dot.render(outfile="net.svg") draws it (or .png, .pdf)
+    >>> print(dot.source)
+    digraph tiny {
+    ...
+        input0 [label="data
+    28x28x1" ...]
+        layer0 [label="conv1
+    Conv
+    24x24x20" ...]
+        input0 -> layer0
+    ...
+        layer0 -> layer1
+    }
+
+`render(net, "net.svg")` writes the picture (Graphviz's `dot` drawing it).
 """
 from .net import Graph
 

@@ -2,8 +2,19 @@
 went wrong in its own words (the layer, the file, the message apart); str() is the usual one-line form, and a
 command line maps each type to its line (jaxcnn.cli.message).
 
-    raise LayerError("groups=3 does not divide 20 input channels", layer)     # conv2 (Conv): groups=3 ...
-    raise CaffeFormatError(path, "filler type 'bilinear' is not supported", layer="conv1", kind="Convolution")
+    >>> import jax
+    >>> from jaxcnn import Conv
+    >>> from jaxcnn.errors import CaffeFormatError
+    >>> Conv("conv2", 48, 5, groups=3).init(jax.random.key(0), (12, 12, 20))   # raise LayerError(message, layer)
+    Traceback (most recent call last):
+    ...
+    jaxcnn.errors.LayerError: conv2 (Conv): groups=3 does not divide 20 input channels
+    >>> error = CaffeFormatError("deploy.prototxt", "filler type 'bilinear' is not supported", layer="conv1",
+    ...                          kind="Convolution")
+    >>> print(error)
+    deploy.prototxt: layer 'conv1' (Convolution): filler type 'bilinear' is not supported
+    >>> error.layer, error.message
+    ('conv1', "filler type 'bilinear' is not supported")
 """
 
 

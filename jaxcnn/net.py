@@ -1,11 +1,20 @@
 """Nets: layers wired by named blobs (a `Graph`, Caffe's bottom/top), and `Net`, the plain chain.
 
-    net = Net([Conv("conv1", 20, 5), ReLU("relu1"), ...], (28, 28, 1))      # a chain
-    net = Graph([Node(Conv("a", 8, 1), ("data",), ("a",)),                  # a branched net
-                 Node(Conv("b", 8, 3, padding=1), ("data",), ("b",)),
-                 Node(Concat("cat"), ("a", "b"), ("cat",))], {"data": (32, 32, 3)})
-    out_shape, params, state = net.init(rng)        # params["conv1"]["w"], state["bn_conv1"]["mean"]
-    y, state = net.apply(params, state, x, train=True, rng=key)
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxcnn import BatchNorm, Concat, Conv, Dense, Flatten, Graph, MaxPool, Net, Node, ReLU
+    >>> net = Net([Conv("conv1", 20, 5), BatchNorm("bn_conv1"), ReLU("relu1"), MaxPool("pool1", 2),
+    ...            Flatten("flatten"), Dense("ip1", 10)], (28, 28, 1))                    # a chain
+    >>> out_shape, params, state = net.init(jax.random.key(0))
+    >>> out_shape, params["conv1"]["w"].shape, state["bn_conv1"]["mean"].shape
+    ((10,), (5, 5, 1, 20), (20,))
+    >>> y, state = net.apply(params, state, jnp.ones((8, 28, 28, 1)), train=True, rng=jax.random.key(1))
+    >>> y.shape
+    (8, 10)
+    >>> net = Graph([Node(Conv("a", 8, 1), ("data",), ("a",)),                               # a branched net
+    ...              Node(Conv("b", 8, 3, padding=1), ("data",), ("b",)),
+    ...              Node(Concat("cat"), ("a", "b"), ("cat",))], {"data": (32, 32, 3)})
+    >>> net.output_shapes()                                            # as init gives it, but nothing initialised
+    (32, 32, 16)
 
 Both run the same way: each node's layer reads its input blobs and writes its output blobs, in the order
 given; a node whose output names its input (Caffe's in-place ReLU, BatchNorm, Scale) replaces that blob for the

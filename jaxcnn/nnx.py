@@ -1,9 +1,18 @@
 """Flax NNX modules for jaxcnn's layers and nets: `import jaxcnn.nnx` (flax is imported only then).
 
-    model = jaxcnn.nnx.from_net(net, params, state, rngs=nnx.Rngs(0))   # any zoo net, or one built by hand
-    logits = model(x)                                                     # training mode, as Flax modules start
-    model.eval(); logits = model(x)                                       # running statistics, no dropout
-    net, params, state = jaxcnn.nnx.to_net(model)
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> import jaxcnn.nnx
+    >>> from jaxcnn import zoo
+    >>> net = zoo.lenet_caffe()                                           # any zoo net, or one built by hand
+    >>> _, params, state = net.init(jax.random.key(0))
+    >>> model = jaxcnn.nnx.from_net(net, params, state, rngs=nnx.Rngs(0))
+    >>> x = jnp.ones((4, 28, 28, 1))
+    >>> logits = model(x)                                                 # training mode, as Flax modules start
+    >>> model.eval(); logits = model(x)                                   # running statistics, no dropout
+    >>> logits.shape, model.net_params["conv1"]["w"].lr_mult, model.net_params["conv1"]["b"].lr_mult
+    ((4, 10), 1.0, 2.0)
+    >>> net, params, state = jaxcnn.nnx.to_net(model)
 
 One module class, NetModule, runs anything with jaxcnn's net contract, `init(rng, input_shape) -> (out_shape,
 params, state)` and `apply(params, state, x, *, train, rng, lowering) -> (y, state)`: a Net, a single Layer or a

@@ -2,8 +2,14 @@
 it (`data_dir=DIR`, `input_shape=(H, W, C)`); a command line writes the same error with its flags
 (`--data-dir DIR`, `--input-shape H,W,C`: jaxcnn.cli), so the library never names a flag.
 
-    raise MissingSetting([f"{net.name}: the net has no default input shape: give ",
-                          Setting("input_shape", ("H", "W", "C"))], setting="input_shape")
+    >>> from jaxcnn.settings import MissingSetting, Setting
+    >>> error = MissingSetting(["lenet: the net has no default input shape: give ",
+    ...                         Setting("input_shape", ("H", "W", "C"))], setting="input_shape")
+    >>> print(error)
+    lenet: the net has no default input shape: give input_shape=(H, W, C)
+    >>> from jaxcnn.cli import words
+    >>> print(error.text(words))                                     # each Setting written as a flag
+    lenet: the net has no default input shape: give --input-shape H,W,C
 """
 from typing import Callable, NamedTuple
 

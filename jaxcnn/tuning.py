@@ -1,7 +1,13 @@
 """Autotuning: the CPU convolution forms measured on the running machine, as cuDNN's benchmark mode does on GPUs.
 
-    lowering = jaxcnn.tune(net, batch=64)          # a Tuned lowering on the CPU, 'native' on other backends
-    logits, state = net.apply(params, state, x, lowering=lowering)
+    >>> import jax, jax.numpy as jnp
+    >>> import jaxcnn
+    >>> net = jaxcnn.Net([jaxcnn.Conv("conv1", 4, 3)], (8, 8, 1))
+    >>> _, params, state = net.init(jax.random.key(0))
+    >>> lowering = jaxcnn.tune(net, batch=2, training=False)  # a Tuned lowering on the CPU, 'native' on other backends
+    >>> y, state = net.apply(params, state, jnp.ones((2, 8, 8, 1)), lowering=lowering)
+    >>> y.shape
+    (2, 6, 6, 4)
 
 The 'cpu' lowering computes each convolution, its input gradient and its weight gradient in one of several
 forms (ops.conv_cpu: native, wide, wide_input, im2col, im2col_chunked; for grouped convolutions also per_group

@@ -1,21 +1,26 @@
-"""Shared fixtures (a seeded NumPy generator, float64 mode for gradient checks, one lenet_caffe init) and the
-helpers every test file uses (`from conftest import assert_close, rel_diff, random_params, without_timings`).
+"""Shared fixtures (a seeded NumPy generator, float64 mode for gradient checks, one lenet_caffe init, a README
+reader's directory for examples) and the helpers every test file uses (`from conftest import assert_close,
+rel_diff, random_params, without_timings`).
 
 Tests run with autotuning off (JAXCNN_AUTOTUNE=0, inherited by the commands they start): measuring forms would
 cost every Trainer many compilations. tests/test_tuning.py turns it on where it is the subject.
 """
 import math
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from dataset_writers import write_mnist
 
 from jaxcnn import zoo
 from jaxcnn.compat import enable_x64
 
 os.environ["JAXCNN_AUTOTUNE"] = "0"
+ROOT = Path(__file__).resolve().parents[1]
+READER_MNIST = {"train": 128, "test": 64}  # images per split of reader_dir's random MNIST
 
 
 @pytest.fixture
@@ -29,6 +34,26 @@ def x64():
     """Run the test with jax float64 enabled (for numerical gradient checks)."""
     with enable_x64(True):
         yield
+
+
+@pytest.fixture
+def reader_dir(tmp_path, monkeypatch):
+    """The current directory laid out as a README reader's clone, in tmp_path, for examples written as a user
+    types them (docstrings, the README's Python blocks): <tmp>/jaxcnn, the current directory, links to the
+    repository's experiments/ (its model files); <tmp>/shared/data/mnist holds a small random MNIST (IDX files of
+    READER_MNIST images per split) where the README's real copy would be; caches ($JAXCNN_CACHE_DIR,
+    $XDG_CACHE_HOME) are under tmp_path. -> the current directory."""
+    rng = np.random.default_rng(0)
+    for split, n in READER_MNIST.items():
+        write_mnist(tmp_path / "shared" / "data" / "mnist", split, rng.integers(0, 256, (n, 28, 28), np.uint8),
+                    rng.integers(0, 10, n))
+    cwd = tmp_path / "jaxcnn"
+    cwd.mkdir()
+    (cwd / "experiments").symlink_to(ROOT / "experiments")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("JAXCNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return cwd
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,24 @@
-"""The README, run as a reader pastes it: every command of its ```bash blocks and every ```python block, in the
-README's order, in one temporary copy of the repository with `../shared` beside it (so a command finds what an
-earlier one wrote, as in the reader's clone). A command fails the test by a non-zero exit or a traceback.
+"""The README, run as a reader pastes it.
 
-What differs from the reader's run, and why (each command runs as written otherwise):
+test_readme (slow) runs every command of its ```bash blocks, in the README's order, in one temporary copy of the
+repository with `../shared` beside it (so a command finds what an earlier one wrote, as in the reader's clone). A
+command fails it by a non-zero exit or a traceback. Commands build on each other: select one with -k only
+together with those it needs.
+
+test_readme_python (quick) runs each ```python block in this process, in the reader_dir fixture's directory
+(tests/conftest.py: the repository's experiments/ linked there, a small random MNIST at ../shared/data/mnist); a
+file that a block reads and README commands before it write is made for it first (WRITTEN_BEFORE). A block fails
+it by an exception. (Docstring examples: test_doctests.py.)
+
+What differs from the reader's run, and why (each command and block runs as written otherwise):
 - `../shared/data/mnist` holds the first SMALL_TRAIN training and SMALL_TEST test images of the real one
-  (`../shared/data/mnist` beside this repository; the module is skipped without it), and $JAXCNN_DATA_DIR the
+  (`../shared/data/mnist` beside this repository; test_readme is skipped without it), and $JAXCNN_DATA_DIR the
   same cuts of MNIST and of Debian's Fashion-MNIST (when installed), so that no command downloads: minutes of
   training become seconds.
-- CUTS (below) shortens what is inherently long: one epoch, smaller inputs, fewer timed runs.
-- A line whose comment says `not run in tests` (a Python block: anywhere in it) is not run: installs, CI itself.
+- CUTS (below) shortens what is inherently long, in commands and blocks: one epoch, smaller inputs, fewer timed
+  runs.
+- A command whose comment says `not run in tests` is not run: installs, CI itself. Every Python block runs.
 - NEEDS skips a command whose optional part is missing here (as the README says it needs it).
-Commands run in order and build on each other: select one with -k only together with those it needs.
 """
 import importlib.util
 import os
@@ -20,10 +28,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 from dataset_writers import write_mnist
 
-from jaxcnn import datasets
+from jaxcnn import caffe, datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -45,6 +54,9 @@ CUTS = [
     (r"^(python -m experiments\.bench\b.*)$", r"\1 --quick --cases alexnet_conv2_grouped",
      "the benchmark's shortest case"),
     (r"speed_check\(\)", "speed_check(chunks=2, steps=2, per_core=8)", "the TPU check on a few small batches"),
+    (r"zoo\.vgg16\(\)", "zoo.lenet_caffe()", "fc_to_conv on LeNet-BN, not VGG16, whose 138M weights take 10 s to "
+     "draw (`python -m experiments.fc_as_conv` converts VGG16 itself)"),
+    (r"jnp\.zeros\(\(1, 384, 384, 3\)\)", "jnp.zeros((1, 44, 44, 1))", "and over 44x44 grey pixels (a 5x5 map)"),
 ]
 
 # (pattern, what is missing, or None when it is here): a matching command is skipped when something is missing.
@@ -78,17 +90,10 @@ def shell_commands(body, first_line):
 
 
 def cases():
-    """Every README command and Python block as a pytest param named after it."""
-    params = []
-    for lang, line, body in readme_blocks(README.read_text()):
-        if lang == "python":
-            marked = MARKER in body
-            name = f"L{line} python: {body.splitlines()[0][:50].strip()}"
-            params.append(pytest.param("python", body, marked, id=name))
-            continue
-        for n, command, comment in shell_commands(body, line):
-            params.append(pytest.param("bash", command, MARKER in comment, id=f"L{n}: {command[:70]}"))
-    return params
+    """Every README command as a pytest param named after it."""
+    return [pytest.param(command, MARKER in comment, id=f"L{n}: {command[:70]}")
+            for lang, line, body in readme_blocks(README.read_text()) if lang == "bash"
+            for n, command, comment in shell_commands(body, line)]
 
 
 def cut(text):
@@ -129,8 +134,8 @@ def workspace(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lang, text, marked", cases())
-def test_readme(workspace, lang, text, marked):
+@pytest.mark.parametrize("text, marked", cases())
+def test_readme(workspace, text, marked):
     if marked:
         pytest.skip(f"marked '# {MARKER}' in the README")
     missing = [what for pattern, what in NEEDS if what and re.search(pattern, text)]
@@ -138,11 +143,37 @@ def test_readme(workspace, lang, text, marked):
         pytest.skip(f"needs {', '.join(missing)}")
     repo, env = workspace
     run = cut(text)
-    argv = ["bash", "-c", run] if lang == "bash" else [sys.executable, "-c", run]
-    done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(["bash", "-c", run], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0 and "Traceback" not in output, \
         f"{run}\nexit status {done.returncode}; the output's end:\n" + "\n".join(output.splitlines()[-40:])
+
+
+def caffemodel_of_jaxcnn_train(directory):
+    """runs/caffe/lenet_bn_iter_<N>.caffemodel in `directory`, as `python -m jaxcnn train` writes it (cut to one
+    epoch of the small MNIST), here with the net's initial weights."""
+    net = caffe.load_prototxt(ROOT / "experiments" / "caffe" / "lenet_bn_deploy.prototxt")
+    _, params, state = net.init(jax.random.key(0))
+    path = Path(directory) / "runs" / "caffe" / f"lenet_bn_iter_{SMALL_TRAIN // CAFFE_BATCH}.caffemodel"
+    path.parent.mkdir(parents=True)
+    caffe.save_caffemodel(net, params, state, path)
+
+
+# (file a Python block reads, what makes it in the reader's directory): outputs of README commands before it.
+WRITTEN_BEFORE = [("runs/caffe/lenet_bn_iter_", caffemodel_of_jaxcnn_train)]
+
+
+@pytest.mark.parametrize("line, body", [pytest.param(line, body, id=f"L{line}")
+                                        for lang, line, body in readme_blocks(README.read_text())
+                                        if lang == "python"])
+def test_readme_python(reader_dir, line, body):
+    """A ```python block of the README, cut, runs without an exception in the reader's directory."""
+    assert MARKER not in body, f"README.md:{line}: the quick suite runs every Python block (cut with CUTS instead)"
+    code = cut(body)
+    for name, make in WRITTEN_BEFORE:
+        if name in code:
+            make(reader_dir)
+    exec(compile("\n" * (line - 1) + code, "README.md", "exec"), {"__name__": "__main__"})  # README's line numbers
 
 
 def test_readme_blocks_are_found_and_cut():
@@ -158,3 +189,6 @@ def test_readme_blocks_are_found_and_cut():
     assert cut("python -m experiments.fc_as_conv --size 384 --out X") == \
         "python -m experiments.fc_as_conv --size 256 --out X --repeats 1"
     assert cut("python -m jaxcnn summary vgg16") == "python -m jaxcnn summary vgg16"
+    assert any(lang == "python" for lang, _, _ in readme_blocks(README.read_text()))
+    assert cut("net = zoo.vgg16()  # 224x224x3\nx = jnp.zeros((1, 384, 384, 3))") == \
+        "net = zoo.lenet_caffe()  # 224x224x3\nx = jnp.zeros((1, 44, 44, 1))"

@@ -2,11 +2,20 @@
 against the part of Caffe's schema declared in `schema` (no Caffe install, no protoc step). The layer types read,
 and how each maps to jaxcnn's layers and its blobs to params: `types`.
 
-    net = jaxcnn.caffe.load_prototxt("deploy.prototxt")      # parse_prototxt(text) for a net given as text
-    params, state = jaxcnn.caffe.load_caffemodel(net, "weights.caffemodel")
-    logits, _ = net.apply(params, state, x)                 # x: (N, H, W, C), NHWC
-    jaxcnn.caffe.save_caffemodel(net, params, state, "out.caffemodel")
-    solver = jaxcnn.caffe.load_solver("solver.prototxt")     # jaxcnn.train.SolverConfig.from_caffe(solver)
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxcnn import caffe
+    >>> net = caffe.load_prototxt("experiments/caffe/lenet_bn_deploy.prototxt")  # or parse_prototxt(text)
+    >>> _, params, state = net.init(jax.random.key(0))                            # (or trained ones)
+    >>> caffe.save_caffemodel(net, params, state, "lenet_bn.caffemodel")
+    >>> params, state = caffe.load_caffemodel(net, "lenet_bn.caffemodel")
+    >>> probs, _ = net.apply(params, state, jnp.zeros((2, 28, 28, 1)))            # x: (N, H, W, C), NHWC
+    >>> probs.shape
+    (2, 10)
+    >>> solver = caffe.load_solver("experiments/caffe/lenet_solver.prototxt")  # jaxcnn.train.SolverConfig.from_caffe
+    >>> solver.base_lr, solver.lr_policy, solver.max_iter
+    (0.01, 'inv', 10000)
+
+(The examples in jaxcnn.caffe read the Caffe files of the repository's experiments/caffe, from its root.)
 """
 from ..errors import CaffeFormatError
 from ..net import Loss

@@ -1,8 +1,16 @@
 """Caffe net definitions (*.prototxt) as jaxcnn nets.
 
-    net = load_prototxt("deploy.prototxt")                     # phase TEST
-    net = load_prototxt("lenet_train_test.prototxt", phase="TRAIN", input_shape=(28, 28, 1))
-    net = parse_prototxt('input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 } layer { ... }')
+    >>> import jax
+    >>> from jaxcnn.caffe import load_prototxt, parse_prototxt
+    >>> net = load_prototxt("experiments/caffe/lenet_bn_deploy.prototxt")                    # phase TEST
+    >>> net = load_prototxt("experiments/caffe/lenet_bn_train_test.prototxt", phase="TRAIN", input_shape=(28, 28, 1))
+    >>> net.losses, net.transform.scale
+    ((Loss(name='loss', logits='ip2', label='label', weight=1.0),), 0.00390625)
+    >>> net = parse_prototxt('input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 } '
+    ...                      'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+    ...                      'convolution_param { num_output: 4 kernel_size: 3 } }')
+    >>> net.inputs, net.init(jax.random.key(0))[0]                                          # (H, W, C)
+    ({'data': (8, 8, 3)}, (6, 6, 4))
 
 Both layer formats are read (`layer { type: "Convolution" }` and the legacy V1 `layers { type: CONVOLUTION }`),
 inputs given as `input:` + `input_shape` / `input_dim`, an Input layer, or a Data, ImageData or MemoryData

@@ -1,8 +1,12 @@
 """Caffe solver files (solver.prototxt): the optimizer's settings and the run's, in Caffe's names and iterations.
 
-    solver = load_solver("lenet_solver.prototxt")              # parse_solver(text) for a solver given as text
-    tx = jaxcnn.train.optimizer(jaxcnn.train.SolverConfig.from_caffe(solver), solver.max_iter,
-                                *net.multipliers(params))
+    >>> from jaxcnn.caffe import load_prototxt, load_solver
+    >>> from jaxcnn.train import SolverConfig, optimizer
+    >>> solver = load_solver("experiments/caffe/lenet_solver.prototxt")  # or parse_solver(text)
+    >>> solver.type, solver.base_lr, solver.lr_policy, solver.gamma, solver.power
+    ('SGD', 0.01, 'inv', 0.0001, 0.75)
+    >>> net = load_prototxt("experiments/caffe/lenet_bn_deploy.prototxt")
+    >>> tx = optimizer(SolverConfig.from_caffe(solver), solver.max_iter, *net.multipliers())
 
 Read: net, base_lr, lr_policy (fixed, step, multistep, inv, poly, exp, sigmoid), gamma, power, stepsize,
 stepvalue, momentum, momentum2, delta, rms_decay, weight_decay (L2), type / solver_type (SGD, Nesterov, Adam,

@@ -2,8 +2,15 @@
 it becomes and how its blobs map to params. jaxcnn.caffe.prototxt reads every layer through this table and
 jaxcnn.caffe.weights every blob: adding a type is adding its entry (and its read function) here.
 
-    TYPES["Convolution"].read(spec)         # -> Conv(...), from the layer's convolution_param
-    TYPES["Convolution"].blobs              # ConvBlobs("w", "b"): (O, C/groups, KH, KW) <-> HWIO
+    >>> from google.protobuf import text_format
+    >>> from jaxcnn.caffe import schema
+    >>> from jaxcnn.caffe.types import TYPES, Spec
+    >>> lp = text_format.Parse('name: "conv1" type: "Convolution" convolution_param { num_output: 20 kernel_size: 5 }',
+    ...                        schema.LayerParameter())
+    >>> TYPES["Convolution"].read(Spec(lp, "Convolution", ("data",), ("conv1",), (4,), "lenet.prototxt"))
+    Conv(name='conv1', lr_mult={}, decay_mult={}, features=20, kernel=(5, 5), stride=(1, 1), ...)
+    >>> TYPES["Convolution"].blobs.names    # ConvBlobs: w (O, C/groups, KH, KW) <-> HWIO, b (O,)
+    ('w', 'b')
 
 A read function takes a Spec (one layer entry of the file) and returns a jaxcnn Layer, or the part of the net the
 layer stands for: a Loss (SoftmaxWithLoss), a Metric (Accuracy), Data (Data, ImageData, MemoryData), Inputs

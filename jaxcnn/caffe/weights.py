@@ -1,7 +1,13 @@
 """Caffe weights (*.caffemodel, a binary NetParameter) to and from a jaxcnn net's params and state.
 
-    params, state = load_caffemodel(net, "bvlc_alexnet.caffemodel")
-    save_caffemodel(net, params, state, "mine.caffemodel")
+    >>> import jax
+    >>> from jaxcnn.caffe import load_caffemodel, load_prototxt, save_caffemodel
+    >>> net = load_prototxt("experiments/caffe/lenet_bn_deploy.prototxt")  # bvlc_alexnet_deploy.prototxt: AlexNet's
+    >>> _, params, state = net.init(jax.random.key(0))
+    >>> save_caffemodel(net, params, state, "mine.caffemodel")
+    >>> params, state = load_caffemodel(net, "mine.caffemodel")            # bvlc_alexnet.caffemodel: AlexNet's
+    >>> params["conv1"]["w"].shape, sorted(state["bn_conv1"])              # HWIO; the BatchNorm blobs as state
+    ((5, 5, 1, 20), ['count', 'mean', 'var'])
 
 Blobs are matched to layers by name and converted at the edge, as the entry of each layer's Caffe type says
 (jaxcnn.caffe.types; the conversions in jaxcnn.caffe.blobs): Convolution (O, C/groups, KH, KW) -> HWIO;

@@ -2,7 +2,10 @@
 MNIST's and Fashion-MNIST's original files downloaded when nothing else has them (`download`), and their original
 file formats (`formats`).
 
-    images, labels = jaxcnn.datasets.load("mnist", "train", data_dir="path/to/mnist")
+    >>> from jaxcnn import datasets
+    >>> images, labels = datasets.load("mnist", "train", data_dir="../shared/data/mnist")
+    >>> images.shape[1:], images.dtype, labels.dtype
+    ((28, 28, 1), dtype('uint8'), dtype('int32'))
 """
 from .download import DownloadError
 from .formats import DataFormatError

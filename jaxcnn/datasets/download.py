@@ -6,7 +6,21 @@ A download is written to a temporary file beside its cache entry and renamed int
 so the cache never holds a partial or wrong file under a dataset file's name; a cached file is checked again
 (size and SHA-256, no request) each time it is used. TensorFlow is not needed.
 
-    path = fetch("t10k-labels-idx1-ubyte.gz", MIRRORS["mnist"], FILES["mnist"], cache_dir("mnist"))
+`fetch("t10k-labels-idx1-ubyte.gz", MIRRORS["mnist"], FILES["mnist"], cache_dir("mnist"))` gives MNIST's test
+labels; here a file of its own, from a mirror on this disk:
+
+    >>> import hashlib
+    >>> from pathlib import Path
+    >>> from jaxcnn.datasets.download import FILES, cache_dir, cached, fetch
+    >>> FILES["mnist"]["t10k-labels-idx1-ubyte.gz"][0], cache_dir("mnist").parts[-3:]     # bytes; the cache
+    (4542, ('jaxcnn', 'datasets', 'mnist'))
+    >>> Path("mirror").mkdir()
+    >>> _ = Path("mirror/labels.gz").write_bytes(b"0123456789")
+    >>> files = {"labels.gz": (10, hashlib.sha256(b"0123456789").hexdigest())}          # {name: (size, sha256)}
+    >>> print(fetch("labels.gz", [Path("mirror").absolute().as_uri() + "/"], files, "cache"))  # downloaded, checked
+    cache/labels.gz
+    >>> print(cached("labels.gz", files, "cache"))                                      # checked again, no request
+    cache/labels.gz
 """
 import hashlib
 import http.client

@@ -1,7 +1,14 @@
 """Named layers: small frozen values with two pure functions.
 
-    out_shape, params, state = layer.init(rng, input_shape)      # input_shape per example: (H, W, C) or (F,)
-    y, state = layer.apply(params, state, x, train=False, rng=None, lowering="auto")   # x batched: (N, ...)
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxcnn.layers import Conv
+    >>> layer = Conv("conv1", 20, 5)
+    >>> out_shape, params, state = layer.init(jax.random.key(0), (28, 28, 1))   # input_shape per example: (H, W, C)
+    >>> out_shape, params["w"].shape, params["b"].shape, state
+    ((24, 24, 20), (5, 5, 1, 20), (20,), {})
+    >>> y, state = layer.apply(params, state, jnp.ones((8, 28, 28, 1)), train=False, rng=None, lowering="auto")
+    >>> y.shape                                                                  # x and y batched: (N, ...)
+    (8, 24, 24, 20)
 
 Layers with several inputs (Concat, Eltwise: `arity = None`) take a tuple of per-example shapes in init and a
 tuple of arrays in apply; layers with several outputs (Slice, Split: `multi_output = True`) give a tuple of

@@ -13,12 +13,19 @@
 
 Every op, layer, `Net.apply` and the Trainer takes `lowering=`; nothing global is read while tracing. The Trainer
 resolves 'auto' from the devices of its mesh (`for_platform`), so its steps are right for the devices they run
-on whatever JAX's default backend is. In your own jitted code pass it as a static value:
+on whatever JAX's default backend is. In your own jitted code pass it as a static value, and the XLA options
+jaxcnn's own jitted functions (the Trainer's steps, the experiments) compile with on each backend,
+compiler_options(), too:
 
-    step = jax.jit(functools.partial(net.apply, lowering="native"))
-
-compiler_options() gives the XLA options jaxcnn's own jitted functions (the Trainer's steps, the experiments)
-compile with on each backend; pass them to jax.jit(..., compiler_options=...) in your own code too.
+    >>> import functools, jax, jax.numpy as jnp
+    >>> from jaxcnn import zoo
+    >>> from jaxcnn.ops import compiler_options
+    >>> net = zoo.lenet_caffe()
+    >>> _, params, state = net.init(jax.random.key(0))
+    >>> step = jax.jit(functools.partial(net.apply, lowering="native"), compiler_options=compiler_options())
+    >>> logits, _ = step(params, state, jnp.zeros((2, 28, 28, 1)))
+    >>> logits.shape
+    (2, 10)
 """
 from dataclasses import dataclass
 

@@ -1,8 +1,13 @@
 """Caffe's train/test net and its solver as a jaxcnn training run: the Trainer, the data, the number of epochs.
 
-    run = jaxcnn.train.caffe_run.setup("lenet_solver.prototxt", data_dir="../shared/data/mnist")
-    state, history = jaxcnn.train.fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed,
-                                      out_dir="runs/lenet")
+    >>> from jaxcnn.train import caffe_run
+    >>> run = caffe_run.setup("experiments/caffe/lenet_solver.prototxt", data_dir="../shared/data/mnist")
+    >>> run.dataset, run.trainer.batch_size, run.config.schedule, run.net.transform.scale
+    ('mnist', 64, 'inv', 0.00390625)
+
+`jaxcnn.train.fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir="runs/lenet")`
+then trains it, as `python -m jaxcnn train --solver experiments/caffe/lenet_solver.prototxt` does (a whole run on a
+small net: the example of jaxcnn.train.experiment).
 
 The solver's net is loaded in the TRAIN phase; its data layer gives the batch size and preprocessing
 (transform_param: scale, mean_value, a centre crop_size; mirror as random flips), and the dataset, from its

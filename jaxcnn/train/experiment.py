@@ -1,9 +1,18 @@
 """A whole training run as the experiments make it: settings checked before any work, a run directory, the
 optimizer built with the schedule length the run recorded, `fit`, the final evaluation, results and plots.
 
-    config = RunConfig(model="lenet_caffe", dataset="mnist", batch_size=64, epochs=12, solver=SolverConfig(lr=0.05))
-    with RunDir("runs/mnist").acquire() as out:
-        results = run_experiment(config, net, train, test, preprocess=lambda x: x * CAFFE_SCALE, out=out)
+    >>> from jaxcnn import Dense, Flatten, Net, datasets
+    >>> from jaxcnn.train import RunConfig, RunDir, SolverConfig, run_experiment
+    >>> train, test = (datasets.load("mnist", split, "../shared/data/mnist") for split in ("train", "test"))
+    >>> net = Net([Flatten("flatten"), Dense("ip1", 10)], (28, 28, 1))                 # or zoo.lenet_caffe()
+    >>> config = RunConfig(model="softmax", dataset="mnist", batch_size=32, epochs=1, solver=SolverConfig(lr=0.05))
+    >>> with RunDir("runs/softmax").acquire() as out:
+    ...     results = run_experiment(config, net, train, test, preprocess=lambda x: x * datasets.CAFFE_PIXEL_SCALE,
+    ...                              out=out)
+    >>> results["epochs"], 0 <= results["test_accuracy"] <= 1
+    (1, True)
+    >>> sorted(p.name for p in out.path.iterdir())
+    ['checkpoints', 'curves.png', 'manifest.json', 'metrics.jsonl', 'misclassified.png', 'results.json']
 
 `run_zoo_experiment` is what `python -m experiments.mnist` and the Colab notebook call: the run directory
 acquired, the dataset loaded and the zoo model built from the config's names, then run_experiment.

@@ -2,8 +2,15 @@
 Caffe's LeNet with BatchNorm, batch 64, SGD with momentum 0.9 and weight decay 5e-4 on a cosine schedule from
 lr 0.05, 12 epochs, pixels scaled as Caffe's transform_param, random shifts of up to 2 pixels.
 
-    config = mnist.config(epochs=1)
-    results = run_zoo_experiment(config, "runs/mnist", **mnist.recipe(config.dataset, config.augment))
+    >>> from jaxcnn.train import mnist
+    >>> config = mnist.config(epochs=1)
+    >>> config.model, config.batch_size, config.solver.lr, config.augment
+    ('lenet_caffe', 64, 0.05, 'shift')
+    >>> sorted(mnist.recipe(config.dataset, config.augment))
+    ['augment', 'class_names', 'preprocess_for']
+
+`run_zoo_experiment(config, "runs/mnist", **mnist.recipe(config.dataset, config.augment))` then trains it
+(jaxcnn.train.experiment), as `python -m experiments.mnist --epochs 1` does.
 """
 import functools
 

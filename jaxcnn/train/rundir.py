@@ -112,10 +112,17 @@ def _is_run_file(name: str) -> bool:
 class RunDir:
     """A run's directory (see the module's docstring for its layout and rules).
 
-        run = RunDir("runs/mnist").acquire(resume=False)      # lock; refuse a non-empty directory
-        manifest = run.start(make_manifest(...), resume=False)
-        ... fit(trainer, train, test, epochs=..., out_dir=run) ...
-        run.release()
+        >>> from jaxcnn.train import RunDir, make_manifest
+        >>> run = RunDir("runs/mnist").acquire(resume=False)          # lock; refuse a non-empty directory
+        >>> manifest = run.start(make_manifest(batch_size=64, steps_per_epoch=375, train_examples=24_000, epochs=12,
+        ...                                    seed=0, dtype="float32", model="lenet_caffe"), resume=False)
+        >>> sorted(p.name for p in run.path.iterdir())                # fit(..., out_dir=run) would train into it now
+        ['.lock', 'manifest.json']
+        >>> run.release()
+        >>> RunDir("runs/mnist").acquire(resume=False)
+        Traceback (most recent call last):
+        ...
+        jaxcnn.train.errors.RunNotEmpty: runs/mnist is not empty (manifest.json): a new run needs an empty directory
 
     primary: whether this process writes the files and holds the lock (default: process 0 of jax.distributed).
     """
