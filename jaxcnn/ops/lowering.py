@@ -17,8 +17,9 @@ on whatever JAX's default backend is. In your own jitted code pass it as a stati
 
     step = jax.jit(functools.partial(net.apply, lowering="native"))
 
-compiler_options() gives the XLA options jaxcnn's own jitted functions (the Trainer's steps, the experiments)
-compile with on each backend; pass them to jax.jit(..., compiler_options=...) in your own code too.
+compiler_options() gives the XLA options jaxcnn's own jitted functions (the Trainer's steps, jaxcnn.predictor, the
+experiments) compile with on each backend, to which jaxcnn.tuning adds the YNNPACK choice measured for a net; pass
+them to jax.jit(..., compiler_options=...) in your own code too.
 """
 from dataclasses import dataclass
 
