@@ -79,6 +79,7 @@ def test_bench_prints_a_table_and_writes_ratios_and_fractions_of_peak(tmp_path, 
     assert "alexnet_conv2_grouped" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_inference_case_runs_a_caffe_net_in_jaxcnn_and_opencv(tmp_path, monkeypatch, capsys):
     """A case of experiments.bench's inference kind on a small depthwise Caffe net (tests/caffe_nets), at batch 1
     where its prototxt says 2: the same outputs, then the ratio to OpenCV and the compile time in bench.json."""

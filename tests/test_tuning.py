@@ -164,6 +164,7 @@ def test_measure_compiles_with_jaxcnns_compiler_options(monkeypatch):
         tuning.measure("forward", "im2col", x, w, stride, pads, dilation)  # compiled with what the Trainer uses
 
 
+@pytest.mark.slow
 def test_measure_fusions_times_every_accepted_choice(monkeypatch):
     monkeypatch.setattr(tuning, "NET_ROUNDS", 1)
     net = Net([Conv("conv", 2, 3), Flatten("flatten"), Dense("ip", 3)], (5, 5, 1))
