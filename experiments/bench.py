@@ -1,14 +1,17 @@
-"""Speed, side by side, in one process: jaxcnn, the same nets on plain XLA ops, and PyTorch, on the CPU or a GPU.
+"""Speed, side by side, in one process: jaxcnn, the same nets on plain XLA ops, PyTorch and OpenCV's dnn, on the
+CPU or a GPU.
 
-    python -m experiments.bench [--platform cpu|gpu] [--data-dir DIR] [--out DIR] [--quick]   # needs PyTorch
+    python -m experiments.bench [--platform cpu|gpu] [--data-dir DIR] [--out DIR] [--quick]   # needs the bench extra
 
-Variants. jaxcnn: its Trainer and ops with lowering 'auto' (on the CPU its lowerings, in the forms measured for
-this machine by jaxcnn.tuning unless JAXCNN_AUTOTUNE=0; XLA's native ops on a GPU) and ops.compiler_options();
-plain XLA: the same nets with lowering 'native' (lax.conv_general_dilated with feature_group_count,
+Variants. jaxcnn: its Trainer, ops and jaxcnn.predictor as a user runs them (on the CPU its lowerings with the
+convolution forms and YNNPACK choice jaxcnn.tuning measured for this machine: the bench tunes each case's net
+first, what the cache lacks, unless --no-tune or JAXCNN_AUTOTUNE=0; XLA's native ops on a GPU) and
+ops.compiler_options(); plain XLA: the same nets with lowering 'native' (lax.conv_general_dilated with feature_group_count,
 lax.reduce_window) and XLA's default options, what Flax and Equinox users get (on a GPU the two JAX variants
 compile the same ops); PyTorch eager (on a GPU: CUDA, cuDNN with benchmark mode, TF32 allowed for
 matmuls as JAX's default precision does); with --torch-compile also PyTorch's torch.compile (on a GPU in mode
-'reduce-overhead', which replays CUDA graphs, the mode for small launch-bound nets; on the CPU its default mode). The
+'reduce-overhead', which replays CUDA graphs, the mode for small launch-bound nets; on the CPU its default mode);
+for the inference cases OpenCV's dnn module (cv2.dnn.readNetFromCaffe, its default backend and threads). The
 process keeps freed host memory for reuse (jaxcnn.hostmem), for all variants alike.
 
 Cases: the Caffe LeNet-BN training step (Trainer + Caffe SGD; PyTorch: the same layers as nn modules and
@@ -19,20 +22,26 @@ epoch of experiments.mnist's recipe as a user sees it (LeNet-BN, batch 64, SGD m
 schedule, random 2-pixel shifts, the data on the device, evaluation on the test set after the epoch): jaxcnn's
 `fit`, the same recipe in plain JAX + Optax (experiments.plain_jax) and in a plain PyTorch loop
 (torch_nets.Recipe), each from fresh weights every round. The epoch uses MNIST from --data-dir, else 60,000
-random images (MNIST's size; the speed does not depend on the pixels).
+random images (MNIST's size; the speed does not depend on the pixels). On the CPU, inference against OpenCV's dnn
+at batch 1 and 8 (`<net>_infer_b<batch>`): MobileNet v1 (depthwise), Caffe's bvlc_alexnet (groups 2; the deploy
+file in experiments/caffe), GoogLeNet and ResNet-50, each a Caffe prototxt written by the bench
+(experiments.caffe_models) with random weights saved as a caffemodel by jaxcnn.caffe.save_caffemodel; jaxcnn
+loads the prototxt and weights with jaxcnn.caffe and runs jaxcnn.predictor, OpenCV reads the same two files.
+Their compile time (trace and XLA compilation) is reported apart from the first call.
 
-Both sides get the same weights and data; a check that their outputs agree runs first. Each variant is warmed up,
+All sides get the same weights and data; a check that their outputs agree runs first. Each variant is warmed up,
 then all are timed in interleaved rounds; the table gives median images/s and the ratios. The machine's float32
 matmul rate is measured in the same run (the best of several large matrix products), and every case reports its
 fraction of it: FLOPs per image (a training step or forward + backward counts 3x the forward's FLOPs from
 jaxcnn.summary) x images/s / peak. DIR/bench.json holds the medians, ratios, fractions, every round, the epoch's
-seconds and test accuracies, thread counts, versions and the load average.
+seconds and test accuracies, the seconds spent tuning each case, thread counts, versions and the load average.
 """
 import argparse
 import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -41,13 +50,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import Net, datasets, fc_to_conv, ops, summary, tuning, zoo
+from jaxcnn import Net, datasets, fc_to_conv, ops, predictor, summary, tuning, zoo
+from jaxcnn.caffe import load_prototxt, save_caffemodel
 from jaxcnn.datasets import CAFFE_PIXEL_SCALE
 from jaxcnn.hostmem import keep_freed_memory
 from jaxcnn.train import SolverConfig, Trainer, fit, optimizer
 from jaxcnn.train import mnist as mnist_recipe
 
-from . import mnist, plain_jax
+from . import caffe_models, mnist, plain_jax
 
 try:
     import torch
@@ -55,17 +65,27 @@ try:
     from . import torch_nets
 except ImportError:  # the optional extra
     torch = None
+try:
+    import cv2
+except ImportError:  # the optional extra (the inference cases are left out without it)
+    cv2 = None
 
 VARIANTS = {"jaxcnn": "auto", "plain_xla": "native"}  # the jaxcnn lowering of each JAX variant
 SOLVER = SolverConfig(lr=0.01, schedule="fixed", momentum=0.9, weight_decay=5e-4)
+ALEXNET_PROTOTXT = Path(__file__).parent / "caffe" / "bvlc_alexnet_deploy.prototxt"
+INFERENCE_NETS = {"mobilenet_v1": caffe_models.mobilenet_v1, "alexnet": ALEXNET_PROTOTXT.read_text,
+                  "googlenet": caffe_models.googlenet, "resnet50": caffe_models.resnet50}
+RUN_SECONDS = 0.25  # an inference run: as many calls as take OpenCV about this long
 
 
 class Target:
-    """Where the bench runs: 'cpu' or 'gpu', PyTorch's device, how many more steps a case takes there, and the
-    PyTorch variants: {name: how a module or function is prepared} (eager, and torch.compile when asked)."""
+    """Where the bench runs: 'cpu' or 'gpu', PyTorch's device, how many more steps a case takes there, the
+    PyTorch variants: {name: how a module or function is prepared} (eager, and torch.compile when asked), and
+    whether jaxcnn's nets are tuned before they are timed (`tune`; `tuning_seconds` adds up the time it takes)."""
 
-    def __init__(self, name, torch_compile=False):
+    def __init__(self, name, torch_compile=False, tune=True):
         self.name = name
+        self.tune, self.tuning_seconds = tune and tuning.enabled(), 0.0
         self.torch_device = "cuda" if name == "gpu" else "cpu"
         self.scale = 8 if name == "gpu" else 1  # a GPU step is short: more steps per timed run
         self.torch_variants = {"torch": lambda f: f}
@@ -78,17 +98,18 @@ class Target:
             torch.cuda.synchronize()
 
 
-def lowering_of(variant, target, net, batch, **tune):
-    """The lowering a variant runs `net` with: plain XLA's native ops, or jaxcnn's 'auto', which on the CPU is the
-    forms measured for this machine (jaxcnn.tuning; the fixed rules with JAXCNN_AUTOTUNE=0)."""
-    if variant != "jaxcnn" or target.name != "cpu" or not tuning.enabled():
-        return VARIANTS[variant]
-    return tuning.tune(net, batch, **tune)
-
-
-def jit_options(variant, target):
-    """XLA options: jaxcnn's (ops.compiler_options) for jaxcnn, XLA's defaults for plain XLA."""
-    return ops.compiler_options(target.name) if variant == "jaxcnn" else {}
+def setup(variant, target, net, batch, **kw):
+    """(lowering, XLA options) a variant runs `net` at `batch` with: plain XLA's native ops and XLA's defaults;
+    jaxcnn's as jaxcnn.tuning has them for this machine (on the CPU after tuning what the cache lacks, if
+    target.tune; ops.compiler_options() elsewhere). kw: tuning.tune's input_shape, training."""
+    if variant != "jaxcnn":
+        return VARIANTS[variant], {}
+    if target.name != "cpu":
+        return VARIANTS[variant], ops.compiler_options(target.name)
+    start = time.perf_counter()
+    tuned = tuning.tune(net, batch, **kw) if target.tune else tuning.lookup(net, batch, **kw)
+    target.tuning_seconds += time.perf_counter() - start
+    return tuned.lowering, tuned.compiler_options
 
 
 def threads() -> int:
@@ -96,12 +117,13 @@ def threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def check_close(case, ours, theirs, rtol):
-    """Raise unless jaxcnn's and PyTorch's outputs agree (relative to the largest magnitude)."""
+def check_close(case, ours, theirs, rtol, reference="PyTorch") -> float:
+    """Raise unless jaxcnn's and the reference's outputs agree (relative to the largest magnitude); -> the error."""
     ours, theirs = np.asarray(ours), np.asarray(theirs)
     err = float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-30))
     if not err <= rtol:
-        raise AssertionError(f"{case}: jaxcnn and PyTorch outputs differ (max relative error {err:.1e})")
+        raise AssertionError(f"{case}: jaxcnn and {reference} outputs differ (max relative error {err:.1e})")
+    return err
 
 
 def nchw(x, target=None):
@@ -123,10 +145,11 @@ def train_case(net, batch, steps, target, seed=0):
     _, params, state = net.init(jax.random.key(seed))  # what Trainer.init(seed) draws too
     lr_mult, decay_mult = net.multipliers(params)
     runners = {}
-    for variant, lowering in VARIANTS.items():
+    for variant in VARIANTS:
+        lowering, options = setup(variant, target, net, batch)
         trainer = Trainer(net, optimizer(SOLVER, 10**6, lr_mult, decay_mult), batch_size=batch,
                           preprocess=lambda x: x.astype(jnp.float32) * CAFFE_PIXEL_SCALE, lowering=lowering,
-                          compiler_options=jit_options(variant, target))
+                          compiler_options=options)
         box = {"ts": trainer.init(seed)}
         data = trainer.put((images, labels))
         perm = trainer.permutation(box["ts"], 0, n)
@@ -176,9 +199,9 @@ def grouped_conv_case(batch, target, seed=0):
     g = rs.standard_normal((batch, *row.out_shape)).astype(np.float32)
     runners, on_device = {}, jax.device_put((x, w, b, g))  # as PyTorch's tensors: made once, not sent every run
     for variant in VARIANTS:
-        lowering = lowering_of(variant, target, Net([layer], in_shape), batch)
+        lowering, options = setup(variant, target, Net([layer], in_shape), batch)
         fwd_bwd = jax.jit(lambda x, w, b, g, lowering=lowering: jax.vjp(
-            lambda x, w, b: conv(x, w, b, lowering), x, w, b)[1](g), compiler_options=jit_options(variant, target))
+            lambda x, w, b: conv(x, w, b, lowering), x, w, b)[1](g), compiler_options=options)
         runners[variant] = lambda f=fwd_bwd: f(*on_device)
     dev = target.torch_device
     tx, tw, tb = (torch.from_numpy(a).to(dev).requires_grad_()
@@ -209,9 +232,9 @@ def fcn_case(size, target, seed=0):
     x = np.random.default_rng(seed).standard_normal((1, size, size, 3)).astype(np.float32)
     runners, x_on_device = {}, jax.device_put(x)
     for variant in VARIANTS:
-        lowering = lowering_of(variant, target, conv_net, 1, input_shape=x.shape[1:], training=False)
+        lowering, options = setup(variant, target, conv_net, 1, input_shape=x.shape[1:], training=False)
         fwd = jax.jit(lambda p, x, lowering=lowering: conv_net.apply(p, state, x, lowering=lowering)[0],
-                      compiler_options=jit_options(variant, target))
+                      compiler_options=options)
         runners[variant] = lambda f=fwd: f(conv_params, x_on_device)
     model = torch_nets.twin(conv_net, conv_params, (size, size, 3)).to(target.torch_device).eval()
     tx = nchw(x, target)
@@ -246,9 +269,10 @@ def epoch_case(data_dir, images, target, seed=0):
     lr_mult, decay_mult = net.multipliers(params)
     solver = SolverConfig(optimizer=recipe.optimizer, lr=recipe.lr, schedule=recipe.schedule,
                           momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    lowering, options = setup("jaxcnn", target, net, recipe.batch_size)
     trainer = Trainer(net, optimizer(solver, steps, lr_mult, decay_mult), batch_size=recipe.batch_size,
                       preprocess=mnist_recipe.caffe_scale(train[0]), augment=mnist_recipe.AUGMENTATIONS[recipe.augment],
-                      steps_per_dispatch=recipe.steps_per_dispatch, compiler_options=jit_options("jaxcnn", target))
+                      steps_per_dispatch=recipe.steps_per_dispatch, lowering=lowering, compiler_options=options)
 
     def jaxcnn_run():
         _, history = fit(trainer, train, test, epochs=1, seed=seed)
@@ -262,6 +286,63 @@ def epoch_case(data_dir, images, target, seed=0):
         runners[variant] = torch_nets.Recipe(net, params, train, test, lr_mult=lr_mult, device=target.torch_device,
                                              prepare=prepare, **settings).epoch
     return runners, steps * recipe.batch_size, 3 * summary(net).flops
+
+
+class CaffeFiles:
+    """The inference nets as Caffe files in a temporary directory, written on first use: {name}.prototxt
+    (INFERENCE_NETS) and {name}.caffemodel (experiments.caffe_models.random_weights, saved by jaxcnn) ->
+    (net loaded by jaxcnn, params, state, prototxt path, caffemodel path)."""
+
+    def __init__(self, seed=0):
+        self.seed, self.loaded, self.directory = seed, {}, None
+
+    def __call__(self, name):
+        if name not in self.loaded:
+            if self.directory is None:
+                self.directory = tempfile.TemporaryDirectory(prefix="jaxcnn-bench-")  # removed when the bench ends
+            proto, model = (Path(self.directory.name) / f"{name}.{ext}" for ext in ("prototxt", "caffemodel"))
+            proto.write_text(INFERENCE_NETS[name]())
+            net = load_prototxt(proto)
+            params, state = caffe_models.random_weights(net, self.seed)
+            save_caffemodel(net, params, state, model)
+            self.loaded[name] = (net, params, state, proto, model)
+        return self.loaded[name]
+
+
+def opencv_case(files, name, batch, target, seed=0):
+    """Inference of Caffe net `name` at `batch`: jaxcnn.predictor and plain XLA's jitted Net.apply against
+    OpenCV's dnn on the same prototxt and caffemodel -> (runners, images per run, FLOPs per image, info: each JAX
+    variant's compile and first-call seconds, the outputs' agreement). A run is as many calls as take OpenCV
+    RUN_SECONDS."""
+    net, params, state, proto, model = files(name)
+    x = np.random.default_rng(seed + 1).standard_normal((batch, *net.input_shape)).astype(np.float32)
+    opencv = cv2.dnn.readNetFromCaffe(str(proto), str(model))
+    x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def opencv_forward():
+        opencv.setInput(x_nchw)
+        return opencv.forward()
+
+    reference = opencv_forward().reshape(batch, -1)
+    start = time.perf_counter()
+    opencv_forward()
+    calls = max(1, round(RUN_SECONDS / (time.perf_counter() - start)))
+    info = {"calls_per_run": calls, "compile_seconds": {}, "first_call_seconds": {}, "max_rel_diff_vs_opencv": {}}
+    runners, on_device = {}, jax.device_put((params, state, x))
+    for variant in VARIANTS:
+        lowering, options = setup(variant, target, net, batch, training=False)
+        fn = predictor(net, batch, lowering=lowering, compiler_options=options)
+        start = time.perf_counter()
+        exe = fn.lower(*on_device).compile()
+        info["compile_seconds"][variant] = time.perf_counter() - start
+        y = np.asarray(jax.block_until_ready(exe(*on_device)))
+        info["first_call_seconds"][variant] = time.perf_counter() - start
+        y = y.transpose(0, 3, 1, 2) if y.ndim == 4 else y  # OpenCV's blobs are NCHW
+        info["max_rel_diff_vs_opencv"][variant] = check_close(f"{name} batch {batch}", y.reshape(batch, -1), reference,
+                                                              tolerance(target), "OpenCV")
+        runners[variant] = lambda exe=exe: [exe(*on_device) for _ in range(calls)][-1]
+    runners["opencv"] = lambda: [opencv_forward() for _ in range(calls)][-1]
+    return runners, batch * calls, summary(net).flops, info
 
 
 def block(out, target):
@@ -305,8 +386,13 @@ def matmul_peak(target, seconds=0.5):
 
 
 def cases(quick, target, data_dir):
-    """Case name -> (builder of (runners, images per run, FLOPs per image), rounds)."""
+    """Case name -> (builder of (runners, images per run, FLOPs per image[, info]), rounds). The inference cases
+    against OpenCV: on the CPU, where OpenCV is installed."""
     q, s = (2 if quick else 1), target.scale
+    files = CaffeFiles()
+    inference = {f"{name}_infer_b{batch}": (lambda name=name, batch=batch: opencv_case(files, name, batch, target),
+                                            7 // q)
+                 for name in INFERENCE_NETS for batch in (1, 8)} if target.name == "cpu" and cv2 else {}
     return {
         "lenet_bn_train_b64": (lambda: train_case(zoo.lenet_caffe(), 64, s * 24 // q, target), 7 // q),
         "lenet_bn_train_b256": (lambda: train_case(zoo.lenet_caffe(), 256, s * 8 // q, target), 7 // q),
@@ -314,13 +400,14 @@ def cases(quick, target, data_dir):
         "cifar10_local_train": (lambda: train_case(zoo.cifar10_local(), 128, s * 4 // q, target), 7 // q),
         "vgg16_fcn_384": (lambda: fcn_case(384, target), 5 * s // q),
         "mnist_epoch": (lambda: epoch_case(data_dir, 12_000 if quick else 60_000, target), 4 - q),
+        **inference,
     }
 
 
 def versions(target):
     v = {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
-         "torch": torch.__version__, "numpy": np.__version__, "cpu": platform.processor() or platform.machine(),
-         "jax_devices": [str(d) for d in jax.devices()]}
+         "torch": torch.__version__, "numpy": np.__version__, "cpu": tuning.processor(),
+         "opencv": cv2.__version__ if cv2 else None, "jax_devices": [str(d) for d in jax.devices()]}
     if target.name == "gpu":
         v["gpu"] = torch.cuda.get_device_name(0)
     return v
@@ -336,6 +423,8 @@ def main(argv=None):
     p.add_argument("--cases", nargs="*", help="run only these cases (default: all)")
     p.add_argument("--torch-compile", action="store_true", help="also time PyTorch's torch.compile (compiles "
                    "every case first: minutes)")
+    p.add_argument("--no-tune", action="store_true", help="run jaxcnn with what the tuning cache holds, measuring "
+                   "nothing (default: tune each case's net first, what the cache lacks)")
     args = p.parse_args(argv)
     if torch is None:
         p.error("PyTorch is needed for the comparison: pip install -e .[bench]")
@@ -344,7 +433,7 @@ def main(argv=None):
         p.error(f"--platform {args.platform}: JAX's default backend is {jax.default_backend()}")
     if args.platform == "gpu" and not torch.cuda.is_available():
         p.error("--platform gpu: PyTorch sees no CUDA device")
-    target = Target(args.platform, torch_compile=args.torch_compile)
+    target = Target(args.platform, torch_compile=args.torch_compile, tune=not args.no_tune)
     if target.name == "gpu":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -353,10 +442,14 @@ def main(argv=None):
     selected = cases(args.quick, target, args.data_dir)
     unknown = set(args.cases or ()) - set(selected)
     if unknown:
-        p.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(selected)}")
+        more = " (the inference cases need OpenCV: pip install -e .[bench])" if cv2 is None else ""
+        p.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(selected)}{more}")
+    selected = {k: v for k, v in selected.items() if not args.cases or k in args.cases}
     peak = matmul_peak(target)
     print(f"{target.name}: float32 matmul peak {peak:,.0f} GFLOP/s (JAX, default precision)", flush=True)
-    variants = [*VARIANTS, *target.torch_variants]
+    if cv2 is None and target.name == "cpu":
+        print("OpenCV is not installed: the inference cases are left out (pip install -e .[bench])")
+    variants = [*VARIANTS, *target.torch_variants, *(["opencv"] if any("_infer_" in k for k in selected) else [])]
     others = [v for v in variants if v != "jaxcnn"]
     results, load = {}, [os.getloadavg()[0]]
     header = (f"{'case':24} " + " ".join(f"{v:>13}" for v in variants) + " " +
@@ -366,17 +459,19 @@ def main(argv=None):
 
     def write():  # after every case, so that a run cut short keeps what it measured
         ratio = lambda other: {k: r["images_per_second"]["jaxcnn"] / r["images_per_second"][other]  # noqa: E731
-                               for k, r in results.items()}
+                               for k, r in results.items() if other in r["images_per_second"]}
         report = {
             "platform": target.name, **{f"ratios_vs_{v}": ratio(v) for v in others},
             "matmul_peak_gflops": peak,
             "fraction_of_peak": {k: r["fraction_of_peak"] for k, r in results.items()},
             "first_call_seconds": {k: r["first_call_seconds"] for k, r in results.items()},
+            "compile_seconds": {k: r["compile_seconds"] for k, r in results.items() if "compile_seconds" in r},
+            "tuning_seconds": {k: r["tuning_seconds"] for k, r in results.items()}, "tuned": target.tune,
             "epoch": results.get("mnist_epoch", {}).get("epoch"),
             "cases": results, "quick": args.quick, "data": args.data_dir or "random images",
             "versions": versions(target),
             "threads": {"xla": n_threads, "torch": torch.get_num_threads(),
-                        "torch_interop": torch.get_num_interop_threads()},
+                        "torch_interop": torch.get_num_interop_threads(), "opencv": cv2.getNumThreads() if cv2 else None},
             "load_average_1min": load, "keep_freed_memory": kept,
         }
         out.mkdir(parents=True, exist_ok=True)
@@ -385,21 +480,21 @@ def main(argv=None):
 
     report = write()
     for name, (build, rounds) in selected.items():
-        if args.cases and name not in args.cases:
-            continue
-        runners, work, flops = build()
-        compile_s = {}
+        target.tuning_seconds = 0.0
+        runners, work, flops, *info = build()
+        first_call_s = {}
         rates, last = timed(runners, work, rounds, target, warmup=1 if name == "mnist_epoch" else 2,
-                            first_call=compile_s)
+                            first_call=first_call_s)
         med = {v: statistics.median(r) for v, r in rates.items()}
         results[name] = {"images_per_second": med, "rounds": rates, "images_per_run": work,
-                         "flops_per_image": flops, "first_call_seconds": compile_s,
-                         "fraction_of_peak": {v: m * flops / (peak * 1e9) for v, m in med.items()}}
+                         "flops_per_image": flops, "first_call_seconds": first_call_s,
+                         "tuning_seconds": target.tuning_seconds,
+                         "fraction_of_peak": {v: m * flops / (peak * 1e9) for v, m in med.items()}, **(info[0] if info else {})}
         if name == "mnist_epoch":
             results[name]["epoch"] = {"images": work, "seconds": {v: work / m for v, m in med.items()},
                                       "test_accuracy": {v: float(a) for v, a in last.items()}}
-        print(f"{name:24} " + " ".join(f"{med[v]:13,.1f}" for v in variants) + " " +
-              " ".join(f"{med['jaxcnn'] / med[v]:14.2f}" for v in others) +
+        print(f"{name:24} " + " ".join(f"{med[v]:13,.1f}" if v in med else f"{'-':>13}" for v in variants) + " " +
+              " ".join(f"{med['jaxcnn'] / med[v]:14.2f}" if v in med else f"{'-':>14}" for v in others) +
               f" {results[name]['fraction_of_peak']['jaxcnn']:8.3f}", flush=True)
         load.append(os.getloadavg()[0])
         report = write()

@@ -14,9 +14,8 @@ Forms: ops.conv_cpu.candidates of each direction, 'fixed' (the fixed rules of op
 without tuning) and, unless --skip-before, 'per_group' for every case: one convolution per group, what the 'cpu'
 lowering did before grouped forms existed (for depthwise layers hundreds of them).
 YNNPACK: each form compiled twice, with XLA's default library fusions (YNNPACK for dots, convolutions and
-reductions) and with the jit compiler option xla_cpu_experimental_ynn_fusion_type set to '' (none); the option is
-probed in a subprocess first (an option the installed jaxlib does not know aborts the process) and left out if
-unknown.
+reductions) and with the jit compiler option xla_cpu_experimental_ynn_fusion_type set to '' (none), left out where
+the installed jaxlib does not accept it (jaxcnn.tuning.ynn_choices).
 
 Compile time: lowering and compiling each function once. Run time: after a warm-up, all functions are timed in
 interleaved rounds (each sample the mean of as many calls as fill 20 ms); the table gives medians.
@@ -27,7 +26,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from importlib import metadata
@@ -39,7 +37,6 @@ from jaxcnn import ops, tuning
 from jaxcnn.cli import HelpFormatter, entry
 from jaxcnn.ops import conv_cpu
 
-YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 SAMPLE_SECONDS = 0.02
 BATCH = 8
 
@@ -59,12 +56,9 @@ MODES = ("forward", "input", "weight", "train")
 
 
 def ynn_settings() -> dict:
-    """{label: compiler options}: XLA's defaults, and YNNPACK off where the installed jaxlib knows the option."""
-    settings = {"ynn default": {}}
-    probe = (f"import jax; jax.jit(lambda x: x + 1, compiler_options={{{YNN_OPTION!r}: ''}})(1.0)")
-    if subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0:
-        settings["ynn off"] = {YNN_OPTION: ""}
-    return settings
+    """{label: compiler options}: XLA's defaults, and YNNPACK off where the installed jaxlib accepts it."""
+    choices = tuning.ynn_choices()
+    return {"ynn default": choices["default"], **({"ynn off": choices["off"]} if "off" in choices else {})}
 
 
 def computation(mode, forms, stride, pads):

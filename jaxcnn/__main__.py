@@ -2,6 +2,7 @@
     python -m jaxcnn summary MODEL [--input-shape H,W,C] [--batch N] [--json]
     python -m jaxcnn draw MODEL --out net.svg [--input-shape H,W,C]
     python -m jaxcnn train --solver solver.prototxt [--data-dir DIR] [--dataset NAME] [--out DIR]
+    python -m jaxcnn tune MODEL [--batch N [N ...]] [--inference] [--input-shape H,W,C] [--budget SECONDS]
 MODEL: a zoo model, a Caffe net (.prototxt) or a cuda-convnet layer definition (.cfg; give --input-shape).
 """
 import argparse
@@ -124,6 +125,25 @@ def _train(args):
               f"{args.out} and {weights}")
 
 
+def _tune(args):
+    import jax
+
+    from . import tuning
+    net = _loaded(args)
+    if jax.default_backend() != "cpu":
+        print(f"JAX's default backend is {jax.default_backend()}: jaxcnn runs XLA's native ops there; nothing to tune")
+        return
+    mode = "inference" if args.inference else "training"
+    for batch in args.batch:
+        try:
+            result = tuning.tune(net, batch, input_shape=args.input_shape, dtype=args.dtype,
+                                 training=not args.inference, budget_s=args.budget)
+        except FILE_ERRORS as e:
+            fail(f"{args.model}: {message(e)}")
+        print(f"\n{net.name}, batch {batch}, {mode}, {args.dtype} ({tuning.processor()}):\n{result.table()}")
+    print(f"\ncache: {tuning.cache_file()}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m jaxcnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,7 +169,21 @@ def main(argv=None):
     t.add_argument("--epochs", type=int, help="epochs to train (default: enough for the solver's max_iter)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="remove an earlier run from --out first")
+    u = commands.add_parser("tune", help="measure how a model runs fastest on this CPU (the tuning cache that "
+                            "training and inference read)", formatter_class=defaults)
+    u.add_argument("model", type=_model, help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
+    u.add_argument("--batch", type=int, nargs="+", help="batch sizes to tune for (default: 64 for training, 1 for "
+                   "--inference)")
+    u.add_argument("--inference", action="store_true", help="tune Net.apply(train=False) instead of training")
+    u.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's)")
+    u.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype")
+    u.add_argument("--budget", type=float, default=600.0, help="most seconds to spend measuring per batch size")
     args = parser.parse_args(argv)
+    if args.command == "tune":
+        args.batch = args.batch or [1 if args.inference else 64]
+        if min(args.batch) < 1 or args.budget <= 0:
+            parser.error(f"--batch must be positive ints and --budget positive, got {args.batch} and {args.budget}")
+        return _tune(args)
     if args.command == "summary":
         if args.batch < 1:
             parser.error(f"--batch must be a positive int, got {args.batch}")

@@ -1,54 +1,116 @@
-"""Autotuning: the CPU convolution forms measured on the running machine, as cuDNN's benchmark mode does on GPUs.
+"""Tuning: how each net runs fastest on this CPU, measured by an explicit command and read by training and
+inference, as cuDNN's benchmark mode chooses GPU kernels.
+
+    python -m jaxcnn tune lenet_caffe --batch 64             # measures, once per machine; writes the cache
+
+or in Python, then read by the Trainer (tuning.lookup) and jaxcnn.predictor for Net.apply(train=False):
 
     >>> import jax, jax.numpy as jnp
     >>> import jaxcnn
     >>> net = jaxcnn.Net([jaxcnn.Conv("conv1", 4, 3)], (8, 8, 1))
     >>> _, params, state = net.init(jax.random.key(0))
-    >>> lowering = jaxcnn.tune(net, batch=2, training=False)  # a Tuned lowering on the CPU, 'native' on other backends
-    >>> y, state = net.apply(params, state, jnp.ones((2, 8, 8, 1)), lowering=lowering)
+    >>> tuning = jaxcnn.tune(net, batch=2, training=False)  # a Tuned lowering on the CPU, 'native' elsewhere
+    >>> y, state = net.apply(params, state, jnp.ones((2, 8, 8, 1)), lowering=tuning.lowering)
     >>> y.shape
     (2, 6, 6, 4)
 
-The 'cpu' lowering computes each convolution, its input gradient and its weight gradient in one of several
-forms (ops.conv_cpu: native, wide, wide_input, im2col, im2col_chunked; for grouped convolutions also per_group
-and, if depthwise, shifted), chosen by fixed rules that were tuned on one processor and do not carry to others.
-`tune` times every candidate form of every convolution of a net at a batch size, on this processor, and keeps the
-fastest per direction in a cache file, so each shape is measured once per machine. All forms compute the same
-convolution (tests/test_lowering.py, tests/test_grouped_conv.py): the choice changes speed only.
+Two things are measured, each a choice between computations that give the same numbers (tests/test_lowering.py,
+tests/test_grouped_conv.py, tests/test_tuning.py): only the speed changes.
+- Convolution forms: the 'cpu' lowering computes each convolution, its input gradient and its weight gradient in
+  one of several forms (ops.conv_cpu: native, wide, wide_input, im2col, im2col_chunked; for groups also per_group
+  and shifted), by fixed rules tuned on one processor that do not carry to others. `tune` times every candidate
+  of each direction of each convolution shape and keeps the fastest.
+- YNNPACK fusions: XLA:CPU hands dots, convolutions and reductions to the YNNPACK library; the per-jit compiler
+  option YNN_OPTION chooses which (YNN_CHOICES). Which is faster depends on the whole net (the AlexNet prototxt
+  ran 6x faster without YNNPACK, LeNet 1.4x slower: docs/performance.md), so `tune` compiles the net's training
+  gradient (or its inference forward), with the forms chosen, under each choice the installed jaxlib accepts
+  (`ynn_choices`) and keeps the fastest for that net, batch and mode.
 
+Reading never measures: `lookup` returns the cached choices for a net (the fixed rules and XLA's defaults where
+there are none), and so do the Trainer and `jaxcnn.predictor`; JAXCNN_AUTOTUNE=0 makes them ignore the cache.
 - Cache: one JSON file per processor, jax/jaxlib version and CACHE_VERSION (raised whenever the forms, their
-  candidates or the signatures change) in $JAXCNN_CACHE_DIR (default ~/.cache/jaxcnn).
-- Time: bounded by `budget_s` per call; shapes not measured in time keep the fixed rules (and are measured next
+  candidates, the YNNPACK choices or the keys change) in $JAXCNN_CACHE_DIR (default ~/.cache/jaxcnn); forms are
+  keyed by convolution shape, YNNPACK choices by a fingerprint of the net's layers and shapes, batch, dtype, mode
+  and forms.
+- Time: `tune` is bounded by `budget_s`; what is not measured in time keeps the fixed rules (and is measured next
   time). Progress and results are logged (logger "jaxcnn.tuning").
-- Switch: JAXCNN_AUTOTUNE=0 turns off the tuning jaxcnn does by itself (the Trainer's default, the experiments);
-  `Trainer(autotune=False)` does so for one trainer. Off, the fixed rules apply.
 """
+import functools
 import hashlib
 import json
 import logging
 import os
 import platform
+import statistics
 import time
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .layers import Conv
 from .ops import conv_cpu
 from .ops.conv import conv_geometry
-from .ops.lowering import Tuned
+from .ops.lowering import Tuned, compiler_options
 
 log = logging.getLogger(__name__)
 _now = time.monotonic  # the clock the budget is kept by
 ENV_SWITCH = "JAXCNN_AUTOTUNE"
 ENV_CACHE = "JAXCNN_CACHE_DIR"
-CACHE_VERSION = 2  # 2: whole grouped convolutions (per_group, shifted, grouped im2col) instead of one group's
+CACHE_VERSION = 3  # 3: YNNPACK choices per net; forms measured with ops.compiler_options()
+YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+YNN_CHOICES = {  # label: the jit compiler options it adds ('default': XLA's own, which in jaxlib 0.10 include convolutions)
+    "default": {},
+    "no_convolutions": {YNN_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
+    "off": {YNN_OPTION: ""},
+}
+NET_ROUNDS = 5  # interleaved rounds timing a net under each YNNPACK choice
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How to run a net: `lowering` for Net.apply or the Trainer (a Tuned lowering, 'cpu' for the fixed rules,
+    'native' off the CPU) and `compiler_options` for jax.jit (ops.compiler_options() and the YNNPACK choice).
+    convolutions: ((layer, signature, cache entry {'forms', 'seconds'}), ...) of the net's convolutions found
+    measured (layer: the first layer computing it); fusion: the net's cache entry for the YNNPACK choice
+    {'choice', 'seconds', 'compile_seconds', ...}, or None."""
+
+    lowering: object
+    compiler_options: dict
+    convolutions: tuple = ()
+    fusion: dict | None = None
+
+    def table(self) -> str:
+        """What was chosen and why: each convolution's form per direction with every candidate's milliseconds
+        (the fastest of several runs; '-' where nothing was measured: the fixed rule), then the YNNPACK choice
+        with each choice's milliseconds per call (median) and compile seconds."""
+        head = f"{'layer':16} {'input':>16} {'kernel':>14} {'stride':>6} {'direction':9} {'chosen':15} candidates (ms)"
+        lines = [head, "-" * len(head)]
+        for layer, (x, w, _, stride, _, _), entry in self.convolutions:
+            for i, direction in enumerate(conv_cpu.DIRECTIONS):
+                times = entry["seconds"].get(direction)
+                cells = ", ".join(f"{n} {1e3 * t:.3g}" for n, t in sorted(times.items(), key=lambda kv: kv[1])) \
+                    if times else "- (fixed rule)"
+                first = (f"{layer:16} {'x'.join(map(str, x)):>16} {'x'.join(map(str, w)):>14} "
+                         f"{'x'.join(map(str, stride)):>6}") if i == 0 else " " * 55
+                lines.append(f"{first} {direction:9} {entry['forms'][i]:15} {cells}")
+        if not self.convolutions:
+            lines.append("(no convolution measured: the fixed rules)")
+        if self.fusion:
+            f = self.fusion
+            lines.append(f"YNNPACK fusions ({'training gradient' if f['training'] else 'inference'}, whole net): "
+                         + ", ".join(f"{k} {1e3 * t:.3g} ms (compile {f['compile_seconds'][k]:.1f} s)"
+                                     for k, t in f["seconds"].items()) + f" -> {f['choice']}")
+        else:
+            lines.append("YNNPACK fusions: not measured (XLA's default)")
+        return "\n".join(lines)
 
 
 def enabled() -> bool:
-    """Whether jaxcnn tunes by itself: unless $JAXCNN_AUTOTUNE is 0, false, off or no."""
+    """Whether the Trainer and jaxcnn.predictor read the cache: unless $JAXCNN_AUTOTUNE is 0, false, off or no."""
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
@@ -71,29 +133,31 @@ def cache_file(cache_dir=None) -> Path:
 
 
 def _load(path) -> dict:
+    """The cache's {'forms': {signature key: entry}, 'fusions': {net key: entry}} (empty if there is none)."""
     try:
-        return json.loads(Path(path).read_text())["forms"]
+        data = json.loads(Path(path).read_text())
+        return {"forms": dict(data["forms"]), "fusions": dict(data.get("fusions", {}))}
     except FileNotFoundError:
-        return {}
+        pass
     except (OSError, ValueError, KeyError, TypeError) as e:
-        log.warning("ignoring the unreadable tuning cache %s (%s); measuring afresh", path, e)
-        return {}
+        log.warning("ignoring the unreadable tuning cache %s (%s)", path, e)
+    return {"forms": {}, "fusions": {}}
 
 
-def _save(path, forms) -> None:
+def _save(path, cache) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"processor": processor(), "jax": jax.__version__, "version": CACHE_VERSION,
-                               "forms": forms}, indent=1))
+    tmp.write_text(json.dumps({"processor": processor(), "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
+                               "version": CACHE_VERSION, **cache}, indent=1))
     os.replace(tmp, path)  # whole or not at all, also with several processes tuning at once
 
 
 def convolutions(net, batch: int, input_shape=None, dtype="float32") -> list[tuple]:
-    """Every distinct convolution `net` computes at `batch`: (x, w, stride, pads, dilation, directions) with x and
-    w as ShapeDtypeStructs, as ops.conv2d hands them to ops.conv_cpu.conv (the groups are x's channels over w's
-    input channels), and the directions training computes (no input gradient where no layer before has
-    parameters: the input is data)."""
+    """Every distinct convolution `net` computes at `batch`: (x, w, stride, pads, dilation, directions, layer)
+    with x and w as ShapeDtypeStructs, as ops.conv2d hands them to ops.conv_cpu.conv (the groups are x's channels
+    over w's input channels), the directions training computes (no input gradient where no layer before has
+    parameters: the input is data) and the name of the first layer computing it."""
     seen, out, trained_before = set(), [], False
     for row in net.shapes(input_shape):
         layer, needs_input_gradient, trained_before = row.layer, trained_before, trained_before or bool(row.params)
@@ -107,30 +171,38 @@ def convolutions(net, batch: int, input_shape=None, dtype="float32") -> list[tup
         if sig not in seen:
             seen.add(sig)
             directions = conv_cpu.DIRECTIONS if needs_input_gradient else ("forward", "weight")
-            out.append((x, w, stride, pads, dilation, directions))
+            out.append((x, w, stride, pads, dilation, directions, layer.name))
     return out
 
 
 def _computation(direction, name, stride, pads, dilation):
-    """The jitted computation of one direction in one form, as ops.conv_cpu.conv computes it (a gradient is the
-    transpose of the form in that direction's layout): f(x, w, g) -> output, input or weight gradient."""
+    """One direction in one form, as ops.conv_cpu.conv computes it (a gradient is the transpose of the form in
+    that direction's layout): f(x, w, g) -> output, input or weight gradient."""
     def form(x, w):
         return conv_cpu.FORMS[name](x, w, stride, pads, dilation, direction)
 
     if direction == "forward":
-        return jax.jit(lambda x, w, g: form(x, w))
+        return lambda x, w, g: form(x, w)
     if direction == "input":
-        return jax.jit(lambda x, w, g: jax.vjp(lambda x: form(x, w), x)[1](g)[0])
-    return jax.jit(lambda x, w, g: jax.vjp(lambda w: form(x, w), w)[1](g)[0])
+        return lambda x, w, g: jax.vjp(lambda x: form(x, w), x)[1](g)[0]
+    return lambda x, w, g: jax.vjp(lambda w: form(x, w), w)[1](g)[0]
 
 
-def measure(direction, name, x, w, stride, pads, dilation, *, repeats=5, min_seconds=0.05) -> float:
-    """Seconds one run of `direction` in form `name` takes on random operands: the fastest of `repeats` runs (at
+def _random(seed, structs):
+    """Standard normal arrays (integer leaves: zeros) shaped like a pytree of ShapeDtypeStructs."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape) if jnp.issubdtype(s.dtype, jnp.floating)
+                                              else np.zeros(s.shape), s.dtype), structs)
+
+
+def measure(direction, name, x, w, stride, pads, dilation, *, options=None, repeats=5, min_seconds=0.05) -> float:
+    """Seconds one run of `direction` in form `name` takes on random operands, compiled with `options` (default
+    ops.compiler_options('cpu'), as the Trainer and jaxcnn.predictor compile): the fastest of `repeats` runs (at
     least min_seconds of runs) after a warm-up."""
     y = jax.eval_shape(lambda x, w: conv_cpu.native(x, w, stride, pads, dilation), x, w)
-    keys = jax.random.split(jax.random.key(0), 3)
-    args = [jax.random.normal(k, s.shape, s.dtype) for k, s in zip(keys, (x, w, y))]
-    fn = _computation(direction, name, stride, pads, dilation)
+    args = _random(0, (x, w, y))
+    fn = jax.jit(_computation(direction, name, stride, pads, dilation),
+                 compiler_options=compiler_options("cpu") if options is None else options)
     jax.block_until_ready(fn(*args))
     best, total, runs = float("inf"), 0.0, 0
     while runs < repeats or total < min_seconds:
@@ -141,58 +213,171 @@ def measure(direction, name, x, w, stride, pads, dilation, *, repeats=5, min_sec
     return best
 
 
+@functools.cache
+def ynn_choices() -> dict:
+    """{label: compiler options} of the YNN_CHOICES the installed jaxlib accepts: each is compiled once on a tiny
+    function (jax raises an error for an option or value it does not know: jaxlib 0.7 has no YNN_OPTION)."""
+    accepted = {}
+    for label, options in YNN_CHOICES.items():
+        try:
+            jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
+        except jax.errors.JaxRuntimeError as e:
+            log.info("YNNPACK choice %r is not available with jaxlib %s: %s", label, metadata.version("jaxlib"),
+                     str(e).splitlines()[0])
+            continue
+        accepted[label] = options
+    return accepted
+
+
+def _layer_config(layer) -> dict:
+    """A layer's settings that shape its computation: its fields but the name, the optimizer's multipliers and
+    initialisers."""
+    values = {f.name: getattr(layer, f.name) for f in fields(layer)}
+    return {k: v for k, v in values.items()
+            if k not in ("name", "lr_mult", "decay_mult") and not k.endswith("_init") and not callable(v)}
+
+
+def fingerprint(net, batch: int, input_shape=None, dtype="float32", training=True, lowering="cpu") -> str:
+    """The key of a net's YNNPACK choice: its layers' types, settings, wiring and shapes, the batch, dtype, mode
+    and lowering (the forms)."""
+    rows = [(type(r.layer).__name__, _layer_config(r.layer), r.inputs, r.outputs, r.in_shape, r.out_shape)
+            for r in net.shapes(input_shape)]
+    forms = lowering.forms if isinstance(lowering, Tuned) else lowering
+    text = json.dumps([rows, batch, str(jnp.dtype(dtype)), bool(training), forms], default=repr)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _net_computation(net, batch, input_shape, dtype, training, lowering):
+    """(f, args): the net's inference forward, or in training the gradient of its outputs' dot product with a
+    random cotangent with respect to the params (what a training step computes, short of the loss and update),
+    on random inputs and the net's initial params, in `dtype`."""
+    shapes = net.input_shapes(input_shape)
+    inputs = {blob: jax.ShapeDtypeStruct((batch, *shape), jnp.dtype(dtype)) for blob, shape in shapes.items()}
+    x = _random(1, inputs if len(inputs) > 1 else next(iter(inputs.values())))
+    _, params, state = jax.jit(lambda key: net.init(key, input_shape))(jax.random.key(0))  # one compilation
+    params = jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+    rng = jax.random.key(2)
+
+    def apply(p, s, x):
+        return net.apply(p, s, x, train=training, rng=rng, lowering=lowering)[0]
+
+    if not training:
+        return apply, (params, state, x)
+    g = _random(3, jax.eval_shape(apply, params, state, x))
+    return (lambda p, s, x, g: jax.vjp(lambda p: apply(p, s, x), p)[1](g)[0]), (params, state, x, g)
+
+
+def _seconds_per_call(fn, args, min_seconds=0.1) -> float:
+    """The mean seconds of as many calls of fn(*args) as fill min_seconds (at least one)."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        jax.block_until_ready(fn(*args))
+        calls += 1
+        took = time.perf_counter() - start
+        if took >= min_seconds:
+            return took / calls
+
+
+def _measure_fusions(net, batch, input_shape, dtype, training, lowering) -> dict:
+    """Each YNNPACK choice: compile the net's computation (_net_computation), then time all in NET_ROUNDS
+    interleaved rounds -> {'choice', 'seconds' (median per call), 'compile_seconds'}."""
+    fn, args = _net_computation(net, batch, input_shape, dtype, training, lowering)
+    compiled, compile_s = {}, {}
+    for label, options in ynn_choices().items():
+        start = time.perf_counter()
+        compiled[label] = jax.jit(fn, compiler_options={**compiler_options("cpu"), **options}).lower(*args).compile()
+        compile_s[label] = time.perf_counter() - start
+        jax.block_until_ready(compiled[label](*args))
+    samples = {label: [] for label in compiled}
+    for _ in range(NET_ROUNDS):
+        for label, exe in compiled.items():
+            samples[label].append(_seconds_per_call(exe, args))
+    seconds = {label: statistics.median(s) for label, s in samples.items()}
+    return {"choice": min(seconds, key=seconds.get), "seconds": seconds, "compile_seconds": compile_s}
+
+
 def _key(sig) -> str:
     return json.dumps(sig)
 
 
-def tune(net, batch: int, *, input_shape=None, dtype="float32", training: bool = True, budget_s: float = 60.0,
-         cache_dir=None, backend: str | None = None):
-    """The lowering for `net` at `batch` on this machine.
+def _choices(cache, convs, net, batch, input_shape, dtype, training) -> Tuning:
+    """The Tuning the cache holds for the net: the measured forms of its convolutions (the fixed rules where none
+    are), and the YNNPACK choice measured with exactly those forms (XLA's default where none is)."""
+    found = tuple((conv[-1], sig, cache["forms"][_key(sig)]) for sig, conv in convs if _key(sig) in cache["forms"])
+    lowering = Tuned(tuple(sorted((sig, tuple(entry["forms"])) for _, sig, entry in found))) if found else "cpu"
+    fusion = cache["fusions"].get(fingerprint(net, batch, input_shape, dtype, training, lowering))
+    options = {**compiler_options("cpu"), **(YNN_CHOICES.get(fusion["choice"], {}) if fusion else {})}
+    return Tuning(lowering, options, found, fusion)
+
+
+def _signatures(net, batch, input_shape, dtype):
+    return [(conv_cpu.signature(*c[:5]), c) for c in convolutions(net, batch, input_shape, dtype)]
+
+
+def lookup(net, batch: int, *, input_shape=None, dtype="float32", training: bool = True, backend: str | None = None,
+           cache_dir=None) -> Tuning:
+    """What the cache holds for `net` at `batch` (see `tune` for the arguments), measuring nothing: the fixed rules
+    and XLA's defaults where nothing was measured, and always with $JAXCNN_AUTOTUNE=0; 'native' off the CPU."""
+    backend = backend or jax.default_backend()
+    if backend != "cpu":
+        return Tuning("native", compiler_options(backend))
+    if not enabled():
+        return Tuning("cpu", compiler_options("cpu"))
+    return _choices(_load(cache_file(cache_dir)), _signatures(net, batch, input_shape, dtype), net, batch,
+                    input_shape, dtype, training)
+
+
+def tune(net, batch: int, *, input_shape=None, dtype="float32", training: bool = True, budget_s: float = 600.0,
+         cache_dir=None, backend: str | None = None) -> Tuning:
+    """Measure what the cache lacks for `net` at `batch` on this machine, write it, and return the Tuning.
 
     Args:
       net: a jaxcnn net; its convolutions are read from net.shapes(input_shape).
-      batch: the batch size the convolutions run at (the Trainer's global batch).
-      input_shape: per-example (H, W, C); default net.input_shape.
+      batch: the batch size it runs at (the Trainer's global batch; the inference batch).
+      input_shape: per-example (H, W, C) (a dict for several input blobs); default the net's.
       dtype: the compute dtype ('float32' or 'bfloat16').
-      training: measure the gradients' forms too (False: the forward pass only, for inference).
-      budget_s: the most seconds to spend measuring; what is left keeps the fixed rules.
+      training: measure for training (the gradients' forms too; the YNNPACK choice on the params' gradient) or,
+        False, for inference (the forward forms; the YNNPACK choice on Net.apply(train=False)).
+      budget_s: the most seconds to spend measuring; what is left keeps the fixed rules or XLA's defaults.
       cache_dir: where the cache file lives (default $JAXCNN_CACHE_DIR, else ~/.cache/jaxcnn).
       backend: the platform the net will run on (default JAX's default backend).
 
     Returns:
-      'native' on backends other than the CPU; on the CPU a Tuned lowering naming, for each convolution measured
-      now or before, its fastest (forward, input, weight) forms.
+      the Tuning: 'native' and no measurements off the CPU (nothing to tune there); on the CPU the forms and
+      YNNPACK choice measured now or before.
     """
-    if (backend or jax.default_backend()) != "cpu":
-        return "native"
-    path = cache_file(cache_dir)
-    cached, start, measured = _load(path), _now(), 0
-    convs = convolutions(net, batch, input_shape, dtype)
-    for x, w, stride, pads, dilation, directions in convs:
-        sig = conv_cpu.signature(x, w, stride, pads, dilation)
+    backend = backend or jax.default_backend()
+    if backend != "cpu":
+        return Tuning("native", compiler_options(backend))
+    path, start, new = cache_file(cache_dir), _now(), {"forms": {}, "fusions": {}}
+    cache, convs = _load(path), _signatures(net, batch, input_shape, dtype)
+    for sig, (x, w, stride, pads, dilation, directions, layer) in convs:
         directions = directions if training else ("forward",)
-        if _key(sig) in cached and set(directions) <= set(cached[_key(sig)]["seconds"]):
+        entry = cache["forms"].get(_key(sig))
+        if entry and set(directions) <= set(entry["seconds"]):
             continue
         if _now() - start > budget_s:
-            log.info("tuning budget of %.0f s spent; %s and later shapes keep the fixed rules", budget_s, sig[:2])
+            log.info("tuning budget of %.0f s spent; %s and later convolutions keep the fixed rules", budget_s, layer)
             break
         times = {d: {n: measure(d, n, x, w, stride, pads, dilation)
                      for n in conv_cpu.candidates(d, x, w, stride, pads, dilation)} for d in directions}
         fixed = {d: conv_cpu.form(d, None, x, w, stride, pads, dilation).__name__ for d in conv_cpu.DIRECTIONS}
         forms = [min(times[d], key=times[d].get) if d in times else fixed[d] for d in conv_cpu.DIRECTIONS]
-        cached[_key(sig)] = {"forms": forms, "seconds": times}
-        measured += 1
-        log.info("tuned x %s w %s stride %s: forward %s, input gradient %s, weight gradient %s", x.shape, w.shape,
-                 stride, *cached[_key(sig)]["forms"])
-    if measured:
-        _save(path, cached)
-        log.info("tuned %d convolution(s) of %s in %.1f s; cache %s", measured, net.name, _now() - start,
-                 path)
-    known = {_key(conv_cpu.signature(*c[:5])) for c in convs}
-    return Tuned(tuple((_freeze(json.loads(k)), tuple(v["forms"])) for k, v in sorted(cached.items()) if k in known))
-
-
-def _freeze(value):
-    """JSON lists back to the nested tuples of ops.conv_cpu.signature."""
-    return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
-
+        cache["forms"][_key(sig)] = new["forms"][_key(sig)] = {"forms": forms, "seconds": times}
+        log.info("tuned %s (x %s, w %s, stride %s): %s", layer, x.shape, w.shape, stride,
+                 ", ".join(f"{d} {forms[conv_cpu.DIRECTIONS.index(d)]}" for d in directions))
+    chosen = _choices(cache, convs, net, batch, input_shape, dtype, training)
+    if chosen.fusion is None and _now() - start <= budget_s:
+        fusion = {"net": net.name, "batch": batch, "dtype": str(jnp.dtype(dtype)), "training": bool(training),
+                  **_measure_fusions(net, batch, input_shape, dtype, training, chosen.lowering)}
+        key = fingerprint(net, batch, input_shape, dtype, training, chosen.lowering)
+        cache["fusions"][key] = new["fusions"][key] = fusion
+        log.info("YNNPACK fusions for %s at batch %d (%s): %s", net.name, batch,
+                 "training" if training else "inference",
+                 ", ".join(f"{k} {1e3 * s:.2f} ms" for k, s in fusion["seconds"].items()) + f" -> {fusion['choice']}")
+        chosen = _choices(cache, convs, net, batch, input_shape, dtype, training)
+    if any(new.values()):
+        latest = _load(path)  # with what other processes may have written meanwhile
+        _save(path, {part: {**latest[part], **new[part]} for part in new})
+        log.info("tuned %s in %.1f s; cache %s", net.name, _now() - start, path)
+    return chosen

@@ -2,8 +2,9 @@
 reader's directory for examples) and the helpers every test file uses (`from conftest import assert_close,
 rel_diff, random_params, without_timings`).
 
-Tests run with autotuning off (JAXCNN_AUTOTUNE=0, inherited by the commands they start): measuring forms would
-cost every Trainer many compilations. tests/test_tuning.py turns it on where it is the subject.
+Tests run with the tuning cache ignored (JAXCNN_AUTOTUNE=0, inherited by the commands they start): a cache on the
+machine that runs them would change the forms the Trainer and jaxcnn.predictor compile. tests/test_tuning.py reads
+it where it is the subject.
 """
 import math
 import os

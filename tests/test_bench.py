@@ -2,6 +2,7 @@
 import json
 import math
 
+import caffe_nets
 import jax
 import numpy as np
 import pytest
@@ -76,6 +77,28 @@ def test_bench_prints_a_table_and_writes_ratios_and_fractions_of_peak(tmp_path, 
         rates["torch"] * case["flops_per_image"] / (peak * 1e9))
     assert written["epoch"] is None and written["platform"] == "cpu"
     assert "alexnet_conv2_grouped" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_an_inference_case_runs_a_caffe_net_in_jaxcnn_and_opencv(tmp_path, monkeypatch, capsys):
+    """A case of experiments.bench's inference kind on a small depthwise Caffe net (tests/caffe_nets), at batch 1
+    where its prototxt says 2: the same outputs, then the ratio to OpenCV and the compile time in bench.json."""
+    pytest.importorskip("cv2")
+    monkeypatch.setattr(bench, "INFERENCE_NETS", {"block": lambda: caffe_nets.MOBILENET_DEPTHWISE})
+    monkeypatch.setattr(bench, "RUN_SECONDS", 0.01)
+    monkeypatch.setattr(bench, "matmul_peak", lambda target: 100.0)  # not the subject here
+    report = bench.main(["--quick", "--no-tune", "--cases", "block_infer_b1", "--out", str(tmp_path)])
+    case = report["cases"]["block_infer_b1"]
+    rates = case["images_per_second"]
+    assert set(rates) == {"jaxcnn", "plain_xla", "opencv"}
+    assert report["ratios_vs_opencv"] == {"block_infer_b1": pytest.approx(rates["jaxcnn"] / rates["opencv"])}
+    assert report["ratios_vs_torch"] == {} and set(report["compile_seconds"]["block_infer_b1"]) == {"jaxcnn",
+                                                                                                 "plain_xla"}
+    assert max(case["max_rel_diff_vs_opencv"].values()) < bench.tolerance(CPU)  # checked before timing
+    (tmp_path / "block.prototxt").write_text(caffe_nets.MOBILENET_DEPTHWISE)
+    assert case["flops_per_image"] == bench.summary(bench.load_prototxt(tmp_path / "block.prototxt")).flops
+    assert json.loads((tmp_path / "bench.json").read_text())["ratios_vs_opencv"] == report["ratios_vs_opencv"]
+    assert "block_infer_b1" in capsys.readouterr().out
 
 
 def test_gpu_platform_is_refused_without_a_gpu(capsys):

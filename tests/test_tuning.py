@@ -1,6 +1,9 @@
-"""Autotuning: the fastest measured form is kept per direction, cached per processor, bounded in time, switched off
-by one variable; a tuned lowering computes what the native ops compute, whatever forms it names."""
+"""Tuning: the fastest measured form is kept per direction and the fastest YNNPACK choice per net, cached per
+processor, bounded in time, measured only when asked (`python -m jaxcnn tune`, tuning.tune) and read by the Trainer
+and jaxcnn.predictor, ignored with one variable; a tuned lowering computes what the native ops compute, whatever
+forms it names; an option the installed jaxlib rejects is left out, never fatal."""
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcnn import Conv, Dense, Flatten, MaxPool, Net, ReLU, ops, tuning, zoo
+from jaxcnn import Conv, Dense, Flatten, MaxPool, Net, ReLU, ops, predictor, tuning, zoo
+from jaxcnn.__main__ import main
 from jaxcnn.ops import conv_cpu
 from jaxcnn.ops.lowering import Tuned
 from jaxcnn.train import Trainer
@@ -26,15 +30,45 @@ def fake_measure(calls):
     return measure
 
 
+def fake_choice():
+    """The YNNPACK choice fake_fusions finds fastest: 'off' where the installed jaxlib accepts it."""
+    return list(tuning.ynn_choices())[-1]
+
+
+def fake_fusions(calls):
+    """A _measure_fusions that costs nothing and finds fake_choice() fastest."""
+    def measure_fusions(net, batch, input_shape, dtype, training, lowering):
+        calls.append((batch, training))
+        choice = fake_choice()
+        seconds = {label: 1.0 if label == choice else 2.0 for label in tuning.ynn_choices()}
+        return {"choice": choice, "seconds": seconds, "compile_seconds": dict.fromkeys(seconds, 0.5)}
+    return measure_fusions
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Measurements that cost nothing, recorded: {'forms': [...], 'fusions': [...]}; the cache read (conftest
+    switches it off for the other tests)."""
+    monkeypatch.setenv(tuning.ENV_SWITCH, "1")
+    calls = {"forms": [], "fusions": []}
+    monkeypatch.setattr(tuning, "measure", fake_measure(calls["forms"]))
+    monkeypatch.setattr(tuning, "_measure_fusions", fake_fusions(calls["fusions"]))
+    return calls
+
+
+def no_measuring(*args, **kwargs):
+    pytest.fail("measured where only the cache may be read")
+
+
 def small_net():
     return Net([Conv("conv1", 4, 3), ReLU("relu1"), MaxPool("pool1", 2), Conv("conv2", 6, 3, padding=1, groups=2),
                 Flatten("flatten"), Dense("ip", 10)], (10, 10, 2), "small")
 
 
-def test_the_fastest_form_of_each_direction_is_kept_and_cached(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(tuning, "measure", fake_measure(calls))
-    lowering = tuning.tune(small_net(), 8, cache_dir=tmp_path)
+def test_the_fastest_form_of_each_direction_is_kept_and_cached(tmp_path, monkeypatch, fake):
+    calls = fake["forms"]
+    tuned = tuning.tune(small_net(), 8, cache_dir=tmp_path)
+    lowering = tuned.lowering
     assert isinstance(lowering, Tuned) and len(lowering.forms) == 2
     conv1, conv2 = (lowering.conv_forms(conv_cpu.signature(*c[:5]))
                     for c in tuning.convolutions(small_net(), 8))
@@ -50,8 +84,9 @@ def test_the_fastest_form_of_each_direction_is_kept_and_cached(tmp_path, monkeyp
     assert written["processor"] == tuning.processor() and len(written["forms"]) == 2
     assert written["version"] == tuning.CACHE_VERSION
 
-    monkeypatch.setattr(tuning, "measure", lambda *a, **k: pytest.fail("measured again despite the cache"))
-    assert tuning.tune(small_net(), 8, cache_dir=tmp_path) == lowering
+    monkeypatch.setattr(tuning, "measure", no_measuring)
+    monkeypatch.setattr(tuning, "_measure_fusions", no_measuring)
+    assert tuning.tune(small_net(), 8, cache_dir=tmp_path) == tuned
     first = tuning.cache_file(tmp_path)
     version = tuning.CACHE_VERSION
     monkeypatch.setattr(tuning, "CACHE_VERSION", version + 1)
@@ -60,30 +95,123 @@ def test_the_fastest_form_of_each_direction_is_kept_and_cached(tmp_path, monkeyp
     monkeypatch.setattr(tuning, "processor", lambda: "another processor, 64 cores")
     assert tuning.cache_file(tmp_path) != first
     monkeypatch.setattr(tuning, "measure", fake_measure(calls := []))
+    monkeypatch.setattr(tuning, "_measure_fusions", fake_fusions([]))
     tuning.tune(small_net(), 8, cache_dir=tmp_path)
     assert calls  # another processor has its own cache file: measured afresh
     assert len(list(tmp_path.iterdir())) == 2
 
 
-def test_the_time_budget_bounds_tuning(tmp_path, monkeypatch):
+def test_the_time_budget_bounds_tuning(tmp_path, monkeypatch, fake):
     clock = iter(range(0, 1000, 10))  # each look at the clock: 10 s later
     monkeypatch.setattr(tuning, "_now", lambda: next(clock))
-    monkeypatch.setattr(tuning, "measure", fake_measure([]))
-    lowering = tuning.tune(small_net(), 8, cache_dir=tmp_path, budget_s=15)
-    assert len(lowering.forms) == 1  # the first convolution, then the budget was spent; conv2 keeps the fixed rules
+    tuned = tuning.tune(small_net(), 8, cache_dir=tmp_path, budget_s=15)
+    assert len(tuned.lowering.forms) == 1  # the first convolution, then the budget was spent: conv2 keeps the
+    assert tuned.fusion is None and not fake["fusions"]  # fixed rules, the net XLA's default YNNPACK fusions
 
 
 def test_other_backends_need_no_tuning(tmp_path):
-    assert tuning.tune(small_net(), 8, cache_dir=tmp_path, backend="gpu") == "native"
+    tuned = tuning.tune(small_net(), 8, cache_dir=tmp_path, backend="gpu")
+    assert tuned.lowering == "native" and tuned.compiler_options == ops.compiler_options("gpu")
     assert not any(tmp_path.iterdir())
 
 
+def test_the_ynnpack_choice_is_per_net_batch_and_mode_and_read_without_measuring(tmp_path, monkeypatch, fake):
+    net = small_net()
+    tuned = tuning.tune(net, 8, cache_dir=tmp_path)
+    assert fake["fusions"] == [(8, True)]  # the training gradient of the whole net, at batch 8
+    assert tuned.fusion["choice"] == fake_choice()
+    assert tuned.compiler_options == {**ops.compiler_options("cpu"), **tuning.YNN_CHOICES[fake_choice()]}
+    monkeypatch.setattr(tuning, "measure", no_measuring)
+    monkeypatch.setattr(tuning, "_measure_fusions", no_measuring)
+    assert tuning.lookup(net, 8, cache_dir=tmp_path) == tuned
+    inference = tuning.lookup(net, 8, training=False, cache_dir=tmp_path)
+    assert inference.lowering == tuned.lowering and inference.fusion is None  # the same convolutions, another net
+    others = [tuning.lookup(net, 16, cache_dir=tmp_path), tuning.lookup(net, 8, input_shape=(12, 12, 2),
+                                                                         cache_dir=tmp_path)]
+    assert [o.lowering for o in others] == ["cpu", "cpu"]  # other shapes: nothing measured
+    for other in (inference, *others):
+        assert other.compiler_options == ops.compiler_options("cpu")
+    # the key is the computation: multipliers and initialisers are not in it, a layer's width is
+    twin = Net([Conv("conv1", 4, 3, lr_mult={"b": 2.0}, w_init="msra"), *net.layers[1:]], (10, 10, 2), "twin")
+    wider = Net([Conv("conv1", 8, 3), *net.layers[1:]], (10, 10, 2), "small")
+    assert tuning.fingerprint(twin, 8) == tuning.fingerprint(net, 8) != tuning.fingerprint(wider, 8)
+    monkeypatch.setenv(tuning.ENV_SWITCH, "0")
+    assert tuning.lookup(net, 8, cache_dir=tmp_path) == tuning.Tuning("cpu", ops.compiler_options("cpu"))
+
+
+def test_the_table_says_what_was_chosen_and_why(tmp_path, fake):
+    table = tuning.tune(small_net(), 8, cache_dir=tmp_path).table()
+    assert re.search(r"^conv1\s+8x10x10x2\s+3x3x2x4\s+1x1 forward\s+im2col\s+im2col 1e\+03, im2col_chunked 2e\+03, ", table,
+                     re.M)
+    assert re.search(r"^\s+input\s+\w+\s+- \(fixed rule\)$", table, re.M)  # conv1 reads the data
+    assert "\nYNNPACK fusions (training gradient, whole net): default " in table
+    assert f"{fake_choice()} 1e+03 ms (compile 0.5 s)" in table
+    assert table.endswith(f"-> {fake_choice()}")
+
+
+def test_an_option_jaxlib_rejects_is_left_out(monkeypatch):
+    monkeypatch.setitem(tuning.YNN_CHOICES, "bogus", {"xla_cpu_no_such_option": "1"})
+    choices = tuning.ynn_choices.__wrapped__()  # not the process's cached answer
+    assert "bogus" not in choices and choices["default"] == {}
+
+
+def test_measure_compiles_with_jaxcnns_compiler_options(monkeypatch):
+    (x, w, stride, pads, dilation, *_), = tuning.convolutions(Net([Conv("c", 3, 3)], (6, 6, 2)), 2)
+    seconds = tuning.measure("weight", "im2col", x, w, stride, pads, dilation, repeats=2, min_seconds=0)
+    assert 0 < seconds < float("inf")  # a time was measured; how long it took is the machine's business
+    monkeypatch.setattr(tuning, "compiler_options", lambda backend: {"xla_cpu_no_such_option": backend})
+    with pytest.raises(jax.errors.JaxRuntimeError, match="xla_cpu_no_such_option"):
+        tuning.measure("forward", "im2col", x, w, stride, pads, dilation)  # compiled with what the Trainer uses
+
+
 @pytest.mark.slow
-def test_measure_times_a_real_computation():
-    (x, w, stride, pads, dilation, _), = tuning.convolutions(Net([Conv("c", 3, 3)], (6, 6, 2)), 2)
-    for direction in conv_cpu.DIRECTIONS:
-        seconds = tuning.measure(direction, "im2col", x, w, stride, pads, dilation, repeats=2, min_seconds=0)
-        assert 0 < seconds < float("inf")  # a time was measured; how long it took is the machine's business
+def test_measure_fusions_times_every_accepted_choice(monkeypatch):
+    monkeypatch.setattr(tuning, "NET_ROUNDS", 1)
+    net = Net([Conv("conv", 2, 3), Flatten("flatten"), Dense("ip", 3)], (5, 5, 1))
+    fn, args = tuning._net_computation(net, 2, None, "float32", True, "cpu")
+    assert jax.tree.structure(jax.eval_shape(fn, *args)) == jax.tree.structure(args[0])  # the params' gradient
+    result = tuning._measure_fusions(net, 2, None, "float32", True, "cpu")
+    assert set(result["seconds"]) == set(result["compile_seconds"]) == set(tuning.ynn_choices())
+    assert result["choice"] == min(result["seconds"], key=result["seconds"].get)
+
+
+def test_predictor_compiles_with_the_cached_lowering(tmp_path, monkeypatch):
+    net = small_net()
+    _, params, state = jax.eval_shape(net.init, jax.random.key(0))  # traced only: shapes are enough
+    x = jax.ShapeDtypeStruct((8, 10, 10, 2), jnp.float32)
+    im2col = Tuned(tuple((conv_cpu.signature(*c[:5]), ("im2col",) * 3) for c in tuning.convolutions(net, 8)))
+    seen = []
+    monkeypatch.setattr(tuning, "lookup", lambda *args, **kw: seen.append((args, kw)) or tuning.Tuning(
+        im2col, ops.compiler_options("cpu")))
+    predict = predictor(net, 8)
+    assert seen == [((net, 8), {"input_shape": None, "dtype": "float32", "training": False})]
+    assert "convolution" not in predict.lower(params, state, x).as_text()  # the convolutions as patch matmuls
+    assert jax.eval_shape(predict, params, state, x).shape == (8, 10)  # the net's output
+    native = predictor(net, 8, lowering="native")
+    assert "convolution" in native.lower(params, state, x).as_text() and len(seen) == 1
+
+
+def test_the_tune_command_prints_its_choices_and_writes_the_cache(tmp_path, monkeypatch, capsys, fake):
+    monkeypatch.setenv(tuning.ENV_CACHE, str(tmp_path))
+    main(["tune", "lenet_caffe", "--batch", "8", "16", "--inference"])
+    out = capsys.readouterr().out
+    assert out.count("lenet_caffe, batch ") == 2 and "batch 16, inference, float32" in out
+    assert re.search(r"^conv2\s+16x12x12x20\s+5x5x20x50\s+1x1 forward\s+im2col\s+im2col 1e\+03,", out, re.M)
+    assert f"cache: {tuning.cache_file()}" in out and tuning.cache_file().exists()
+    assert fake["fusions"] == [(8, False), (16, False)]
+    assert {d for d, _, _ in fake["forms"]} == {"forward"}  # inference: the forward pass only
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tune", "nonexistent.prototxt"], "nonexistent.prototxt"),
+    (["tune", "lenet_caffe", "--batch", "0"], "--batch must be positive ints"),
+])
+def test_the_tune_command_refuses_bad_input_in_one_line(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(tuning, "measure", no_measuring)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err.splitlines()[-1] and "Traceback" not in err
 
 
 @pytest.mark.parametrize("forms", [("wide", "wide", "wide"), ("im2col", "im2col_chunked", "native"),
@@ -127,7 +255,7 @@ def test_a_tuned_lowering_of_grouped_convolutions_computes_what_the_native_ops_c
 
 
 @pytest.mark.slow
-def test_the_trainer_tunes_unless_switched_off(tmp_path, monkeypatch):
+def test_the_trainer_reads_the_cache_and_measures_only_when_asked(tmp_path, monkeypatch, fake):
     monkeypatch.setenv(tuning.ENV_CACHE, str(tmp_path))
     net, cpu = small_net(), jax.sharding.Mesh(np.asarray(jax.devices("cpu")[:1]), ("data",))
 
@@ -136,12 +264,18 @@ def test_the_trainer_tunes_unless_switched_off(tmp_path, monkeypatch):
                        mesh=cpu, **kw)
 
     monkeypatch.setenv(tuning.ENV_SWITCH, "1")
-    tuned = trainer()
-    assert isinstance(tuned.lowering, Tuned) and len(tuned.lowering.forms) == 2
+    assert trainer().lowering == "cpu" and not any(fake.values())  # no cache: the fixed rules, nothing measured
+    asked = trainer(autotune=True)  # measures what the cache lacks
+    assert isinstance(asked.lowering, Tuned) and fake["fusions"]
+    monkeypatch.setattr(tuning, "measure", no_measuring)
+    monkeypatch.setattr(tuning, "_measure_fusions", no_measuring)
+    tuned = trainer()  # reads it
+    assert tuned.lowering == asked.lowering and len(tuned.lowering.forms) == 2
+    assert tuned.compiler_options == {**ops.compiler_options("cpu"), **tuning.YNN_CHOICES[fake_choice()]}
     assert trainer(lowering="cpu").lowering == "cpu"  # an explicit choice is not replaced
     assert trainer(autotune=False).lowering == "cpu"
     monkeypatch.setenv(tuning.ENV_SWITCH, "0")
-    fixed = trainer()
+    fixed = trainer()  # the cache ignored
     assert fixed.lowering == "cpu"
     images = np.random.default_rng(0).integers(0, 256, (16, 10, 10, 2), dtype=np.uint8)
     labels = np.arange(16, dtype=np.int32) % 10

@@ -13,9 +13,7 @@
 
 Every op, layer, `Net.apply` and the Trainer takes `lowering=`; nothing global is read while tracing. The Trainer
 resolves 'auto' from the devices of its mesh (`for_platform`), so its steps are right for the devices they run
-on whatever JAX's default backend is. In your own jitted code pass it as a static value, and the XLA options
-jaxcnn's own jitted functions (the Trainer's steps, the experiments) compile with on each backend,
-compiler_options(), too:
+on whatever JAX's default backend is. In your own jitted code pass it as a static value, with compiler_options():
 
     >>> import functools, jax, jax.numpy as jnp
     >>> from jaxcnn import zoo
@@ -26,6 +24,9 @@ compiler_options(), too:
     >>> logits, _ = step(params, state, jnp.zeros((2, 28, 28, 1)))
     >>> logits.shape
     (2, 10)
+
+compiler_options() gives the XLA options jaxcnn's own jitted functions (the Trainer's steps, jaxcnn.predictor, the
+experiments) compile with on each backend, to which jaxcnn.tuning adds the YNNPACK choice measured for a net.
 """
 from dataclasses import dataclass
 

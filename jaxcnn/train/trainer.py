@@ -51,10 +51,12 @@ class Trainer:
     compute_dtype: float32, or bfloat16 for mixed precision (params and gradients stay float32).
     scan: run a chunk of steps as one lax.scan (default: on every backend but CPU).
     lowering: 'auto', 'native' or 'cpu' (jaxcnn.ops.lowering); 'auto' is resolved from the mesh's devices.
-    autotune: on the CPU, whether 'auto' uses the convolution forms measured on this machine (jaxcnn.tuning: the
-        cache, else measured now, within a minute) rather than the fixed rules; default: unless
-        $JAXCNN_AUTOTUNE=0.
-    compiler_options: XLA options for the jitted steps (default: ops.compiler_options() for the mesh's platform).
+    autotune: on the CPU, what 'auto' uses: None (default) the convolution forms and YNNPACK choice measured for
+        this net and batch on this machine (jaxcnn.tuning.lookup: `python -m jaxcnn tune` measures them; nothing is
+        measured here), the fixed rules and XLA's defaults where none were, or with $JAXCNN_AUTOTUNE=0; True
+        measures what the cache lacks now (jaxcnn.tuning.tune: minutes for a large net); False the fixed rules.
+    compiler_options: XLA options for the jitted steps (default: ops.compiler_options() for the mesh's platform,
+        with the YNNPACK choice where 'auto' found one).
     Raises ConfigError for a batch size or steps_per_dispatch below 1, or a batch that does not divide over the
     mesh's devices.
     """
@@ -76,11 +78,14 @@ class Trainer:
         platform = self.mesh.devices.flat[0].platform
         self.scan = platform != "cpu" if scan is None else scan
         self.lowering = ops.lowering.for_platform(lowering, platform)
-        if lowering == "auto" and self.lowering == "cpu" and net.input_shape is not None and (
-                tuning.enabled() if autotune is None else autotune):
-            self.lowering = tuning.tune(net, batch_size, dtype=self.compute_dtype.name, backend=platform)
+        if lowering == "auto" and self.lowering == "cpu" and net.input_shape is not None and autotune is not False:
+            tuned = (tuning.tune if autotune else tuning.lookup)(net, batch_size, dtype=self.compute_dtype.name,
+                                                                 backend=platform)
+            self.lowering = tuned.lowering
+            compiler_options = tuned.compiler_options if compiler_options is None else compiler_options
         if compiler_options is None:
             compiler_options = ops.compiler_options(platform)
+        self.compiler_options = compiler_options
         jit = functools.partial(jax.jit, compiler_options=compiler_options)
         self._chunk = jit(self._train_chunk, static_argnums=(5,), donate_argnums=(0,))
         self._one = jit(self._train_one, donate_argnums=(0,))
