@@ -15,7 +15,8 @@ import numpy as np
 
 from jaxcnn import datasets
 from jaxcnn.caffe.data_layers import mean_blob
-from jaxcnn.caffe.sources import encode_image, write_lmdb
+from jaxcnn.caffe.images import encode_image
+from jaxcnn.caffe.sources import write_lmdb
 from jaxcnn.cli import HelpFormatter, entry
 
 
@@ -30,12 +31,12 @@ def main(argv=None):
     for flag, value in (("--train", args.train), ("--test", args.test)):
         if value is not None and value < 1:
             p.error(f"{flag} must be a positive int, got {value}")
-    train, test = (datasets.load("mnist", split, args.data_dir) for split in ("train", "test"))
-    images, labels = (a[:args.train] for a in train)
     out = Path(args.out)
-    (out / "test").mkdir(parents=True, exist_ok=True)
     if (out / "mnist_train_lmdb").exists():
         p.error(f"--out {out}: {out / 'mnist_train_lmdb'} exists already; give another --out")
+    train, test = (datasets.load("mnist", split, args.data_dir) for split in ("train", "test"))
+    images, labels = (a[:args.train] for a in train)
+    (out / "test").mkdir(parents=True, exist_ok=True)
     write_lmdb(out / "mnist_train_lmdb", images, labels)
     (out / "mean.binaryproto").write_bytes(mean_blob(images.mean(axis=0, dtype=np.float64)))
     lines = []

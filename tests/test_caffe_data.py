@@ -21,7 +21,8 @@ from dataset_writers import (
 from jaxcnn.__main__ import main
 from jaxcnn.caffe import CaffeFormatError, load_caffemodel, load_prototxt, parse_prototxt
 from jaxcnn.caffe.data_layers import DataSource, Transform, mean_blob, read_mean_file
-from jaxcnn.caffe.sources import open_source, resize_linear, write_lmdb
+from jaxcnn.caffe.images import resize_linear
+from jaxcnn.caffe.sources import open_source, write_lmdb
 from jaxcnn.datasets.prefetch import Prefetch
 from jaxcnn.train import Trainer, fit
 from jaxcnn.train.caffe_data import load_data
@@ -303,9 +304,10 @@ def test_a_streamed_source_trains_as_the_same_records_in_memory(tmp_path, rng):
     results = []
     for limit in (0, None):
         data = load_data(net_path, memory_limit=limit)
-        assert hasattr(data.train, "read") == (limit == 0)
+        assert hasattr(data.train, "read") == (limit == 0) and data.input_shape == (8, 8, 3)
+        assert (data.train_transform.mirror, data.test_transform.mirror) == (True, False)  # each phase's layer
         net = load_prototxt(net_path, "TRAIN", input_shape=data.input_shape)
-        trainer = Trainer(net, optax.sgd(0.1, momentum=0.9), batch_size=8, eval_batch_size=4,
+        trainer = Trainer(net, optax.sgd(0.1, momentum=0.9), batch_size=8, eval_batch_size=5,
                           **data.preprocessing())
         ts, history = fit(trainer, data.train, data.test, epochs=2, seed=1)
         results.append((jax.device_get(ts.params), history))

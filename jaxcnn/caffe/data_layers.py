@@ -36,7 +36,8 @@ def locate(path: str, file: str | None) -> Path | None:
     return next((p for p in candidates if p.exists()), None)
 
 
-def _not_found(what: str, path: str, file: str | None, layer: str | None) -> FileNotFoundError:
+def not_found(what: str, path: str, file: str | None, layer: str | None) -> FileNotFoundError:
+    """The error for a file a prototxt names (`what`: 'source', 'mean_file') that `locate` did not find."""
     where = f"{file}: layer {layer!r}: " if layer else f"{file}: " if file else ""
     beside = f" or beside {file}" if file else ""
     return FileNotFoundError(f"{where}no such {what} {path!r} (looked in the working directory{beside})")
@@ -146,7 +147,7 @@ def read_mean_file(path: str, file: str | None = None, layer: str | None = None)
     image (H, W, C). `file`, `layer`: the prototxt and layer naming it (where it is looked for, and in errors)."""
     found = locate(path, file)
     if found is None or not found.is_file():
-        raise _not_found("mean_file", path, file, layer)
+        raise not_found("mean_file", path, file, layer)
     blob = schema.BlobProto()
     try:
         blob.ParseFromString(found.read_bytes())
@@ -176,8 +177,8 @@ class DataSource:
     """A data layer: its type (Data, ImageData, HDF5Data, MemoryData), source (a database, list file, or None),
     batch size and the blobs it writes (images, then labels); `layer` and `file` (its name and prototxt: errors,
     where a relative source is looked for); `options`: how its type reads the source (ImageData: root_folder,
-    new_height, new_width, is_color, shuffle; HDF5Data: shuffle; Data: prefetch, and force_color / force_gray
-    from transform_param for encoded images)."""
+    new_size (new_height, new_width), is_color; Data: force, 'color' or 'gray' from transform_param's force_color /
+    force_gray, for encoded images)."""
 
     type: str
     source: str | None
@@ -186,6 +187,14 @@ class DataSource:
     layer: str = ""
     file: str | None = None
     options: dict = field(default_factory=dict, hash=False)
+
+    def readable(self) -> Path | None:
+        """Where the source is, if it is there in a form jaxcnn reads; None also for a LevelDB (a directory with a
+        CURRENT file and no data.mdb), Caffe's other database (jaxcnn reads LMDB)."""
+        path = locate(self.source, self.file) if self.source else None
+        if path is not None and (path / "CURRENT").is_file() and not (path / "data.mdb").is_file():
+            return None
+        return path
 
 
 class Data(NamedTuple):
@@ -221,7 +230,7 @@ def _data_layer(s, options: dict, given_dims=None) -> Data:
                         s.file, options)
     batch = source.batch_size or 1
     dims = given_dims
-    if dims is None and source.source and locate(source.source, s.file) is not None:
+    if dims is None and source.readable() is not None:
         from .sources import open_source  # the readers need lmdb, h5py or Pillow only when a source is read
         with open_source(source, check=False) as reader:
             shape = reader.shape
@@ -235,8 +244,7 @@ def _data_layer(s, options: dict, given_dims=None) -> Data:
 
 def read_data(s) -> Data:
     t = s.lp.transform_param
-    force = "color" if t.force_color else "gray" if t.force_gray else None
-    return _data_layer(s, {"prefetch": int(s.param.prefetch), "force": force})
+    return _data_layer(s, {"force": "color" if t.force_color else "gray" if t.force_gray else None})
 
 
 def read_image_data(s) -> Data:
@@ -246,7 +254,7 @@ def read_image_data(s) -> Data:
     channels = 3 if p.is_color else 1
     dims = (int(p.batch_size), channels, int(p.new_height), int(p.new_width)) if p.new_height else None
     options = {"root_folder": p.root_folder, "new_size": (int(p.new_height), int(p.new_width)),
-               "is_color": bool(p.is_color), "shuffle": bool(p.shuffle)}
+               "is_color": bool(p.is_color)}
     return _data_layer(s, options, dims)
 
 
@@ -255,7 +263,7 @@ def read_hdf5_data(s) -> Data:
         raise s.error("Caffe's HDF5Data layer applies no transform_param: preprocess the data in the .h5 files")
     if len(s.tops) > 2:
         raise s.error(f"{len(s.tops)} tops: jaxcnn trains on a data top and a label top")
-    return _data_layer(s, {"shuffle": bool(s.param.shuffle)})
+    return _data_layer(s, {})
 
 
 def read_memory_data(s) -> Data:

@@ -10,17 +10,19 @@ Where a layer's data comes from:
 - `dataset` given ('mnist', 'fashion_mnist', 'cifar10'): that dataset (jaxcnn.datasets.load, from `data_dir`);
 - else the layer's source, where it is on disk (as given, or beside the prototxt): an LMDB (Data), a list of images
   (ImageData) or of HDF5 files (HDF5Data), read by jaxcnn.caffe.sources;
-- else, where the source's name contains fashion, mnist or cifar (as Caffe's examples name theirs), that dataset.
+- else, where the source's name contains fashion, mnist or cifar (as Caffe's examples name theirs), that dataset
+  (also for a LevelDB so named, which jaxcnn does not read).
 A source whose records take up to `memory_limit` bytes decoded (default $JAXCNN_IN_MEMORY_MB MiB, else 1024) is
 read whole and put on the devices; a larger one stays on disk and fit streams it in batches, read ahead by a
 background thread (jaxcnn.train.feed).
 """
+import contextlib
 import os
 from typing import NamedTuple
 
 from .. import datasets
 from ..caffe import CaffeFormatError, load_prototxt
-from ..caffe.data_layers import Transform, locate
+from ..caffe.data_layers import Transform
 from ..caffe.sources import open_source
 
 NAMED = (("fashion", "fashion_mnist"), ("mnist", "mnist"), ("cifar", "cifar10"))  # source substring -> dataset
@@ -72,34 +74,38 @@ def load_data(net_path, *, dataset: str | None = None, data_dir=None, memory_lim
     layer, test_layer = train_net.data, test_net.data
     if layer is None:
         raise CaffeFormatError(where, "the TRAIN phase has no Data, ImageData, HDF5Data or MemoryData layer")
-    name = dataset or (None if layer.source and locate(layer.source, layer.file) else named_dataset(layer.source))
+    name = dataset or (None if layer.readable() else named_dataset(layer.source))
     train_t = train_net.transform
     test_t = test_net.transform if test_layer is not None else train_t
     if name is not None:
         train, test = datasets.load(name, "train", data_dir), datasets.load(name, "test", data_dir)
-        shapes = train[0].shape[1:], test[0].shape[1:]
-        sources = [f"{name} train", f"{name} test"]
-    else:
-        known = f"or name a dataset ({', '.join(n for _, n in NAMED)}) to train on"
-        if test_layer is None:
-            raise CaffeFormatError(where, f"the TEST phase has no data layer to evaluate on; {known}")
-        if not layer.source or locate(layer.source, layer.file) is None:
-            missing = f"no such source {layer.source!r}" if layer.source else f"a {layer.type} layer has no source"
-            raise CaffeFormatError(where, f"{missing} (looked in the working directory and beside the net); {known}",
-                                   layer=layer.layer)
-        readers = [open_source(layer), open_source(test_layer)]
-        shapes = readers[0].shape, readers[1].shape
-        sources = [f"{r.path}" for r in readers]
-        limit = memory_limit_bytes() if memory_limit is None else memory_limit
+        shape = _checked(where, (train_t, test_t), (train[0].shape[1:], test[0].shape[1:]), (f"{name} train",
+                                                                                            f"{name} test"))
+        return CaffeData(name, train, test, shape, train_t, test_t)
+    known = f"or name a dataset ({', '.join(n for _, n in NAMED)}) to train on"
+    if test_layer is None:
+        raise CaffeFormatError(where, f"the TEST phase has no data layer to evaluate on; {known}")
+    if not layer.source:
+        raise CaffeFormatError(where, f"a {layer.type} layer has no source; {known}", layer=layer.layer)
+    limit = memory_limit_bytes() if memory_limit is None else memory_limit
+    with contextlib.ExitStack() as opened:  # closed on an error; a source streamed stays open for fit
+        readers = [opened.enter_context(open_source(layer)), opened.enter_context(open_source(test_layer))]
+        shape = _checked(where, (train_t, test_t), [r.shape for r in readers], [str(r.path) for r in readers])
         train, test = (_loaded(r) if r.nbytes <= limit else r for r in readers)
-        name = str(readers[0].path)
-    for t, shape, source in zip((train_t, test_t), shapes, sources):
+        opened.pop_all()
+    return CaffeData(str(readers[0].path), train, test, shape, train_t, test_t)
+
+
+def _checked(where, transforms, shapes, sources) -> tuple:
+    """The net's per-example input shape; CaffeFormatError unless each transform (TRAIN, TEST) fits the images of
+    its source and both give inputs of that shape."""
+    for t, shape, source in zip(transforms, shapes, sources):
         t.check(shape, source)
-    input_shape, test_shape = train_t.output_shape(shapes[0]), test_t.output_shape(shapes[1])
-    if input_shape != test_shape:
-        raise CaffeFormatError(where, f"the TRAIN data ({sources[0]}) gives the net inputs of shape {input_shape}, "
-                                      f"the TEST data ({sources[1]}) {test_shape}")
-    return CaffeData(name, train, test, input_shape, train_t, test_t)
+    train, test = (t.output_shape(shape) for t, shape in zip(transforms, shapes))
+    if train != test:
+        raise CaffeFormatError(where, f"the TRAIN data ({sources[0]}) gives the net inputs of shape {train}, the "
+                                      f"TEST data ({sources[1]}) {test}")
+    return train
 
 
 def _loaded(source):
