@@ -96,6 +96,7 @@ def _train(args):
     from .caffe import save_caffemodel
     from .hostmem import keep_freed_memory
     from .train import RunDir, caffe_run, fit
+    from .train.feed import examples
     keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
     out = RunDir(args.out)
     out.check(resume=args.resume, overwrite=args.overwrite)  # and --out is touched only once every input is read
@@ -105,7 +106,7 @@ def _train(args):
         fail(message(e), exit_code(e) if isinstance(e, DataNotFound) else USAGE)  # error, missing data as elsewhere
     s, c = run.solver, run.config
     print(summary(run.net, batch=run.trainer.batch_size))
-    print(f"{run.dataset}: {len(run.train[1]):,} training / {len(run.test[1]):,} test images; batch "
+    print(f"{run.dataset}: {examples(run.train):,} training / {examples(run.test):,} test images; batch "
           f"{run.trainer.batch_size}; {c.optimizer} lr {c.lr} ({c.schedule}), max_iter {s.max_iter} -> "
           f"{plural(run.epochs, 'epoch')}")
     with out.acquire(resume=args.resume, overwrite=args.overwrite):

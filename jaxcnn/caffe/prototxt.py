@@ -13,15 +13,15 @@
     ({'data': (8, 8, 3)}, (6, 6, 4))
 
 Both layer formats are read (`layer { type: "Convolution" }` and the legacy V1 `layers { type: CONVOLUTION }`),
-inputs given as `input:` + `input_shape` / `input_dim`, an Input layer, or a Data, ImageData or MemoryData
-layer, and include/exclude rules for the phase (level 0, no stages). Blobs keep their Caffe names; layers
-their names, so params["conv1"]["w"] is Caffe's conv1 weight blob (in jaxcnn's HWIO layout). Activations are
-NHWC: a per-example Caffe shape (C, H, W) is (H, W, C) here. An InnerProduct on a (C, H, W) blob reads it
-through a Flatten layer named "<ip>_flatten" (jaxcnn flattens (H, W, C); jaxcnn.caffe.weights permutes the
-weight rows to match). SoftmaxWithLoss and Accuracy layers become the net's `losses` and `metrics`, a data
-layer's transform_param its `transform`, and Silence layers go away; every other layer type, and every field
-jaxcnn does not implement, is a CaffeFormatError naming the layer, its type and the field. What each type
-reads and becomes: jaxcnn.caffe.types.
+inputs given as `input:` + `input_shape` / `input_dim`, an Input layer, or a Data, ImageData, HDF5Data or MemoryData
+layer (jaxcnn.caffe.data_layers), and include/exclude rules for the phase (level 0, no stages). Blobs keep their
+Caffe names; layers their names, so params["conv1"]["w"] is Caffe's conv1 weight blob (in jaxcnn's HWIO layout).
+Activations are NHWC: a per-example Caffe shape (C, H, W) is (H, W, C) here. An InnerProduct on a (C, H, W) blob
+reads it through a Flatten layer named "<ip>_flatten" (jaxcnn flattens (H, W, C); jaxcnn.caffe.weights permutes the
+weight rows to match). SoftmaxWithLoss and Accuracy layers become the net's `losses` and `metrics`, a data layer's
+transform_param its `transform`, and Silence layers go away; every other layer type, and every field jaxcnn does not
+implement, is a CaffeFormatError naming the layer, its type and the field. What each type reads and becomes:
+jaxcnn.caffe.types.
 """
 import re
 from dataclasses import dataclass, field
@@ -34,17 +34,8 @@ from ..errors import CaffeFormatError, LayerError
 from ..layers import Flatten, Layer
 from ..net import Graph, Loss, Node, unread_blobs
 from . import schema
-from .types import (
-    TYPES,
-    V1_TYPES,
-    Data,
-    DataSource,
-    Inputs,
-    Metric,
-    Silence,
-    Spec,
-    Transform,
-)
+from .data_layers import Data, DataSource, Transform
+from .types import TYPES, V1_TYPES, Inputs, Metric, Silence, Spec
 
 __all__ = ["CaffeFormatError", "CaffeLayer", "CaffeNet", "DataSource", "Metric", "Transform", "load_prototxt",
            "parse_prototxt", "per_example", "read_text"]

@@ -24,6 +24,10 @@ MESSAGES = {
         ("double_data", 8, "double", "*p", None), ("double_diff", 9, "double", "*p", None),
         ("num", 1, "int64", "?", None), ("channels", 2, "int64", "?", None), ("height", 3, "int64", "?", None),
         ("width", 4, "int64", "?", None)], {}),
+    "Datum": ([
+        ("channels", 1, "int32", "?", None), ("height", 2, "int32", "?", None), ("width", 3, "int32", "?", None),
+        ("data", 4, "bytes", "?", None), ("label", 5, "int32", "?", None), ("float_data", 6, "float", "*", None),
+        ("encoded", 7, "bool", "?", "false")], {}),
     "FillerParameter": ([
         ("type", 1, "string", "?", "constant"), ("value", 2, "float", "?", "0"), ("min", 3, "float", "?", "0"),
         ("max", 4, "float", "?", "1"), ("mean", 5, "float", "?", "0"), ("std", 6, "float", "?", "1"),
@@ -107,6 +111,8 @@ MESSAGES = {
                          {"EltwiseOp": {"PROD": 0, "SUM": 1, "MAX": 2}}),
     "ELUParameter": ([("alpha", 1, "float", "?", "1")], {}),
     "FlattenParameter": ([("axis", 1, "int32", "?", "1"), ("end_axis", 2, "int32", "?", "-1")], {}),
+    "HDF5DataParameter": ([("source", 1, "string", "?", None), ("batch_size", 2, "uint32", "?", None),
+                           ("shuffle", 3, "bool", "?", "false")], {}),
     "ImageDataParameter": ([
         ("source", 1, "string", "?", None), ("batch_size", 4, "uint32", "?", "1"),
         ("rand_skip", 7, "uint32", "?", "0"), ("shuffle", 8, "bool", "?", "false"),
@@ -158,7 +164,8 @@ LAYER_PARAMS = [
     ("convolution_param", 106, "ConvolutionParameter"), ("data_param", 107, "DataParameter"),
     ("dropout_param", 108, "DropoutParameter"), ("eltwise_param", 110, "EltwiseParameter"),
     ("elu_param", 140, "ELUParameter"), ("flatten_param", 135, "FlattenParameter"),
-    ("image_data_param", 115, "ImageDataParameter"), ("inner_product_param", 117, "InnerProductParameter"),
+    ("hdf5_data_param", 112, "HDF5DataParameter"), ("image_data_param", 115, "ImageDataParameter"),
+    ("inner_product_param", 117, "InnerProductParameter"),
     ("input_param", 143, "InputParameter"), ("lrn_param", 118, "LRNParameter"),
     ("memory_data_param", 119, "MemoryDataParameter"), ("pooling_param", 121, "PoolingParameter"),
     ("prelu_param", 131, "PReLUParameter"), ("relu_param", 123, "ReLUParameter"),
@@ -188,7 +195,8 @@ V1_PARAMS = [
     ("accuracy_param", 27, "AccuracyParameter"), ("concat_param", 9, "ConcatParameter"),
     ("convolution_param", 10, "ConvolutionParameter"), ("data_param", 11, "DataParameter"),
     ("dropout_param", 12, "DropoutParameter"), ("eltwise_param", 24, "EltwiseParameter"),
-    ("image_data_param", 15, "ImageDataParameter"), ("inner_product_param", 17, "InnerProductParameter"),
+    ("hdf5_data_param", 13, "HDF5DataParameter"), ("image_data_param", 15, "ImageDataParameter"),
+    ("inner_product_param", 17, "InnerProductParameter"),
     ("lrn_param", 18, "LRNParameter"), ("memory_data_param", 22, "MemoryDataParameter"),
     ("pooling_param", 19, "PoolingParameter"), ("relu_param", 30, "ReLUParameter"),
     ("sigmoid_param", 38, "SigmoidParameter"), ("softmax_param", 39, "SoftmaxParameter"),
@@ -246,6 +254,7 @@ def message(name: str):
 NetParameter = message("NetParameter")
 SolverParameter = message("SolverParameter")
 BlobProto = message("BlobProto")
+Datum = message("Datum")
 LayerParameter = message("LayerParameter")
 V1LayerParameter = message("V1LayerParameter")
 

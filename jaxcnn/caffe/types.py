@@ -13,8 +13,9 @@ jaxcnn.caffe.weights every blob: adding a type is adding its entry (and its read
     ('w', 'b')
 
 A read function takes a Spec (one layer entry of the file) and returns a jaxcnn Layer, or the part of the net the
-layer stands for: a Loss (SoftmaxWithLoss), a Metric (Accuracy), Data (Data, ImageData, MemoryData), Inputs
-(Input) or Silence. Errors name the file, the layer and its type (Spec.error).
+layer stands for: a Loss (SoftmaxWithLoss), a Metric (Accuracy), Data (Data, ImageData, HDF5Data, MemoryData:
+their read functions and transform_param are jaxcnn.caffe.data_layers), Inputs (Input) or Silence. Errors name the
+file, the layer and its type (Spec.error).
 """
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
@@ -52,6 +53,7 @@ from ..layers import (
 from ..net import Loss
 from . import schema
 from .blobs import BatchNormBlobs, Blobs, ConvBlobs, DenseBlobs, PReLUBlobs
+from .data_layers import read_data, read_hdf5_data, read_image_data, read_memory_data
 from .schema import enum_name
 
 MANY = None  # no upper limit on a count of blobs
@@ -153,36 +155,6 @@ class Spec:
 # -- what layers that are not jaxcnn layers become ------------------------------------------------------
 
 @dataclass(frozen=True)
-class Transform:
-    """A data layer's transform_param, the run's preprocessing of uint8 images (N, H, W, C): Caffe crops
-    (crop_size, a centre crop here; Caffe crops at random in training), subtracts mean_value (one value or one
-    per channel) and multiplies by scale; mirror flips training images left-right at random (`augment`)."""
-
-    scale: float = 1.0
-    mean_value: tuple = ()
-    crop_size: int = 0
-    mirror: bool = False
-
-    def __call__(self, x):
-        """uint8 or float images (N, H, W, C) -> float32 (N, H', W', C), cropped, centred and scaled."""
-        if self.crop_size:
-            h, w = x.shape[1:3]
-            top, left = (h - self.crop_size) // 2, (w - self.crop_size) // 2
-            x = x[:, top:top + self.crop_size, left:left + self.crop_size]
-        x = x.astype(jnp.float32)
-        if self.mean_value:
-            x = x - jnp.asarray(self.mean_value, jnp.float32)
-        return x * self.scale if self.scale != 1 else x
-
-    def augment(self, key, x):
-        """Random left-right flips of a float batch (N, H, W, C) (mirror: true), else x unchanged."""
-        if not self.mirror:
-            return x
-        flip = jax.random.bernoulli(key, 0.5, (x.shape[0], 1, 1, 1))
-        return jnp.where(flip, x[:, :, ::-1], x)
-
-
-@dataclass(frozen=True)
 class Metric:
     """An Accuracy layer: the fraction of examples whose label is among the top_k scores of `logits`."""
 
@@ -190,26 +162,6 @@ class Metric:
     logits: str
     label: str
     top_k: int = 1
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """A data layer: its type (Data, ImageData, MemoryData), source (a database or list file, or None), batch
-    size and the blobs it writes (images, then labels)."""
-
-    type: str
-    source: str | None
-    batch_size: int | None
-    tops: tuple
-
-
-class Data(NamedTuple):
-    """What a data layer gives the net: its transform, its source, and the Caffe dims (N, C, H, W) of its images
-    where the layer gives them (else None)."""
-
-    transform: Transform
-    source: DataSource
-    dims: tuple | None
 
 
 class Inputs(NamedTuple):
@@ -412,23 +364,6 @@ def _input(s: Spec):
                         for i, top in enumerate(s.tops)))
 
 
-def _data(dims: Callable | None = None):
-    """The read function of a data layer whose images' Caffe dims (N, C, H, W) `dims(param)` gives (or None)."""
-    def read(s: Spec):
-        t, p = s.lp.transform_param, s.param
-        for unsupported in ("mean_file", "crop_h", "crop_w", "force_color", "force_gray"):
-            if t.HasField(unsupported):
-                raise s.error(f"field transform_param.{unsupported} is not supported")
-        transform = Transform(float(t.scale), tuple(float(v) for v in t.mean_value), int(t.crop_size),
-                              bool(t.mirror))
-        shape = dims(p) if dims is not None else None
-        if shape is not None and t.crop_size:
-            shape = (*shape[:2], t.crop_size, t.crop_size)
-        source = DataSource(s.kind, getattr(p, "source", None) or None, int(p.batch_size) or None, s.tops)
-        return Data(transform, source, shape)
-    return read
-
-
 def _softmax_loss(s: Spec):
     lossp = s.lp.loss_param
     if lossp.HasField("ignore_label") or enum_name(lossp, "normalization") == "NONE" or (
@@ -484,17 +419,15 @@ TYPES = {
     "Flatten": CaffeType(_flatten, "flatten_param", "axis end_axis", (Flatten,), v1="FLATTEN", flat=True),
     "Silence": CaffeType(lambda s: Silence(s.bottoms), v1="SILENCE", bottoms=(0, MANY), tops=(0, MANY)),
     "Input": CaffeType(_input, "input_param", "shape", bottoms=(0, MANY), tops=(0, MANY)),
-    "Data": CaffeType(_data(), "data_param", "source batch_size backend rand_skip prefetch", v1="DATA",
+    "Data": CaffeType(read_data, "data_param", "source batch_size backend rand_skip prefetch", v1="DATA",
                       bottoms=(0, MANY), tops=(1, MANY), extra=frozenset({"transform_param"})),
     "ImageData": CaffeType(
-        _data(lambda p: (p.batch_size, 3 if p.is_color else 1, p.new_height, p.new_width)
-              if p.new_height and p.new_width else None),
-        "image_data_param", "source batch_size rand_skip shuffle new_height new_width is_color root_folder",
-        v1="IMAGE_DATA", bottoms=(0, MANY), tops=(1, MANY), extra=frozenset({"transform_param"})),
-    "MemoryData": CaffeType(
-        _data(lambda p: (p.batch_size, p.channels, p.height, p.width) if p.height else None),
-        "memory_data_param", "batch_size channels height width", v1="MEMORY_DATA", bottoms=(0, MANY),
-        tops=(1, MANY), extra=frozenset({"transform_param"})),
+        read_image_data, "image_data_param", "source batch_size rand_skip shuffle new_height new_width is_color "
+        "root_folder", v1="IMAGE_DATA", bottoms=(0, MANY), tops=(1, MANY), extra=frozenset({"transform_param"})),
+    "HDF5Data": CaffeType(read_hdf5_data, "hdf5_data_param", "source batch_size shuffle", v1="HDF5_DATA",
+                          bottoms=(0, MANY), tops=(1, MANY), extra=frozenset({"transform_param"})),
+    "MemoryData": CaffeType(read_memory_data, "memory_data_param", "batch_size channels height width",
+                            v1="MEMORY_DATA", bottoms=(0, MANY), tops=(1, MANY), extra=frozenset({"transform_param"})),
     "SoftmaxWithLoss": CaffeType(_softmax_loss, "softmax_param", "engine axis", v1="SOFTMAX_LOSS",
                                  bottoms=(2, 2), tops=(0, MANY), extra=frozenset({"loss_param", "loss_weight"})),
     "Accuracy": CaffeType(_accuracy, "accuracy_param", "top_k axis", v1="ACCURACY", bottoms=(2, 2),

@@ -29,25 +29,10 @@ from ..errors import CaffeFormatError
 from ..layers import Flatten
 from ..net import Graph
 from . import schema
-from .blobs import Site
+from .blobs import Site, blob_array
 from .types import saved_as
 
 log = logging.getLogger(__name__)
-
-
-def blob_array(blob) -> np.ndarray:
-    """A BlobProto -> float32 array of its shape (legacy num/channels/height/width if it has no shape)."""
-    if blob.HasField("shape"):
-        dims = tuple(blob.shape.dim)
-    else:
-        dims = tuple(d for d in (blob.num, blob.channels, blob.height, blob.width))
-    values = blob.double_data if len(blob.double_data) else blob.data
-    data = np.asarray(values, dtype=np.float32)
-    if blob.HasField("shape") or any(dims):
-        if int(np.prod(dims)) != data.size:
-            raise CaffeFormatError(None, f"blob of shape {dims} holds {data.size} values")
-        return data.reshape(dims)
-    return data
 
 
 def _blob(array) -> object:

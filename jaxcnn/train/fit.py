@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from .errors import ConfigError, Diverged, Interrupted, count
+from .feed import examples, feed
 from .rundir import RunDir, fault_point, make_manifest
 from .trainer import Trainer, TrainState
 
@@ -66,13 +67,6 @@ def epoch_steps(train_examples: int, batch_size: int) -> int:
     return train_examples // batch_size
 
 
-def _put(trainer, data, what):
-    try:
-        return trainer.put(data)
-    except ValueError as e:
-        raise ValueError(f"{what}: {e}") from e
-
-
 def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=None, resume: bool = False,
         meta: dict | None = None, on_progress: Callable[[Progress], None] | None = None,
         on_epoch: Callable[[dict], None] | None = None):
@@ -80,7 +74,9 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
 
     Args:
       trainer: the Trainer (net, optimizer, batch size, ...).
-      train, test: (images (N, H, W, C), labels (N,)) on the host, labels in [0, K) for the net's K outputs.
+      train, test: (images (N, H, W, C), labels (N,)) on the host, labels in [0, K) for the net's K outputs, put
+        on the devices; or sources of records on disk (jaxcnn.caffe.sources), read in batches by a background
+        thread while the devices train (jaxcnn.train.feed).
       epochs: at least 1; a resumed run may ask for more epochs than it has done, not fewer.
       seed: params, dropout and augmentation keys and example order of a new run (a resumed run continues the
         checkpoint's).
@@ -103,16 +99,15 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
       (jaxcnn.train.RunDir).
     """
     epochs = count("epochs", epochs)
-    n, bs = len(train[1]), trainer.batch_size
+    n, bs = examples(train), trainer.batch_size
     steps_per_epoch = epoch_steps(n, bs)
-    images, labels = _put(trainer, train, "training set")
-    test_images, test_labels = _put(trainer, test, "test set")
+    train, test = feed(trainer, train, "training set"), feed(trainer, test, "test set")
 
     def manifest():
         return make_manifest(batch_size=bs, steps_per_epoch=steps_per_epoch, train_examples=n, epochs=epochs,
                              seed=seed, dtype=trainer.compute_dtype.name, **(meta or {}))
 
-    with _opened(out_dir, resume, manifest) as run:
+    with _opened(out_dir, resume, manifest) as run, contextlib.closing(train), contextlib.closing(test):
         ts, history, partial, saved = trainer.init(seed), [], {"losses": [], "seconds": 0.0}, None
         if run is not None and resume:
             restored = run.resume(dict(ts._asdict()))
@@ -130,14 +125,15 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
                          run.checkpointer().path(done))
                 if done == epochs * steps_per_epoch:
                     log.info("%s: nothing to train, the run has done epoch %d of %d", run.path, epochs, epochs)
-        return _loop(trainer, ts, history, partial, saved, (images, labels), (test_images, test_labels), epochs,
-                     steps_per_epoch, run, on_progress, on_epoch)
+        return _loop(trainer, ts, history, partial, saved, train, test, epochs, steps_per_epoch, run, on_progress,
+                     on_epoch)
 
 
 def _loop(trainer, ts, history, partial, last_saved, train, test, epochs, steps_per_epoch, run, on_progress,
           on_epoch):
-    """fit's epochs from ts.step on; last_saved: the step of the newest checkpoint (None before the first)."""
-    n, bs = len(train[1]), trainer.batch_size
+    """fit's epochs from ts.step on (train, test: jaxcnn.train.feed's); last_saved: the step of the newest
+    checkpoint (None before the first)."""
+    bs = trainer.batch_size
 
     def save(ts, partial=None):
         nonlocal last_saved
@@ -153,12 +149,11 @@ def _loop(trainer, ts, history, partial, last_saved, train, test, epochs, steps_
     with _catch_signals(flag):
         while int(ts.step) < epochs * steps_per_epoch:
             epoch, offset = divmod(int(ts.step), steps_per_epoch)
-            perm = trainer.permutation(ts, epoch, n)
             start_time, losses = time.perf_counter() - partial["seconds"], list(partial["losses"])
             partial = {"losses": [], "seconds": 0.0}
             while offset < steps_per_epoch:
                 count = min(trainer.steps_per_dispatch, steps_per_epoch - offset)
-                ts, chunk = trainer.train_steps(ts, *train, perm, offset, count)
+                ts, chunk = train.steps(ts, epoch, offset, count)
                 chunk = np.asarray(chunk, np.float64)  # waits for the chunk
                 if not np.isfinite(chunk).all():
                     i = int(np.argmin(np.isfinite(chunk)))
@@ -175,7 +170,7 @@ def _loop(trainer, ts, history, partial, last_saved, train, test, epochs, steps_
                     save(ts, {"losses": losses, "seconds": seconds})
                     raise Interrupted(flag["signum"], int(ts.step), _checkpoint_path(run, last_saved))
             seconds = time.perf_counter() - start_time
-            test_loss, test_acc, _ = jax.device_get(trainer.evaluate(ts, *test))
+            test_loss, test_acc = jax.device_get(test.evaluate(ts))
             record = {"epoch": epoch + 1, "step": int(ts.step), "train_loss": float(np.mean(losses)),
                       "test_loss": float(test_loss), "test_accuracy": float(test_acc), "seconds": seconds,
                       "images_per_second": bs * len(losses) / seconds}

@@ -47,7 +47,10 @@ class Trainer:
     """Train `net` with the Optax transformation `tx`.
 
     preprocess: uint8 (B, H, W, C) -> float (B, H, W, C), inside the step (e.g. x / 256).
-    augment: optional (key, float batch) -> float batch, jit-compiled into the step.
+    augment: optional (key, float batch) -> float batch, jit-compiled into the step (after preprocess; it may
+        change the batch's size, e.g. a random crop).
+    eval_preprocess: the preprocessing of evaluation batches, where it differs from preprocess (Caffe's TEST-phase
+        data layer: e.g. a centre crop where training crops at random); default: preprocess.
     compute_dtype: float32, or bfloat16 for mixed precision (params and gradients stay float32).
     scan: run a chunk of steps as one lax.scan (default: on every backend but CPU).
     lowering: 'auto', 'native' or 'cpu' (jaxcnn.ops.lowering); 'auto' is resolved from the mesh's devices.
@@ -62,7 +65,8 @@ class Trainer:
     """
 
     def __init__(self, net: Net, tx: optax.GradientTransformation, *, batch_size: int,
-                 preprocess: Callable, augment: Callable | None = None, compute_dtype=jnp.float32,
+                 preprocess: Callable, augment: Callable | None = None, eval_preprocess: Callable | None = None,
+                 compute_dtype=jnp.float32,
                  steps_per_dispatch: int = 50, eval_batch_size: int = 1000, mesh=None, scan=None,
                  lowering="auto", autotune: bool | None = None, compiler_options: dict | None = None):
         batch_size, eval_batch_size = count("batch_size", batch_size), count("eval_batch_size", eval_batch_size)
@@ -72,6 +76,7 @@ class Trainer:
         self.eval_batch_size = per_device("eval_batch_size", eval_batch_size, self.mesh.size)
         self.net, self.tx = net, tx
         self.preprocess, self.augment = preprocess, augment
+        self.eval_preprocess = preprocess if eval_preprocess is None else eval_preprocess
         self.compute_dtype = jnp.dtype(compute_dtype)
         self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
@@ -89,6 +94,7 @@ class Trainer:
         jit = functools.partial(jax.jit, compiler_options=compiler_options)
         self._chunk = jit(self._train_chunk, static_argnums=(5,), donate_argnums=(0,))
         self._one = jit(self._train_one, donate_argnums=(0,))
+        self._batch = jit(self._train_batch, donate_argnums=(0,))
         self._eval = jit(self._eval_all, out_shardings=self.replicated)
         self._perm = jax.jit(lambda key, epoch, n: jax.random.permutation(jax.random.fold_in(key, epoch), n),
                              static_argnums=(2,), out_shardings=self.replicated)
@@ -153,6 +159,10 @@ class Trainer:
         y = lax.with_sharding_constraint(labels[idx], self.batch_sharding)
         return self._step(ts, x, y)
 
+    def _train_batch(self, ts, x, y):
+        return self._step(ts, lax.with_sharding_constraint(x, self.batch_sharding),
+                          lax.with_sharding_constraint(y, self.batch_sharding))
+
     def _train_chunk(self, ts, images, labels, perm, start, count):
         return lax.scan(lambda ts, i: self._train_one(ts, images, labels, perm, start + i), ts, jnp.arange(count))
 
@@ -174,6 +184,11 @@ class Trainer:
             losses.append(loss)
         return ts, jnp.stack(losses)
 
+    def train_batch(self, ts, images, labels):
+        """One step on a batch from the host (images (B, ...), labels (B,): B = batch_size), placed over the mesh
+        (one process) -> (ts, loss): what jaxcnn.train.feed runs for data streamed from disk."""
+        return self._batch(ts, jax.device_put(images, self.batch_sharding), jax.device_put(labels, self.batch_sharding))
+
     # -- evaluation ----------------------------------------------------------------------------------
     def _eval_all(self, params, state, images, labels):
         b, n = self.eval_batch_size, images.shape[0]
@@ -185,7 +200,7 @@ class Trainer:
         def body(carry, batch):
             x, y, m = (lax.with_sharding_constraint(a, self.batch_sharding) for a in batch)
             logits, _ = self.net.apply(_cast(params, self.compute_dtype), state,
-                                       self.preprocess(x).astype(self.compute_dtype), lowering=self.lowering)
+                                       self.eval_preprocess(x).astype(self.compute_dtype), lowering=self.lowering)
             logits = logits.astype(jnp.float32)
             nll = ops.softmax_cross_entropy(logits, y, reduction="none")
             correct = ops.accuracy(logits, y, reduction="none")
