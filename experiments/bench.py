@@ -6,9 +6,9 @@ CPU or a GPU.
 Variants. jaxcnn: its Trainer, ops and jaxcnn.predictor as a user runs them (on the CPU its lowerings with the
 convolution forms and YNNPACK choice jaxcnn.tuning measured for this machine: the bench tunes each case's net
 first, what the cache lacks, unless --no-tune or JAXCNN_AUTOTUNE=0; XLA's native ops on a GPU) and
-ops.compiler_options(); plain XLA: the same nets with lowering 'native' (lax.conv_general_dilated with feature_group_count,
-lax.reduce_window) and XLA's default options, what Flax and Equinox users get (on a GPU the two JAX variants
-compile the same ops); PyTorch eager (on a GPU: CUDA, cuDNN with benchmark mode, TF32 allowed for
+ops.compiler_options(); plain XLA: the same nets with lowering 'native' (lax.conv_general_dilated with
+feature_group_count, lax.reduce_window) and XLA's default options, what Flax and Equinox users get (on a GPU
+the two JAX variants compile the same ops); PyTorch eager (on a GPU: CUDA, cuDNN with benchmark mode, TF32 allowed for
 matmuls as JAX's default precision does); with --torch-compile also PyTorch's torch.compile (on a GPU in mode
 'reduce-overhead', which replays CUDA graphs, the mode for small launch-bound nets; on the CPU its default mode);
 for the inference cases OpenCV's dnn module (cv2.dnn.readNetFromCaffe, its default backend and threads). The
@@ -471,7 +471,8 @@ def main(argv=None):
             "cases": results, "quick": args.quick, "data": args.data_dir or "random images",
             "versions": versions(target),
             "threads": {"xla": n_threads, "torch": torch.get_num_threads(),
-                        "torch_interop": torch.get_num_interop_threads(), "opencv": cv2.getNumThreads() if cv2 else None},
+                        "torch_interop": torch.get_num_interop_threads(),
+                        "opencv": cv2.getNumThreads() if cv2 else None},
             "load_average_1min": load, "keep_freed_memory": kept,
         }
         out.mkdir(parents=True, exist_ok=True)
@@ -489,7 +490,8 @@ def main(argv=None):
         results[name] = {"images_per_second": med, "rounds": rates, "images_per_run": work,
                          "flops_per_image": flops, "first_call_seconds": first_call_s,
                          "tuning_seconds": target.tuning_seconds,
-                         "fraction_of_peak": {v: m * flops / (peak * 1e9) for v, m in med.items()}, **(info[0] if info else {})}
+                         "fraction_of_peak": {v: m * flops / (peak * 1e9) for v, m in med.items()},
+                         **(info[0] if info else {})}
         if name == "mnist_epoch":
             results[name]["epoch"] = {"images": work, "seconds": {v: work / m for v, m in med.items()},
                                       "test_accuracy": {v: float(a) for v, a in last.items()}}

@@ -122,7 +122,8 @@ def googlenet() -> str:
             text += _inception(*spec[:1], bottom, *spec[1:])
             bottom = f"inception_{spec[0]}/output"
     return (text + pool("pool5/7x7_s1", bottom, "AVE", 7, 1)
-            + layer("pool5/drop_7x7_s1", "Dropout", "pool5/7x7_s1", "pool5/7x7_s1", "dropout_param { dropout_ratio: 0.4 }")
+            + layer("pool5/drop_7x7_s1", "Dropout", "pool5/7x7_s1", "pool5/7x7_s1",
+                    "dropout_param { dropout_ratio: 0.4 }")
             + classifier("pool5/7x7_s1", "loss3/classifier"))
 
 

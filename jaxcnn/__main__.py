@@ -3,6 +3,7 @@
     python -m jaxcnn draw MODEL --out net.svg [--input-shape H,W,C]
     python -m jaxcnn train --solver solver.prototxt [--data-dir DIR] [--dataset NAME] [--out DIR]
     python -m jaxcnn tune MODEL [--batch N [N ...]] [--inference] [--input-shape H,W,C] [--budget SECONDS]
+    python -m jaxcnn export MODEL|RUN_DIR [--weights FILE] (--onnx OUT.onnx | --stablehlo OUT) [--batch N]
 MODEL: a zoo model, a Caffe net (.prototxt) or a cuda-convnet layer definition (.cfg; give --input-shape).
 """
 import argparse
@@ -14,6 +15,8 @@ import sys
 from . import zoo
 from .cli import USAGE, HelpFormatter, ProgressBar, entry, epoch_line, exit_code, fail, flag, message, plural
 from .datasets import DataNotFound
+from .errors import LayerError
+from .models import is_model, load_model
 from .summary import summary
 from .train.errors import RunMismatch
 
@@ -28,25 +31,17 @@ def _shape(text):
     return shape
 
 
-def _model(text):
-    if text in zoo.MODELS or text.endswith((".prototxt", ".cfg")):
-        return text
-    raise argparse.ArgumentTypeError(f"expected a zoo model ({', '.join(sorted(zoo.MODELS))}), a Caffe .prototxt "
-                                     f"or a cuda-convnet .cfg file; got {text!r}")
+def _model_type(runs: bool = False):
+    """An argparse type for MODEL: a zoo model, a .prototxt or a .cfg, and with `runs` a run's directory too."""
+    what = "a Caffe .prototxt, a cuda-convnet .cfg file or a training run's directory" if runs else \
+        "a Caffe .prototxt or a cuda-convnet .cfg file"
 
-
-def load_model(spec, input_shape=None):
-    """A zoo model name, a Caffe .prototxt or a cuda-convnet .cfg (with the layer-params file beside it, if any:
-    cudaconvnet.params_beside) -> net. input_shape: for files that do not give their input size."""
-    if spec in zoo.MODELS:
-        return zoo.get(spec)
-    if spec.endswith(".prototxt"):
-        from .caffe import load_prototxt
-        return load_prototxt(spec, input_shape=input_shape)
-    from . import cudaconvnet
-    if input_shape is None:
-        raise ValueError(f"{spec}: cuda-convnet files do not give the input size: pass --input-shape H,W,C")
-    return cudaconvnet.load(spec, cudaconvnet.params_beside(spec), input_shape)
+    def check(text):
+        if is_model(text) or runs and os.path.isdir(text):
+            return text
+        raise argparse.ArgumentTypeError(f"expected a zoo model ({', '.join(sorted(zoo.MODELS))}), {what}; got "
+                                         f"{text!r}")
+    return check
 
 
 # what a bad model file or shape raises: CaffeFormatError, ConvNetFormatError and LayerError are ValueErrors
@@ -143,6 +138,53 @@ def _tune(args):
             fail(f"{args.model}: {message(e)}")
         print(f"\n{net.name}, batch {batch}, {mode}, {args.dtype} ({tuning.processor()}):\n{result.table()}")
     print(f"\ncache: {tuning.cache_file()}")
+def _weighted(args, check):
+    """The net of args.model with its weights: --weights, else a run directory's checkpoint, else its fillers'.
+    check(net) runs before any weights are made or read."""
+    from . import models
+    from .train import CheckpointError, RunDirError
+    try:
+        found = models.load_run(args.model, args.input_shape) if os.path.isdir(args.model) else None
+        net = found.net if found else load_model(args.model, args.input_shape)
+        check(net)
+        if args.weights:
+            found = models.Weighted(net, *models.load_weights(net, args.weights, args.input_shape), args.weights)
+        return found or models.random_weights(net, input_shape=args.input_shape)
+    except (*FILE_ERRORS, RunDirError, CheckpointError) as e:
+        fail(message(e))
+
+
+def _export(args):
+    if args.batch is not None and args.batch < 1:
+        fail(f"--batch must be a positive int, got {args.batch}")
+    flag, out = ("--onnx", args.onnx) if args.onnx else ("--stablehlo", args.stablehlo)
+    if os.path.isdir(out) or not os.path.isdir(os.path.dirname(out) or "."):
+        fail(f"{flag} {out}: expected a file in an existing directory")
+    try:
+        if args.onnx:
+            from .export import onnx as target
+            save, convertible = target.save_onnx, target.check_layers
+        else:
+            from .export import stablehlo as target
+            save, convertible = target.save_stablehlo, lambda net: None  # any layer: it is JAX
+    except ImportError as e:
+        fail(str(e))
+
+    def check(net):
+        try:
+            convertible(net)
+        except LayerError as e:
+            fail(f"{args.model}: {message(e)}")
+
+    net, params, state, source = _weighted(args, check)
+    try:
+        save(net, params, state, out, input_shape=args.input_shape, batch=args.batch)
+    except FILE_ERRORS as e:
+        fail(f"{args.model}: {message(e)}")
+    except OSError as e:
+        fail(f"{flag} {out}: {e}", 1)
+    inputs = ", ".join(f"{blob} {shape}" for blob, shape in net.input_shapes(args.input_shape).items())
+    print(f"wrote {out}: {net.name} ({inputs}; batch {args.batch or 'symbolic'}), weights {source}")
 
 
 def main(argv=None):
@@ -152,12 +194,12 @@ def main(argv=None):
     defaults = HelpFormatter
     p = commands.add_parser("summary", help="per-layer shapes, parameters, memory and FLOPs of a model",
                             formatter_class=defaults)
-    p.add_argument("model", type=_model, help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
+    p.add_argument("model", type=_model_type(), help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
     p.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's training size)")
     p.add_argument("--batch", type=int, default=1, help="batch size for the training-step memory estimate")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     d = commands.add_parser("draw", help="draw a model's graph with Graphviz", formatter_class=defaults)
-    d.add_argument("model", type=_model, help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
+    d.add_argument("model", type=_model_type(), help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
     d.add_argument("--out", required=True, help="picture to write: .svg, .png or .pdf")
     d.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's)")
     t = commands.add_parser("train", help="train a Caffe train/test net with its solver.prototxt",
@@ -172,19 +214,32 @@ def main(argv=None):
     t.add_argument("--overwrite", action="store_true", help="remove an earlier run from --out first")
     u = commands.add_parser("tune", help="measure how a model runs fastest on this CPU (the tuning cache that "
                             "training and inference read)", formatter_class=defaults)
-    u.add_argument("model", type=_model, help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
+    u.add_argument("model", type=_model_type(), help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
     u.add_argument("--batch", type=int, nargs="+", help="batch sizes to tune for (default: 64 for training, 1 for "
                    "--inference)")
     u.add_argument("--inference", action="store_true", help="tune Net.apply(train=False) instead of training")
     u.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's)")
     u.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype")
     u.add_argument("--budget", type=float, default=600.0, help="most seconds to spend measuring per batch size")
+    e = commands.add_parser("export", help="write a model and its weights as ONNX or StableHLO",
+                            formatter_class=defaults)
+    e.add_argument("model", type=_model_type(runs=True),
+                   help="zoo model, Caffe .prototxt, cuda-convnet .cfg, or a training run's directory")
+    e.add_argument("--weights", help="a .caffemodel, or a training run's directory (its newest checkpoint) "
+                                     "(default: the run's checkpoint; for a model, the fillers' random weights)")
+    out = e.add_mutually_exclusive_group(required=True)
+    out.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model: NCHW input named as the input blob")
+    out.add_argument("--stablehlo", metavar="OUT", help="write a serialized jax.export artefact: NHWC, as Net.apply")
+    e.add_argument("--batch", type=int, help="fixed batch size (default: symbolic)")
+    e.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's)")
     args = parser.parse_args(argv)
     if args.command == "tune":
         args.batch = args.batch or [1 if args.inference else 64]
         if min(args.batch) < 1 or args.budget <= 0:
             parser.error(f"--batch must be positive ints and --budget positive, got {args.batch} and {args.budget}")
         return _tune(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "summary":
         if args.batch < 1:
             parser.error(f"--batch must be a positive int, got {args.batch}")

@@ -62,7 +62,8 @@ ENV_SWITCH = "JAXCNN_AUTOTUNE"
 ENV_CACHE = "JAXCNN_CACHE_DIR"
 CACHE_VERSION = 3  # 3: YNNPACK choices per net; forms measured with ops.compiler_options()
 YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
-YNN_CHOICES = {  # label: the jit compiler options it adds ('default': XLA's own, which in jaxlib 0.10 include convolutions)
+# label: the jit compiler options it adds ('default': XLA's own, which in jaxlib 0.10 include convolutions)
+YNN_CHOICES = {
     "default": {},
     "no_convolutions": {YNN_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
     "off": {YNN_OPTION: ""},

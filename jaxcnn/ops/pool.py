@@ -34,7 +34,7 @@ def pool_geometry(in_shape, kernel, stride=None, padding="VALID", ceil_mode=Fals
     return out_hw, kernel, stride, pads, extra
 
 
-def _outside(in_hw, stride, pads, out_hw):
+def wholly_outside(in_hw, stride, pads, out_hw):
     """Whether the last window of some axis starts past the input and its top/left padding (clip='padded')."""
     return any((o - 1) * s >= n + lo for n, s, (lo, _), o in zip(in_hw, stride, pads, out_hw))
 
@@ -113,7 +113,7 @@ def max_pool(x: jax.Array, kernel: IntOrPair, stride: IntOrPair | None = None, p
         y = None
     if y is None:
         y = _windows(x, -jnp.inf, lax.max, kernel, stride, pads, extra)
-    if _outside(x.shape[1:3], stride, pads, out_hw):
+    if wholly_outside(x.shape[1:3], stride, pads, out_hw):
         y = jnp.maximum(y, jnp.finfo(y.dtype).min)
     return y
 
@@ -132,14 +132,14 @@ def avg_pool(x: jax.Array, kernel: IntOrPair, stride: IntOrPair | None = None, p
     check_nhwc(x.shape)
     out_hw, kernel, stride, pads, extra = pool_geometry(x.shape[1:], kernel, stride, padding, ceil_mode, clip)
     sums = _windows(x, 0.0, lax.add, kernel, stride, pads, extra)
-    if _outside(x.shape[1:3], stride, pads, out_hw):
-        return sums / _caffe_window_sizes(x.shape[1:3], kernel, stride, pads, out_hw).astype(x.dtype)
+    if wholly_outside(x.shape[1:3], stride, pads, out_hw):
+        return sums / caffe_window_sizes(x.shape[1:3], kernel, stride, pads, out_hw).astype(x.dtype)
     mask = jnp.pad(jnp.ones((1, *x.shape[1:3], 1), x.dtype), ((0, 0), *pads, (0, 0)), constant_values=float(count_pad))
     counts = _windows(mask, 0.0, lax.add, kernel, stride, ((0, 0), (0, 0)), extra)
     return sums / counts
 
 
-def _caffe_window_sizes(in_hw, kernel, stride, pads, out_hw):
+def caffe_window_sizes(in_hw, kernel, stride, pads, out_hw):
     """Caffe's AVE divisor per window, (OH, OW, 1): the product of each axis' extent min(start + k, n + pad_end) -
     start with start = i * s - pad_begin, zero or negative for a window wholly past the input."""
     def extents(n, k, s, lo, hi, o):

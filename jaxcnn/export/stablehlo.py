@@ -1,0 +1,47 @@
+"""A net with its weights as a StableHLO artefact (jax.export): the inference function, weights baked in as
+constants, serialized; any JAX (of the same or a later version) runs it without jaxcnn.
+
+    save_stablehlo(net, params, state, "lenet.stablehlo")               # batch symbolic
+    exported = jax.export.deserialize(open("lenet.stablehlo", "rb").read())
+    y = exported.call(x)                                                 # = net.apply(params, state, x)[0]
+
+The function is Net.apply in evaluation (running statistics, no dropout) with XLA's native lowering (the forms
+every backend compiles well; jaxcnn.ops.lowering), lowered for each of `platforms`: it takes what apply takes
+(x (N, H, W, C) float32 in jaxcnn's NHWC, or a dict {blob: x} for several input blobs) and gives what apply
+gives (an array, or a dict {blob: y} for several outputs), N symbolic unless `batch` fixes it.
+"""
+import jax
+import jax.numpy as jnp
+from jax import export
+
+from ..models import check_weights
+from . import write_atomic
+
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
+def to_stablehlo(net, params: dict, state: dict, *, input_shape=None, batch: int | None = None,
+                 platforms=PLATFORMS) -> export.Exported:
+    """-> a jax.export.Exported of net.apply(params, state, x)[0] (see the module docstring). input_shape:
+    per-example (H, W, C) (a dict {blob: shape} for several inputs), default the net's own; batch: a fixed
+    batch size or None (symbolic, 'N')."""
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise ValueError(f"batch must be a positive int or None, got {batch!r}")
+    check_weights(net, params, state, net.name, input_shape)
+    shapes = net.input_shapes(input_shape)
+    n = export.symbolic_shape("N")[0] if batch is None else batch
+    specs = {blob: jax.ShapeDtypeStruct((n, *shape), jnp.float32) for blob, shape in shapes.items()}
+    x = next(iter(specs.values())) if len(specs) == 1 else specs
+
+    def infer(x):
+        return net.apply(params, state, x, train=False, lowering="native")[0]
+
+    return export.export(jax.jit(infer), platforms=tuple(platforms))(x)
+
+
+def save_stablehlo(net, params: dict, state: dict, path, *, input_shape=None, batch: int | None = None,
+                   platforms=PLATFORMS) -> export.Exported:
+    """to_stablehlo(...) serialized to `path`, whole or not at all -> the Exported."""
+    exported = to_stablehlo(net, params, state, input_shape=input_shape, batch=batch, platforms=platforms)
+    write_atomic(path, bytes(exported.serialize()))
+    return exported
