@@ -4,8 +4,6 @@ jaxcnn, onnxruntime and OpenCV's dnn, against Net.apply in evaluation; pooling's
 rules on odd sizes; the StableHLO artefact reloaded (in this process, and in a fresh one); the command line's
 errors, and nothing written on any failure."""
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 
 import caffe_nets
@@ -14,15 +12,13 @@ import numpy as np
 import pytest
 from conftest import random_params
 from test_caffe import lenet_deploy_text
+from test_stablehlo import inputs, nchw, reference, rel_err, write_run
 
 from jaxcnn import AvgPool, Conv, Dropout, Flatten, Graph, MaxPool, Node, ReLU, Split, cudaconvnet, zoo
 from jaxcnn.__main__ import main
 from jaxcnn.caffe import load_prototxt, parse_prototxt, save_caffemodel
-from jaxcnn.export import write_atomic
-from jaxcnn.export.stablehlo import save_stablehlo, to_stablehlo
+from jaxcnn.export.stablehlo import to_stablehlo
 from jaxcnn.ops.pool import pool_geometry, wholly_outside
-from jaxcnn.train import RunDir
-from jaxcnn.train.rundir import make_manifest
 
 onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx package (the export and test extras)")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime (the test extra) runs the exported graphs")
@@ -67,23 +63,6 @@ def test_every_net_of_the_repository_is_checked():
     assert set(caffe_nets.NETS) <= {n.split("/")[1] for n in NETS if n.startswith("caffe_nets/")}
 
 
-def nchw(y):
-    y = np.asarray(y)
-    return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
-
-
-def reference(net, params, state, xs):
-    """Net.apply in evaluation, compiled once, -> {output blob: NCHW array}."""
-    x = next(iter(xs.values())) if len(xs) == 1 else xs
-    y = jax.jit(lambda p, s, x: net.apply(p, s, x, lowering="native")[0])(params, state, x)
-    return {b: nchw(v) for b, v in (y.items() if isinstance(y, dict) else [(net.outputs[0], y)])}
-
-
-def inputs(net, batch=2, seed=1):
-    rng = np.random.default_rng(seed)
-    return {b: rng.standard_normal((batch, *s)).astype(np.float32) for b, s in net.input_shapes().items()}
-
-
 def run_onnxruntime(model, xs):
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     outs = session.run(None, {b: nchw(x) for b, x in xs.items()})
@@ -99,11 +78,11 @@ def run_opencv(model, xs, outputs, path):
     return dict(zip(outputs, net.forward(list(outputs))))
 
 
-def rel_err(actual, expected):
-    return float(np.abs(np.asarray(actual) - expected).max() / np.abs(expected).max())
+LARGE = ("zoo/alexnet@99", "zoo/vgg16@32", "bvlc_alexnet_deploy.prototxt@67", "zoo/cifar10_local",
+         "layers-conv-local-11pct.cfg")  # seconds each: 4096x4096 fc7 weights, a local layer's compilation
 
 
-@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n for n in NETS])
 def test_onnx_export_runs_as_jaxcnn_in_onnxruntime_and_opencv(name, tmp_path):
     net = NETS[name]()
     params, state = random_params(net)
@@ -181,6 +160,7 @@ def _wholly_outside(layer, shape):
     return wholly_outside(shape[:2], stride, pads, out_hw)
 
 
+@pytest.mark.slow
 def test_pooling_keeps_caffes_ceil_and_padding_rules(tmp_path):
     nodes = _pool_nodes()
     outside = [type(n.layer) for n in nodes if _wholly_outside(n.layer, POOL_INPUTS[n.inputs[0]])]
@@ -216,43 +196,6 @@ def test_outputs_named_as_their_blobs_whatever_wrote_them():
         dict.fromkeys(want, True)
 
 
-def test_stablehlo_is_jaxcnns_inference():
-    net = parse_prototxt(caffe_nets.GOOGLENET_BLOCK)
-    params, state = random_params(net)
-    exported = jax.export.deserialize(to_stablehlo(net, params, state).serialize())
-    assert exported.platforms == ("cpu", "cuda", "rocm", "tpu")
-    for batch in (1, 3):  # a symbolic batch
-        xs = inputs(net, batch)
-        [(blob, want)] = reference(net, params, state, xs).items()
-        assert rel_err(nchw(exported.call(xs["data"])), want) <= 1e-6
-
-
-@pytest.mark.slow
-def test_stablehlo_artefact_runs_in_a_fresh_process(tmp_path):
-    net = zoo.lenet_caffe()
-    params, state = random_params(net)
-    save_stablehlo(net, params, state, tmp_path / "lenet.stablehlo")
-    save_stablehlo(net, params, state, tmp_path / "lenet_b2.stablehlo", batch=2, platforms=("cpu",))
-    x = inputs(net, 3)["data"]
-    np.save(tmp_path / "x.npy", x)
-    script = """import sys, jax, numpy as np
-from jax import export
-d = sys.argv[1]
-x = np.load(d + '/x.npy')
-exported = export.deserialize(open(d + '/lenet.stablehlo', 'rb').read())
-np.save(d + '/y.npy', np.asarray(exported.call(x)))
-fixed = export.deserialize(open(d + '/lenet_b2.stablehlo', 'rb').read())
-np.save(d + '/y2.npy', np.asarray(fixed.call(x[:2])))
-print(sorted(sys.modules.keys() & {'jaxcnn', 'onnx'}))"""
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"  # no jaxcnn there
-    want = reference(net, params, state, {"data": x})["ip2"]
-    assert rel_err(np.load(tmp_path / "y.npy"), want) <= 1e-6
-    assert rel_err(np.load(tmp_path / "y2.npy"), want[:2]) <= 1e-6
-
-
 # -- the command line ------------------------------------------------------------------------------------------
 def test_export_of_a_caffe_deploy_net_with_its_caffemodel(tmp_path, capsys):
     (tmp_path / "deploy.prototxt").write_text(lenet_deploy_text(1))
@@ -270,26 +213,14 @@ def test_export_of_a_caffe_deploy_net_with_its_caffemodel(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def lenet5_run(tmp_path_factory):
-    """A run directory as jaxcnn.train writes it: a manifest naming lenet5 on MNIST, one checkpoint -> (directory,
-    params, state)."""
-    path = tmp_path_factory.mktemp("run") / "run"
-    net = zoo.lenet5()
-    params, state = random_params(net, 7)
-    with RunDir(path).acquire() as run:
-        run.start(make_manifest(batch_size=1, steps_per_epoch=1, train_examples=1, epochs=1, seed=7,
-                                dtype="float32", model="lenet5", dataset="mnist"), resume=False)
-        run.save(4, {"params": params, "state": state}, history=[])
-    return path, params, state
+    """A run directory of lenet5 -> (directory, params, state)."""
+    return write_run(tmp_path_factory.mktemp("run") / "run", 7)
 
 
-def test_export_of_a_run_directory(lenet5_run, tmp_path, capsys):
+def test_export_of_a_run_directorys_weights(lenet5_run, tmp_path):
     run, params, state = lenet5_run
-    main(["export", str(run), "--stablehlo", str(tmp_path / "run.stablehlo"), "--batch", "2"])
-    assert f"weights checkpoint {run} (step 4)" in capsys.readouterr().out
-    exported = jax.export.deserialize((tmp_path / "run.stablehlo").read_bytes())
+    main(["export", "lenet5", "--weights", str(run), "--onnx", str(tmp_path / "run.onnx")])
     xs = inputs(zoo.lenet5(), 2)
-    assert rel_err(exported.call(xs["data"]), reference(zoo.lenet5(), params, state, xs)["fc3"]) <= 1e-6
-    main(["export", "lenet5", "--weights", str(run), "--onnx", str(tmp_path / "run.onnx")])  # its weights too
     got = run_onnxruntime(onnx.load(tmp_path / "run.onnx"), xs)
     assert rel_err(got["fc3"], reference(zoo.lenet5(), params, state, xs)["fc3"]) <= 1e-5
 
@@ -329,17 +260,3 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys, monkeypa
         "error: cifar10_local: rnorm1 (LRN): ONNX export has no conversion for this layer type " \
         "(jaxcnn.export.onnx.CONVERTERS)"
     assert list(out.iterdir()) == []
-
-
-def test_a_failed_write_leaves_what_was_there(tmp_path, monkeypatch):
-    path = tmp_path / "net.onnx"
-    path.write_bytes(b"before")
-
-    def fail(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr("os.replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        write_atomic(path, b"after")
-    assert path.read_bytes() == b"before" and [p.name for p in tmp_path.iterdir()] == ["net.onnx"]
-

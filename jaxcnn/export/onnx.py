@@ -102,8 +102,9 @@ class Value(NamedTuple):
 @dataclass
 class Site:
     """One layer as a conversion sees it: the layer, its params and state (NumPy), per-example in/out shapes
-    (jaxcnn's, a tuple of them for several inputs or outputs), the values it reads and the names proposed for
-    those it writes."""
+    (jaxcnn's, a tuple of them for several inputs or outputs), the names of the values it reads and of those it
+    writes, and flat_from: the (H, W, C) map its input holds flattened in ONNX's order, for a conversion that
+    reads that order (else its inputs are in jaxcnn's)."""
 
     layer: object
     params: dict
@@ -112,6 +113,7 @@ class Site:
     out_shape: tuple
     inputs: list
     names: list
+    flat_from: tuple | None = None
 
 
 @dataclass
@@ -172,24 +174,31 @@ def pads_of(pads) -> list:
 
 
 # -- the conversions ------------------------------------------------------------------------------------------
-CONVERTERS: dict[type, Callable[[Builder, Site], object]] = {}
+class Conversion(NamedTuple):
+    """fn(builder, site) -> the name of the value written, a list of names (several outputs) or a Value (a
+    flattened map in ONNX's order); reads_order: fn takes a flattened input in ONNX's order (site.flat_from)."""
+
+    fn: Callable[[Builder, Site], object]
+    reads_order: bool = False
 
 
-def converts(*classes):
-    """Register a conversion fn(builder, site) -> Value, a list of them (several outputs) or a value name."""
+CONVERTERS: dict[type, Conversion] = {}
+
+
+def converts(*classes, reads_order: bool = False):
+    """Register the conversion of layer classes (exactly those: a subclass may compute something else)."""
     def register(fn):
         for cls in classes:
-            CONVERTERS[cls] = fn
+            CONVERTERS[cls] = Conversion(fn, reads_order)
         return fn
     return register
 
 
-def converter(layer) -> Callable:
-    """The conversion of `layer`'s class (or of its nearest base class that has one); LayerError if none."""
-    for cls in type(layer).__mro__:
-        if cls in CONVERTERS:
-            return CONVERTERS[cls]
-    raise LayerError("ONNX export has no conversion for this layer type (jaxcnn.export.onnx.CONVERTERS)", layer)
+def converter(layer) -> Conversion:
+    """The conversion of `layer`'s class; LayerError if it has none."""
+    if type(layer) not in CONVERTERS:
+        raise LayerError("ONNX export has no conversion for this layer type (jaxcnn.export.onnx.CONVERTERS)", layer)
+    return CONVERTERS[type(layer)]
 
 
 def check_layers(net) -> None:
@@ -199,60 +208,44 @@ def check_layers(net) -> None:
 
 
 def _unary(op_type: str, attrs: Callable = lambda layer: {}):
-    """An elementwise layer as one ONNX op; a value flattened in ONNX's order stays so."""
-    def convert(b, s):
-        x = s.inputs[0]
-        return Value(b.op(op_type, [x.name], s.names[0], **attrs(s.layer)), x.flat_from)
-    return convert
+    """A layer as one ONNX op of one input and output."""
+    return lambda b, s: b.op(op_type, s.inputs, s.names[0], **attrs(s.layer))
 
 
 converts(Tanh)(_unary("Tanh"))
 converts(Sigmoid)(_unary("Sigmoid"))
 converts(AbsVal)(_unary("Abs"))
 converts(ELU)(_unary("Elu", lambda layer: {"alpha": float(layer.alpha)}))
-
-
-@converts(ReLU)
-def _relu(b, s):
-    if s.layer.negative_slope == 0:
-        return _unary("Relu")(b, s)
-    return _unary("LeakyRelu", lambda layer: {"alpha": float(layer.negative_slope)})(b, s)
-
-
-@converts(Dropout)
-def _identity(b, s):
-    return s.inputs[0]
-
-
-@converts(Split)
-def _copies(b, s):
-    return [s.inputs[0]] * s.layer.num_outputs
+converts(ReLU)(lambda b, s: _unary("Relu")(b, s) if s.layer.negative_slope == 0 else
+               _unary("LeakyRelu", lambda layer: {"alpha": float(layer.negative_slope)})(b, s))
+converts(Dropout)(lambda b, s: s.inputs[0])  # identity in evaluation
+converts(Split)(lambda b, s: [s.inputs[0]] * s.layer.num_outputs)
 
 
 @converts(PReLU)
 def _prelu(b, s):
     slope = channel_const(b, f"{s.layer.name}/slope", s.params["slope"], s.in_shape)
-    return b.op("PRelu", [b.plain(s.inputs[0]), slope], s.names[0])
+    return b.op("PRelu", [s.inputs[0], slope], s.names[0])
 
 
 @converts(Conv)
 def _conv(b, s):
     layer, p = s.layer, s.params
     _, pads, stride, dilation = conv_geometry(s.in_shape, layer.kernel, layer.stride, layer.padding, layer.dilation)
-    inputs = [b.plain(s.inputs[0]), b.const(f"{layer.name}/w", p["w"].transpose(3, 2, 0, 1))]
+    inputs = [s.inputs[0], b.const(f"{layer.name}/w", p["w"].transpose(3, 2, 0, 1))]
     if "b" in p:
         inputs.append(b.const(f"{layer.name}/b", p["b"]))
     return b.op("Conv", inputs, s.names[0], kernel_shape=list(layer.kernel), strides=list(stride),
                 dilations=list(dilation), group=layer.groups, pads=pads_of(pads))
 
 
-@converts(Dense)
+@converts(Dense, reads_order=True)
 def _dense(b, s):
-    x, w = s.inputs[0], s.params["w"]
-    if x.flat_from is not None:  # rows in ONNX's (C, H, W) order
-        h, wd, c = x.flat_from
+    w = s.params["w"]
+    if s.flat_from is not None:  # rows in ONNX's (C, H, W) order
+        h, wd, c = s.flat_from
         w = w.reshape(h, wd, c, -1).transpose(2, 0, 1, 3).reshape(h * wd * c, -1)
-    inputs = [x.name, b.const(f"{s.layer.name}/w", w)]
+    inputs = [s.inputs[0], b.const(f"{s.layer.name}/w", w)]
     if "b" in s.params:
         inputs.append(b.const(f"{s.layer.name}/b", s.params["b"]))
     return b.op("Gemm", inputs, s.names[0])
@@ -267,7 +260,7 @@ def _local(b, s):
     one_hot = np.zeros((c, kh, kw, 1, kh, kw), np.float32)  # patch channel (c, i, j) reads input c at tap (i, j)
     i, j = np.indices((kh, kw)).reshape(2, -1)
     one_hot[:, i, j, 0, i, j] = 1
-    x = b.op("Conv", [b.plain(s.inputs[0]), b.const(f"{name}/one_hot", one_hot.reshape(taps, 1, kh, kw))],
+    x = b.op("Conv", [s.inputs[0], b.const(f"{name}/one_hot", one_hot.reshape(taps, 1, kh, kw))],
              b.unique(f"{name}/patches"), kernel_shape=[kh, kw], strides=list(stride), group=c, pads=pads_of(pads))
     x = b.op("Reshape", [x, b.const(f"{name}/rows", [0, taps, oh * ow], np.int64)], b.unique(f"{name}/rows"))
     x = b.op("Transpose", [x], b.unique(f"{name}/by_position"), perm=[2, 0, 1])  # (OH*OW, N, C*KH*KW)
@@ -295,7 +288,7 @@ def _grown(pads, extra):
 
 @converts(MaxPool)
 def _max_pool(b, s):
-    layer, x = s.layer, b.plain(s.inputs[0])
+    layer, x = s.layer, s.inputs[0]
     out_hw, kernel, stride, pads, extra = pool_geometry(s.in_shape, layer.kernel, layer.stride, layer.padding,
                                                         layer.ceil_mode, layer.clip)
     attrs = dict(kernel_shape=list(kernel), strides=list(stride))
@@ -307,7 +300,7 @@ def _max_pool(b, s):
 
 @converts(AvgPool)
 def _avg_pool(b, s):
-    layer, x, name = s.layer, b.plain(s.inputs[0]), s.layer.name
+    layer, x, name = s.layer, s.inputs[0], s.layer.name
     out_hw, kernel, stride, pads, extra = pool_geometry(s.in_shape, layer.kernel, layer.stride, layer.padding,
                                                         layer.ceil_mode, layer.clip)
     attrs = dict(kernel_shape=list(kernel), strides=list(stride))
@@ -322,8 +315,8 @@ def _avg_pool(b, s):
     return b.op("AveragePool", [x], s.names[0], pads=pads_of(_grown(pads, extra)), count_include_pad=0, **attrs)
 
 
-converts(GlobalMaxPool)(lambda b, s: b.op("GlobalMaxPool", [b.plain(s.inputs[0])], s.names[0]))
-converts(GlobalAvgPool)(lambda b, s: b.op("GlobalAveragePool", [b.plain(s.inputs[0])], s.names[0]))
+converts(GlobalMaxPool)(lambda b, s: b.op("GlobalMaxPool", [s.inputs[0]], s.names[0]))
+converts(GlobalAvgPool)(lambda b, s: b.op("GlobalAveragePool", [s.inputs[0]], s.names[0]))
 
 
 def _divide_by_norm(b, name, x, sums, alpha, beta, k, output) -> str:
@@ -347,7 +340,7 @@ def _window_mean(b, name, x, size, counted, what) -> str:
 
 @converts(LRN)
 def _lrn(b, s):
-    layer, x = s.layer, b.plain(s.inputs[0])
+    layer, x = s.layer, s.inputs[0]
     if layer.region == "across":
         return b.op("LRN", [x], s.names[0], size=layer.size, alpha=float(layer.alpha), beta=float(layer.beta),
                     bias=float(layer.k))
@@ -358,7 +351,7 @@ def _lrn(b, s):
 
 @converts(ContrastNorm)
 def _contrast_norm(b, s):
-    layer, x, name = s.layer, b.plain(s.inputs[0]), s.layer.name
+    layer, x, name = s.layer, s.inputs[0], s.layer.name
     d = b.op("Sub", [x, _window_mean(b, name, x, layer.size, False, "local_mean")], b.unique(f"{name}/centred"))
     squares = b.op("Mul", [d, d], b.unique(f"{name}/squares"))
     sums = _window_mean(b, name, squares, layer.size, True, "mean_square")
@@ -368,14 +361,14 @@ def _contrast_norm(b, s):
 @converts(BatchNorm)
 def _batch_norm(b, s):
     name, st, c = s.layer.name, s.state, s.in_shape[-1]
-    inputs = [b.plain(s.inputs[0]), b.const(f"{name}/scale", np.ones(c)), b.const(f"{name}/bias", np.zeros(c)),
+    inputs = [s.inputs[0], b.const(f"{name}/scale", np.ones(c)), b.const(f"{name}/bias", np.zeros(c)),
               b.const(f"{name}/mean", st["mean"]), b.const(f"{name}/var", st["var"])]
     return b.op("BatchNormalization", inputs, s.names[0], epsilon=float(s.layer.eps))
 
 
 @converts(Scale)
 def _scale(b, s):
-    name, x = s.layer.name, b.plain(s.inputs[0])
+    name, x = s.layer.name, s.inputs[0]
     gamma = channel_const(b, f"{name}/gamma", s.params["gamma"], s.in_shape)
     if "beta" not in s.params:
         return b.op("Mul", [x, gamma], s.names[0])
@@ -386,7 +379,7 @@ def _scale(b, s):
 @converts(Bias)
 def _bias(b, s):
     bias = channel_const(b, f"{s.layer.name}/b", s.params["b"], s.in_shape)
-    return b.op("Add", [b.plain(s.inputs[0]), bias], s.names[0])
+    return b.op("Add", [s.inputs[0], bias], s.names[0])
 
 
 @converts(Flatten)
@@ -394,24 +387,24 @@ def _flatten(b, s):
     if len(s.in_shape) != 3:
         return s.inputs[0]
     h, w, c = s.in_shape
-    y = b.op("Flatten", [b.plain(s.inputs[0])], s.names[0], axis=1)
+    y = b.op("Flatten", [s.inputs[0]], s.names[0], axis=1)
     return Value(y, None if h * w == 1 or c == 1 else (h, w, c))  # one order where either is 1
 
 
 @converts(Softmax)
 def _softmax(b, s):
-    return b.op("Softmax", [b.plain(s.inputs[0])], s.names[0], axis=onnx_axis(s.layer.axis, len(s.in_shape)))
+    return b.op("Softmax", [s.inputs[0]], s.names[0], axis=onnx_axis(s.layer.axis, len(s.in_shape)))
 
 
 @converts(Concat)
 def _concat(b, s):
     axis = onnx_axis(s.layer.axis, len(s.in_shape[0]))
-    return b.op("Concat", [b.plain(v) for v in s.inputs], s.names[0], axis=axis)
+    return b.op("Concat", list(s.inputs), s.names[0], axis=axis)
 
 
 @converts(Eltwise)
 def _eltwise(b, s):
-    layer, xs = s.layer, [b.plain(v) for v in s.inputs]
+    layer, xs = s.layer, list(s.inputs)
     if layer.operation == "sum" and layer.coeffs:
         xs = [x if c == 1 else b.op("Mul", [x, b.const(f"{layer.name}/coeff{i}", c)], b.unique(f"{layer.name}/x{i}"))
               for i, (x, c) in enumerate(zip(xs, layer.coeffs))]
@@ -428,7 +421,7 @@ def _eltwise(b, s):
 def _slice(b, s):
     axis = onnx_axis(s.layer.axis, len(s.in_shape))
     sizes = [shape[axis_index(s.layer.axis, len(s.in_shape)) - 1] for shape in s.out_shape]
-    inputs = [b.plain(s.inputs[0]), b.const(f"{s.layer.name}/sizes", sizes, np.int64)]
+    inputs = [s.inputs[0], b.const(f"{s.layer.name}/sizes", sizes, np.int64)]
     b.nodes.append(helper.make_node("Split", inputs, list(s.names), name=b.unique(s.layer.name), axis=axis))
     return list(s.names)
 
@@ -446,23 +439,13 @@ def _check_rank(shape, what, layer=None):
                          "(features,) vectors", layer)
 
 
-def _proposed_names(net) -> tuple[list, set]:
-    """Per node, the names of the values it writes: the blob's name where it is free, else the layer's (the net's
-    input and output blob names stay free: to_onnx gives them to the graph's inputs and outputs) -> (names, the
-    names taken)."""
-    taken, names = set(net.inputs) | set(net.outputs), []
-    for node in net.nodes:
-        mine = []
-        for blob in node.outputs:
-            base = blob if blob not in taken else node.layer.name
-            candidate, k = base, 1
-            while candidate in taken:
-                k += 1
-                candidate = f"{base}_{k}"
-            taken.add(candidate)
-            mine.append(candidate)
-        names.append(mine)
-    return names, taken
+def _proposed_names(net, b: Builder) -> list:
+    """Per node, the names of the values it writes, taken in `b`: the blob's name where it is free, else the
+    layer's (the net's input and output blob names stay free: to_onnx gives them to the graph's inputs and
+    outputs)."""
+    b.taken.update(net.inputs, net.outputs)
+    return [[b.unique(blob if blob not in b.taken else node.layer.name) for blob in node.outputs]
+            for node in net.nodes]
 
 
 def _rename(nodes, old: str, new: str) -> None:
@@ -474,9 +457,21 @@ def _rename(nodes, old: str, new: str) -> None:
             node.name = new
 
 
-def _as_values(result) -> list:
+def _convert(b: Builder, node, row, names, values: dict, params: dict, state: dict) -> list:
+    """One node's conversion -> the Values it writes. A flattened map in ONNX's order reaches only a conversion that
+    reads that order; it passes through an elementwise layer (the trait: one function of each element), and
+    every other layer reads it back in jaxcnn's order."""
+    layer, conversion = node.layer, converter(node.layer)
+    ins = [values[blob] for blob in node.inputs]
+    order = ins[0].flat_from if layer.elementwise or conversion.reads_order else None
+    site = Site(layer, _numpy(params.get(layer.name, {})), _numpy(state.get(layer.name, {})), row.in_shape,
+                row.out_shape, [v.name if order else b.plain(v) for v in ins], names,
+                order if conversion.reads_order else None)
+    with named(layer):
+        result = conversion.fn(b, site)
     items = result if isinstance(result, list) else [result]
-    return [v if isinstance(v, Value) else Value(v) for v in items]
+    keep = order if layer.elementwise else None
+    return [v if isinstance(v, Value) else Value(v, keep) for v in items]
 
 
 def _numpy(tree: dict) -> dict:
@@ -499,22 +494,17 @@ def to_onnx(net, params: dict, state: dict, *, input_shape=None, batch: int | No
         raise ValueError(f"batch must be a positive int or None, got {batch!r}")
     shapes, rows = net.input_shapes(input_shape), net.shapes(input_shape)
     check_weights(net, params, state, net.name, input_shape, rows)
-    names, taken = _proposed_names(net)
-    b = Builder(taken=taken)
+    b = Builder()
+    names = _proposed_names(net, b)
     for blob, shape in shapes.items():
         _check_rank(shape, f"{net.name}: input blob {blob!r}")
     values = {blob: Value(blob) for blob in shapes}
     out_shapes = dict(shapes)
     for node, row, mine in zip(net.nodes, rows, names):
-        layer = node.layer
-        outs = row.out_shape if layer.multi_output else (row.out_shape,)
+        outs = row.out_shape if node.layer.multi_output else (row.out_shape,)
         for shape in outs:
-            _check_rank(shape, "its output", layer)
-        site = Site(layer, _numpy(params.get(layer.name, {})), _numpy(state.get(layer.name, {})), row.in_shape,
-                    row.out_shape, [values[blob] for blob in node.inputs], mine)
-        with named(layer):
-            results = _as_values(converter(layer)(b, site))
-        for blob, value, shape in zip(node.outputs, results, outs):
+            _check_rank(shape, "its output", node.layer)
+        for blob, value, shape in zip(node.outputs, _convert(b, node, row, mine, values, params, state), outs):
             values[blob], out_shapes[blob] = value, shape
     outputs, renamed = [], {}
     for blob in net.outputs:
