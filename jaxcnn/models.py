@@ -1,9 +1,12 @@
 """The nets a command line names: a zoo model, a Caffe .prototxt, a cuda-convnet .cfg, or a training run's
-directory (its manifest and newest checkpoint); and the weights given for them.
+directory (its manifest and newest checkpoint); and the weights given for them:
 
-    net = load_model("experiments/caffe/bvlc_alexnet_deploy.prototxt")
-    params, state = load_weights(net, "bvlc_alexnet.caffemodel")      # or a run's directory (its checkpoint)
-    run = load_run("runs/mnist")                                       # Weighted(net, params, state, source)
+    >>> net = load_model("experiments/caffe/bvlc_alexnet_deploy.prototxt")
+    >>> net.input_shape
+    (227, 227, 3)
+
+load_weights(net, "bvlc_alexnet.caffemodel") gives (params, state) from a caffemodel or a run's directory (its
+checkpoint), load_run("runs/mnist") a Weighted(net, params, state, source).
 """
 from pathlib import Path
 from typing import NamedTuple

@@ -50,6 +50,7 @@ NETS = {
     **{f"caffe_nets/{name}": (lambda text=text: parse_prototxt(text)) for name, text in caffe_nets.NETS.items()},
     "lenet_bn_deploy.prototxt": _caffe_file(CAFFE_DIR / "lenet_bn_deploy.prototxt"),
     "lenet_bn_train_test.prototxt": _caffe_file(CAFFE_DIR / "lenet_bn_train_test.prototxt", (28, 28, 1)),
+    "lenet_files_train_test.prototxt": _caffe_file(CAFFE_DIR / "lenet_files_train_test.prototxt", (24, 24, 1)),
     "bvlc_alexnet_deploy.prototxt@67": _caffe_file(ALEXNET_DEPLOY, size=67),
     "layers-conv-local-11pct.cfg": lambda: cudaconvnet.load(CONVNET_CFG, cudaconvnet.params_beside(CONVNET_CFG),
                                                             (32, 32, 3)),

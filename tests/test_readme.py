@@ -159,8 +159,20 @@ def caffemodel_of_jaxcnn_train(directory):
     caffe.save_caffemodel(net, params, state, path)
 
 
+def exports_of_lenet(directory):
+    """runs/lenet_bn.onnx and runs/mnist.stablehlo in `directory`, as the README's `jaxcnn export` commands write
+    them, here from the LeNet-BN deploy net's initial weights."""
+    from jaxcnn.export.onnx import save_onnx
+    from jaxcnn.export.stablehlo import save_stablehlo
+    net = caffe.load_prototxt(ROOT / "experiments" / "caffe" / "lenet_bn_deploy.prototxt")
+    _, params, state = net.init(jax.random.key(0))
+    (Path(directory) / "runs").mkdir(exist_ok=True)
+    save_onnx(net, params, state, Path(directory) / "runs" / "lenet_bn.onnx")
+    save_stablehlo(net, params, state, Path(directory) / "runs" / "mnist.stablehlo")
+
+
 # (file a Python block reads, what makes it in the reader's directory): outputs of README commands before it.
-WRITTEN_BEFORE = [("runs/caffe/lenet_bn_iter_", caffemodel_of_jaxcnn_train)]
+WRITTEN_BEFORE = [("runs/caffe/lenet_bn_iter_", caffemodel_of_jaxcnn_train), ("runs/lenet_bn.onnx", exports_of_lenet)]
 
 
 @pytest.mark.parametrize("line, body", [pytest.param(line, body, id=f"L{line}")

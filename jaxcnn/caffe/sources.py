@@ -1,10 +1,8 @@
 """The sources of Caffe's data layers, read from disk: an LMDB of Datum records (Data), a list file of "path label"
-lines (ImageData) and a list of HDF5 files (HDF5Data). Each gives its records as NHWC batches:
-
-    with open_source(net.data) as source:          # the DataSource of a prototxt's data layer
-        len(source), source.shape, source.dtype     # records; per-example (H, W, C) or (D,); uint8 or float32
-        images, labels = source.read([0, 5, 9])     # (3, H, W, C), (3,) int32, records in the order asked
-        images, labels = source.load()              # every record, in the source's order
+lines (ImageData) and a list of HDF5 files (HDF5Data). Each gives its records as NHWC batches: open_source(the
+DataSource of a prototxt's data layer) is a context manager whose source has len(source) records of
+source.shape per example ((H, W, C) or (D,)) and source.dtype (uint8 or float32); source.read(indices) gives
+(images (k, H, W, C), labels (k,) int32) in the order asked, source.load() every record in the source's order.
 
 Channels keep the order they are stored in, so that an imported caffemodel sees what Caffe fed it: a raw Datum's
 bytes (C, H, W) as its writer stored them (convert_imageset: OpenCV's BGR; Caffe's convert_cifar_data: RGB), and

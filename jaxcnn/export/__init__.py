@@ -1,10 +1,17 @@
 """A net with its weights, out of jaxcnn: an ONNX graph of native operators for the runtimes people deploy with
 (jaxcnn.export.onnx; needs the `export` extra) and a StableHLO artefact of jax.export (jaxcnn.export.stablehlo).
 
-    from jaxcnn.export.onnx import save_onnx
-    save_onnx(net, params, state, "lenet.onnx")              # NCHW input named as the net's input blob
-    from jaxcnn.export.stablehlo import save_stablehlo
-    save_stablehlo(net, params, state, "lenet.stablehlo")    # Net.apply's input and outputs, weights inside
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxcnn import zoo
+    >>> from jaxcnn.export.stablehlo import save_stablehlo
+    >>> net = zoo.lenet_caffe()
+    >>> _, params, state = net.init(jax.random.key(0))
+    >>> exported = save_stablehlo(net, params, state, "lenet.stablehlo")  # Net.apply's input and output, weights inside
+    >>> exported.call(jnp.zeros((2, 28, 28, 1))).shape                   # the batch is symbolic
+    (2, 10)
+
+and `jaxcnn.export.onnx.save_onnx(net, params, state, "lenet.onnx")` writes the ONNX graph, its NCHW input named
+as the net's input blob.
 
 Both write their file whole or not at all.
 """

@@ -1,8 +1,15 @@
 """A net with its weights as an ONNX graph of native operators (opset 13), one conversion per layer class.
 
-    model = to_onnx(net, params, state)              # an onnx.ModelProto; save_onnx(..., path) writes one
-    session = onnxruntime.InferenceSession(model.SerializeToString())
-    y = session.run(None, {"data": x_nchw})[0]       # = net.apply(params, state, x_nhwc)[0], NCHW
+    >>> import jax, numpy as np, onnxruntime
+    >>> from jaxcnn import zoo
+    >>> net = zoo.lenet_caffe()
+    >>> _, params, state = net.init(jax.random.key(0))
+    >>> model = to_onnx(net, params, state)          # an onnx.ModelProto; save_onnx(..., path) writes one
+    >>> session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    >>> x = np.random.default_rng(0).random((2, 28, 28, 1), np.float32)
+    >>> y = session.run(None, {"data": x.transpose(0, 3, 1, 2)})[0]
+    >>> bool(np.allclose(y, net.apply(params, state, x)[0], atol=1e-5))
+    True
 
 The graph takes each input blob as NCHW float32 ((N, F) for a (features,) blob) under the blob's name, N
 symbolic ('N') or fixed by `batch`, and gives the net's output blobs under their names ((H, W, C) outputs as

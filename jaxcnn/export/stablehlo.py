@@ -1,9 +1,7 @@
 """A net with its weights as a StableHLO artefact (jax.export): the inference function, weights baked in as
-constants, serialized; any JAX (of the same or a later version) runs it without jaxcnn.
-
-    save_stablehlo(net, params, state, "lenet.stablehlo")               # batch symbolic
-    exported = jax.export.deserialize(open("lenet.stablehlo", "rb").read())
-    y = exported.call(x)                                                 # = net.apply(params, state, x)[0]
+constants, serialized; any JAX (of the same or a later version) runs it without jaxcnn:
+jax.export.deserialize(open("lenet.stablehlo", "rb").read()).call(x) gives net.apply(params, state, x)[0] (the
+example in jaxcnn.export).
 
 The function is Net.apply in evaluation (running statistics, no dropout) with XLA's native lowering (the forms
 every backend compiles well; jaxcnn.ops.lowering), lowered for each of `platforms`: it takes what apply takes

@@ -1,10 +1,7 @@
 """The data of a Caffe train/test net: its TRAIN and TEST data layers (Caffe's include { phase }) as the data fit
-trains and evaluates on, and their transform_params as the Trainer's preprocessing.
-
-    data = load_data("train_val.prototxt")
-    net = load_prototxt("train_val.prototxt", "TRAIN", input_shape=data.input_shape)
-    trainer = Trainer(net, tx, batch_size=net.data.batch_size, **data.preprocessing())
-    fit(trainer, data.train, data.test, epochs=1)
+trains and evaluates on, and their transform_params as the Trainer's preprocessing: data = load_data(prototxt)
+gives data.train, data.test (for fit), data.input_shape (for load_prototxt) and data.preprocessing() (the
+Trainer's preprocess arguments); jaxcnn.train.caffe_run.setup shows them together.
 
 Where a layer's data comes from:
 - `dataset` given ('mnist', 'fashion_mnist', 'cifar10'): that dataset (jaxcnn.datasets.load, from `data_dir`);
