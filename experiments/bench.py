@@ -16,18 +16,18 @@ process keeps freed host memory for reuse (jaxcnn.hostmem), for all variants ali
 
 Cases: the Caffe LeNet-BN training step (Trainer + Caffe SGD; PyTorch: the same layers as nn modules and
 torch.optim.SGD with momentum and weight decay) at batch 64 and 256; AlexNet's grouped conv2 forward + backward at
-batch 8; the cuda-convnet CIFAR-10 net with local layers, training step at batch 128; the forward of VGG16
-converted to a fully-convolutional net (jaxcnn.convert.fc_to_conv) on one 384x384 image; and `mnist_epoch`, one
-epoch of experiments.mnist's recipe as a user sees it (LeNet-BN, batch 64, SGD momentum 0.9 with a cosine
-schedule, random 2-pixel shifts, the data on the device, evaluation on the test set after the epoch): jaxcnn's
-`fit`, the same recipe in plain JAX + Optax (experiments.plain_jax) and in a plain PyTorch loop
-(torch_nets.Recipe), each from fresh weights every round. The epoch uses MNIST from --data-dir, else 60,000
-random images (MNIST's size; the speed does not depend on the pixels). On the CPU, inference against OpenCV's dnn
-at batch 1 and 8 (`<net>_infer_b<batch>`): MobileNet v1 (depthwise), Caffe's bvlc_alexnet (groups 2; the deploy
+batch 8; the cuda-convnet CIFAR-10 net with local layers, training step at batch 128; the forward of VGG16 converted
+to a fully-convolutional net (jaxcnn.convert.fc_to_conv) on one 384x384 image; and `mnist_epoch`, one epoch of
+experiments.mnist's recipe as a user sees it (LeNet-BN, batch 64, SGD momentum 0.9 with a cosine schedule, random
+2-pixel shifts, the data on the device, evaluation on the test set after the epoch): jaxcnn's `run_training` (as the
+command runs, without a run directory), the same recipe in plain JAX + Optax (experiments.plain_jax) and in a plain
+PyTorch loop (torch_nets.Recipe), each from fresh weights every round. The epoch uses MNIST from --data-dir, else
+60,000 random images (MNIST's size; the speed does not depend on the pixels). On the CPU, inference against OpenCV's
+dnn at batch 1 and 8 (`<net>_infer_b<batch>`): MobileNet v1 (depthwise), Caffe's bvlc_alexnet (groups 2; the deploy
 file in experiments/caffe), GoogLeNet and ResNet-50, each a Caffe prototxt written by the bench
-(experiments.caffe_models) with random weights saved as a caffemodel by jaxcnn.caffe.save_caffemodel; jaxcnn
-loads the prototxt and weights with jaxcnn.caffe and runs jaxcnn.predictor, OpenCV reads the same two files.
-Their compile time (trace and XLA compilation) is reported apart from the first call.
+(experiments.caffe_models) with random weights saved as a caffemodel by jaxcnn.caffe.save_caffemodel; jaxcnn loads
+the prototxt and weights with jaxcnn.caffe and runs jaxcnn.predictor, OpenCV reads the same two files. Their compile
+time (trace and XLA compilation) is reported apart from the first call.
 
 All sides get the same weights and data; a check that their outputs agree runs first. Each variant is warmed up,
 then all are timed in interleaved rounds; the table gives median images/s and the ratios. The machine's float32
@@ -54,10 +54,10 @@ from jaxcnn import Net, datasets, fc_to_conv, ops, predictor, summary, tuning, z
 from jaxcnn.caffe import load_prototxt, save_caffemodel
 from jaxcnn.datasets import CAFFE_PIXEL_SCALE
 from jaxcnn.hostmem import keep_freed_memory
-from jaxcnn.train import SolverConfig, Trainer, fit, optimizer
+from jaxcnn.train import RunSpec, SolverConfig, Trainer, optimizer, run_training
 from jaxcnn.train import mnist as mnist_recipe
 
-from . import caffe_models, mnist, plain_jax
+from . import caffe_models, mnist, plain_jax, training
 
 try:
     import torch
@@ -261,22 +261,19 @@ def mnist_data(data_dir, images, seed=0):
 
 def epoch_case(data_dir, images, target, seed=0):
     """One epoch of experiments.mnist's recipe, then the test set's accuracy -> (runners, images, FLOPs per image)."""
-    recipe = mnist.arguments([])  # the command's defaults: lenet_caffe, batch 64, SGD 0.9, cosine from 0.05
+    # the command's settings (lenet_caffe, batch 64, SGD 0.9, cosine from 0.05, 2-pixel shifts), one epoch
+    recipe = mnist.arguments(["--epochs", "1", "--seed", str(seed)])
     train, test = mnist_data(data_dir, images, seed)
     net = zoo.get(recipe.model)
-    steps = len(train[1]) // recipe.batch_size
-    _, params, _ = net.init(jax.random.key(seed))
-    lr_mult, decay_mult = net.multipliers(params)
-    solver = SolverConfig(optimizer=recipe.optimizer, lr=recipe.lr, schedule=recipe.schedule,
-                          momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    _, params, _ = net.init(jax.random.key(seed))  # what the run's Trainer.init(seed) draws too
+    lr_mult, _ = net.multipliers(params)
     lowering, options = setup("jaxcnn", target, net, recipe.batch_size)
-    trainer = Trainer(net, optimizer(solver, steps, lr_mult, decay_mult), batch_size=recipe.batch_size,
-                      preprocess=mnist_recipe.caffe_scale(train[0]), augment=mnist_recipe.AUGMENTATIONS[recipe.augment],
-                      steps_per_dispatch=recipe.steps_per_dispatch, lowering=lowering, compiler_options=options)
+    spec = RunSpec(training.config(recipe, recipe.augment), net, train, test,
+                   preprocess=mnist_recipe.caffe_scale(train[0]), augment=mnist_recipe.AUGMENTATIONS[recipe.augment],
+                   trainer_options={"lowering": lowering, "compiler_options": options})
 
-    def jaxcnn_run():
-        _, history = fit(trainer, train, test, epochs=1, seed=seed)
-        return history[-1]["test_accuracy"]
+    def jaxcnn_run():  # the spec keeps its Trainer: the steps compile in the untimed first run only
+        return run_training(spec)["test_accuracy"]
 
     settings = dict(batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
                     weight_decay=recipe.weight_decay, seed=seed)
@@ -285,7 +282,7 @@ def epoch_case(data_dir, images, target, seed=0):
     for variant, prepare in target.torch_variants.items():
         runners[variant] = torch_nets.Recipe(net, params, train, test, lr_mult=lr_mult, device=target.torch_device,
                                              prepare=prepare, **settings).epoch
-    return runners, steps * recipe.batch_size, 3 * summary(net).flops
+    return runners, spec.steps_per_epoch() * recipe.batch_size, 3 * summary(net).flops
 
 
 class CaffeFiles:

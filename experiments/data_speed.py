@@ -16,7 +16,6 @@ import time
 import jax
 import numpy as np
 
-from jaxcnn.caffe import load_prototxt
 from jaxcnn.caffe.sources import open_source
 from jaxcnn.cli import HelpFormatter, entry
 from jaxcnn.datasets.prefetch import Prefetch
@@ -36,10 +35,10 @@ def main(argv=None):
     p.add_argument("--solver", required=True, help="Caffe solver whose net's TRAIN layer reads a source on disk")
     p.add_argument("--rounds", type=int, default=5, help="timed epochs of each, interleaved")
     args = p.parse_args(argv)
-    run = caffe_run.setup(args.solver, epochs=1)
-    net = load_prototxt(run.solver.net_path(), "TRAIN")
-    trainer, b = run.trainer, run.trainer.batch_size
-    source = open_source(net.data)
+    spec = caffe_run.load(args.solver, epochs=1)
+    trainer = spec.trainer()
+    b = trainer.batch_size
+    source = open_source(spec.net.data)
     steps = len(source) // b
     order = np.random.default_rng(0).permutation(len(source))
     batches = [order[i * b:(i + 1) * b] for i in range(steps)]
@@ -53,7 +52,7 @@ def main(argv=None):
                     pass
         return read_all
 
-    ts = trainer.init(run.seed)
+    ts = trainer.init(spec.config.seed)
     x, y = source.read(batches[0])
 
     def steps_alone():

@@ -1,5 +1,5 @@
 """What the training experiments share: their flags, checked before any data is loaded, and the run itself
-(jaxcnn.train.run_zoo_experiment), reported on the terminal."""
+(jaxcnn.train.run_training of a zoo_spec), reported on the terminal."""
 import argparse
 
 import jax
@@ -7,9 +7,9 @@ import jax
 from jaxcnn import summary, zoo
 from jaxcnn.cli import HelpFormatter, ProgressBar, epoch_line, plural
 from jaxcnn.hostmem import keep_freed_memory
-from jaxcnn.train import OPTIMIZERS, SCHEDULES, SolverConfig
+from jaxcnn.train import OPTIMIZERS, SCHEDULES, RunDir, SolverConfig, run_training, zoo_spec
 from jaxcnn.train.distributed import initialize
-from jaxcnn.train.experiment import DTYPES, RunConfig, run_zoo_experiment
+from jaxcnn.train.run import DTYPES, RunConfig
 
 
 def parser(prog, description, *, model, datasets, epochs, batch_size, lr, out, solver_title="solver"):
@@ -75,16 +75,15 @@ def run(args, *, preprocess_for, augment=None, augment_name="none", class_names=
     cfg.check_devices(jax.device_count())
     main = jax.process_index() == 0
     say = print if main else (lambda *a, **k: None)
-
-    def start(net, train, test):
-        say(summary(net, batch=args.batch_size))
-        say(f"{len(train[1]):,} training / {len(test[1]):,} test images; {jax.device_count()} device(s): "
-            f"{jax.devices()[0].platform}; batch {args.batch_size}, {plural(args.epochs, 'epoch')}")
-
-    results = run_zoo_experiment(cfg, args.out, data_dir=args.data_dir, resume=args.resume, overwrite=args.overwrite,
-                                 rescale_schedule=args.rescale_schedule, preprocess_for=preprocess_for,
-                                 augment=augment, class_names=class_names, on_start=start,
-                                 on_progress=ProgressBar(enabled=main), on_epoch=lambda r: say(epoch_line(r)))
+    RunDir(args.out).check(resume=args.resume, overwrite=args.overwrite)
+    spec = zoo_spec(cfg, data_dir=args.data_dir, preprocess_for=preprocess_for, augment=augment,
+                    class_names=class_names)
+    say(summary(spec.net, batch=args.batch_size))
+    say(f"{len(spec.train[1]):,} training / {len(spec.test[1]):,} test images; {jax.device_count()} device(s): "
+        f"{jax.devices()[0].platform}; batch {args.batch_size}, {plural(args.epochs, 'epoch')}")
+    results = run_training(spec, args.out, resume=args.resume, overwrite=args.overwrite,
+                           rescale_schedule=args.rescale_schedule, on_progress=ProgressBar(enabled=main),
+                           on_epoch=lambda r: say(epoch_line(r)))
     say(f"test accuracy {100 * results['test_accuracy']:.2f}% after {plural(args.epochs, 'epoch')}, "
         f"{results['seconds_per_epoch']:.1f}s per epoch ({results['train_images_per_second']:,.0f} img/s); "
         f"wrote {args.out}")

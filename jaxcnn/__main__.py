@@ -7,7 +7,6 @@
 MODEL: a zoo model, a Caffe net (.prototxt) or a cuda-convnet layer definition (.cfg; give --input-shape).
 """
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -86,39 +85,28 @@ def _draw(args):
 
 
 def _train(args):
-    import jax
-
-    from .caffe import save_caffemodel
     from .hostmem import keep_freed_memory
-    from .train import RunDir, caffe_run, fit
+    from .train import RunDir, caffe_run, run_training
     from .train.feed import examples
     keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
-    out = RunDir(args.out)
-    out.check(resume=args.resume, overwrite=args.overwrite)  # and --out is touched only once every input is read
-    try:
-        run = caffe_run.setup(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
+    RunDir(args.out).check(resume=args.resume, overwrite=args.overwrite)  # and --out is touched only once every
+    try:  # input is read
+        spec = caffe_run.load(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
     except FILE_ERRORS as e:  # each names its file (the solver, its net, the data) or flag; a bad file is a usage
         fail(message(e), exit_code(e) if isinstance(e, DataNotFound) else USAGE)  # error, missing data as elsewhere
-    s, c = run.solver, run.config
-    print(summary(run.net, batch=run.trainer.batch_size))
-    print(f"{run.dataset}: {examples(run.train):,} training / {examples(run.test):,} test images; batch "
-          f"{run.trainer.batch_size}; {c.optimizer} lr {c.lr} ({c.schedule}), max_iter {s.max_iter} -> "
-          f"{plural(run.epochs, 'epoch')}")
-    with out.acquire(resume=args.resume, overwrite=args.overwrite):
-        meta = {"model": run.net.name, "dataset": run.dataset, "solver": dataclasses.asdict(c),  # its settings: an
-                "solver_file": os.path.abspath(args.solver)}  # edited solver is a different run on --resume
-        try:
-            ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=out,
-                              resume=args.resume, meta=meta, on_progress=ProgressBar(),
-                              on_epoch=lambda r: print(epoch_line(r)))
-        except RunMismatch as e:  # settings from the solver file, which has no flags for them
-            fail(message(e, name=lambda s: f"solver setting {s.removeprefix('solver.')}"
-                         if s.startswith("solver.") else flag(s)))
-        weights = os.path.join(args.out, f"{s.snapshot_prefix or run.net.name}_iter_{int(ts.step)}.caffemodel")
-        save_caffemodel(run.net, jax.device_get(ts.params), jax.device_get(ts.state), weights)
-    if history:
-        print(f"test accuracy {100 * history[-1]['test_accuracy']:.2f}% after {int(ts.step)} steps; wrote "
-              f"{args.out} and {weights}")
+    c = spec.config
+    print(summary(spec.net, batch=c.batch_size))
+    print(f"{c.dataset}: {examples(spec.train):,} training / {examples(spec.test):,} test images; batch "
+          f"{c.batch_size}; {c.solver.optimizer} lr {c.solver.lr} ({c.solver.schedule}), max_iter "
+          f"{spec.schedule_steps} -> {plural(c.epochs, 'epoch')}")
+    try:
+        results = run_training(spec, args.out, resume=args.resume, overwrite=args.overwrite,
+                               on_progress=ProgressBar(), on_epoch=lambda r: print(epoch_line(r)))
+    except RunMismatch as e:  # the manifest holds the solver's settings, which have no flags: an edited solver
+        fail(message(e, name=lambda s: f"solver setting {s.removeprefix('solver.')}"  # is a different run
+                     if s.startswith("solver.") else flag(s)))
+    print(f"test accuracy {100 * results['test_accuracy']:.2f}% after {results['steps']} steps; wrote "
+          f"{args.out} and {os.path.join(args.out, results['caffemodel'])}")
 
 
 def _tune(args):

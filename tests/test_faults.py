@@ -26,8 +26,8 @@ import os, signal, sys
 import jax.numpy as jnp
 import numpy as np
 from jaxcnn import Conv, Dense, Flatten, Net, ReLU
-from jaxcnn.train import RunDir, SolverConfig, rundir
-from jaxcnn.train.experiment import RunConfig, run_experiment
+from jaxcnn.train import SolverConfig, rundir
+from jaxcnn.train.run import RunConfig, RunSpec, run_training
 
 
 def hook(label):  # ${TRACE_VAR}: append each point's label to that file; ${KILL_AT_VAR}: SIGKILL at that point
@@ -47,9 +47,9 @@ images[np.arange(48), labels, labels, 0] = 255  # a bright pixel on the diagonal
 net = Net([Conv("conv1", 4, 3, stride=2), ReLU("relu1"), Flatten("flatten"), Dense("fc", 10)], (12, 12, 1), "tiny")
 config = RunConfig(model="tiny", dataset="synthetic", batch_size=8, epochs=3, steps_per_dispatch=2,
                    solver=SolverConfig(lr=0.05, schedule="cosine"))
-with RunDir(sys.argv[1]).acquire(resume=True) as out:
-    run_experiment(config, net, (images[:32], labels[:32]), (images[32:], labels[32:]),
-                   preprocess=lambda x: x.astype(jnp.float32) / 255, out=out, resume=True)
+spec = RunSpec(config, net, (images[:32], labels[:32]), (images[32:], labels[32:]),
+               preprocess=lambda x: x.astype(jnp.float32) / 255)
+run_training(spec, sys.argv[1], resume=True)
 """
 
 

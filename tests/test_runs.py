@@ -1,5 +1,7 @@
-"""Run directories (jaxcnn.train.rundir) and fit's use of them, in this process: the lock, the manifest and what
-resume checks, checkpoints that do not load, files written whole, the divergence guard, a clean stop mid-epoch."""
+"""Run directories (jaxcnn.train.rundir) and fit's and run_training's use of them, in this process: the lock, the
+manifest and what resume checks, checkpoints that do not load, files written whole, the divergence guard, a clean
+stop mid-epoch."""
+import dataclasses
 import json
 import logging
 import os
@@ -34,7 +36,7 @@ from jaxcnn.train import (
     optimizer,
     rundir,
 )
-from jaxcnn.train.experiment import RunConfig, run_experiment
+from jaxcnn.train.run import RunConfig, RunSpec, run_training
 
 BATCH, STEPS_PER_EPOCH = 32, 4
 
@@ -392,27 +394,25 @@ def test_sigterm_mid_epoch_saves_and_resume_gives_the_same_run(trainer, data, re
     assert without_timings(history) == without_timings(reference[1])
 
 
-# -- run_experiment: the schedule on resume ----------------------------------------------------------------------
+# -- run_training: the schedule on resume --------------------------------------------------------------------------
 @pytest.mark.slow
 def test_more_epochs_keep_the_schedule_unless_rescaled(data, tmp_path, caplog):
     """Cosine over 2 epochs reaches a learning rate of 0: a third epoch with the schedule kept changes nothing,
     one with the schedule rescaled over 3 epochs does."""
     config = RunConfig(model="tiny", dataset="blobs", batch_size=BATCH, epochs=2, steps_per_dispatch=2,
                        solver=SolverConfig(lr=0.05, schedule="cosine", weight_decay=0.0))
-    kw = dict(preprocess=lambda x: x.astype(jnp.float32) / 256)
+    spec = RunSpec(config, _net(), *data, preprocess=lambda x: x.astype(jnp.float32) / 256)
     for out in (tmp_path / "kept", tmp_path / "rescaled"):
-        with RunDir(out).acquire() as run:
-            run_experiment(config, _net(), *data, out=run, **kw)
+        run_training(spec, out)
     two_epochs = rundir.load(tmp_path / "kept").params
-    more = RunConfig(**{**config.__dict__, "epochs": 3})
-    with caplog.at_level(logging.INFO, logger="jaxcnn"), RunDir(tmp_path / "kept").acquire(resume=True) as run:
-        results = run_experiment(more, _net(), *data, out=run, resume=True, **kw)
+    more = dataclasses.replace(spec, config=dataclasses.replace(config, epochs=3))
+    with caplog.at_level(logging.INFO, logger="jaxcnn"):
+        results = run_training(more, tmp_path / "kept", resume=True)
     assert "the learning-rate schedule keeps its length of 8 steps (2 epochs); the steps after it use its final " \
            "rate, 0" in caplog.text
     assert results["epochs"] == 3 and rundir.load(tmp_path / "kept").step == 12
     _same(rundir.load(tmp_path / "kept").params, two_epochs)
-    with RunDir(tmp_path / "rescaled").acquire(resume=True) as run:
-        run_experiment(more, _net(), *data, out=run, resume=True, rescale_schedule=True, **kw)
+    run_training(more, tmp_path / "rescaled", resume=True, rescale_schedule=True)
     assert json.loads((tmp_path / "rescaled" / "manifest.json").read_text())["schedule_steps"] == 12
     assert not np.array_equal(rundir.load(tmp_path / "rescaled").params["fc"]["w"], two_epochs["fc"]["w"])
     written = json.loads((tmp_path / "kept" / "results.json").read_text())

@@ -1,7 +1,7 @@
 """The data of a Caffe train/test net: its TRAIN and TEST data layers (Caffe's include { phase }) as the data fit
 trains and evaluates on, and their transform_params as the Trainer's preprocessing: data = load_data(prototxt)
 gives data.train, data.test (for fit), data.input_shape (for load_prototxt) and data.preprocessing() (the
-Trainer's preprocess arguments); jaxcnn.train.caffe_run.setup shows them together.
+Trainer's preprocess arguments); jaxcnn.train.caffe_run.load shows them together.
 
 Where a layer's data comes from:
 - `dataset` given ('mnist', 'fashion_mnist', 'cifar10'): that dataset (jaxcnn.datasets.load, from `data_dir`);

@@ -1,51 +1,40 @@
-"""Caffe's train/test net and its solver as a jaxcnn training run: the Trainer, the data, the number of epochs.
+"""Caffe's train/test net and its solver as a jaxcnn training run (a jaxcnn.train.RunSpec).
 
     >>> from jaxcnn.train import caffe_run
-    >>> run = caffe_run.setup("experiments/caffe/lenet_solver.prototxt", data_dir="../shared/data/mnist")
-    >>> run.dataset, run.trainer.batch_size, run.config.schedule, run.net.transform.scale
-    ('mnist', 64, 'inv', 0.00390625)
+    >>> spec = caffe_run.load("experiments/caffe/lenet_solver.prototxt", data_dir="../shared/data/mnist")
+    >>> spec.config.dataset, spec.config.batch_size, spec.config.solver.schedule, spec.schedule_steps
+    ('mnist', 64, 'inv', 10000)
+    >>> spec.net.transform.scale
+    0.00390625
 
-`jaxcnn.train.fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir="runs/lenet")`
-then trains it, as `python -m jaxcnn train --solver experiments/caffe/lenet_solver.prototxt` does (a whole run on a
-small net: the example of jaxcnn.train.experiment).
+`jaxcnn.train.run_training(spec, "runs/lenet")` then trains it, as `python -m jaxcnn train --solver
+experiments/caffe/lenet_solver.prototxt` does: a run directory (jaxcnn.train.run) that also holds the trained
+weights as `<snapshot_prefix>_iter_<steps>.caffemodel` (snapshot_prefix's last part; default the net's name).
 
 The solver's net is loaded in the TRAIN phase; its data layer gives the batch size, its TRAIN and TEST data layers
 the data and preprocessing (jaxcnn.train.caffe_data: a named dataset, or the layers' own LMDB, image list or HDF5
 files; transform_param in full); its one SoftmaxWithLoss is the loss the Trainer minimises on the net's output.
 The run trains whole epochs: ceil(max_iter * iter_size / batches per epoch) of them (Caffe stops at max_iter
-exactly), evaluating after each (Caffe: every test_interval).
+exactly), evaluating after each (Caffe: every test_interval); the learning-rate schedule is max_iter steps long,
+and holds its final rate after that. The manifest records the solver's settings (and its file's path), so a
+solver edited since is a different run on resume (RunMismatch naming the setting, e.g. solver.lr).
 """
 import math
-from dataclasses import dataclass
+import os
 
-from ..caffe import CaffeFormatError, CaffeNet, CaffeSolver, load_prototxt, load_solver
+import jax
+
+from ..caffe import CaffeFormatError, load_prototxt, load_solver, save_caffemodel
 from .caffe_data import load_data
 from .feed import examples
-from .solver import SolverConfig, optimizer
-from .trainer import Trainer
+from .run import RunConfig, RunSpec
+from .solver import SolverConfig
 
 
-@dataclass
-class CaffeRun:
-    """What fit() needs: the net (TRAIN phase), its Trainer, the data (as (images, labels) pairs, or sources
-    streamed from disk: jaxcnn.train.caffe_data), the epochs and the seed (the solver's random_seed, or 0), with the
-    solver, its optimizer's settings and the dataset's name (or the TRAIN source's path)."""
-
-    solver: CaffeSolver
-    config: SolverConfig
-    net: CaffeNet
-    trainer: Trainer
-    train: tuple
-    test: tuple
-    dataset: str
-    epochs: int
-    seed: int
-
-
-def setup(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int | None = None,
-          **trainer_options) -> CaffeRun:
-    """Read the solver and its net, load the data, and build the Trainer (see the module docstring). epochs
-    overrides the count derived from max_iter; trainer_options go to Trainer (e.g. steps_per_dispatch)."""
+def load(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int | None = None,
+         **trainer_options) -> RunSpec:
+    """Read the solver and its net and load the data (see the module docstring) -> the run's RunSpec. epochs
+    overrides the count derived from max_iter; trainer_options go to the Trainer (e.g. lowering)."""
     solver = load_solver(solver_path)
     net_path = solver.net_path()
     net = load_prototxt(net_path, "TRAIN")
@@ -61,12 +50,25 @@ def setup(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int
     data = load_data(net_path, dataset=dataset, data_dir=data_dir)
     net = load_prototxt(net_path, "TRAIN", input_shape=data.input_shape)
     batch = net.data.batch_size or 64
-    steps = solver.max_iter * solver.iter_size
     per_epoch = examples(data.train) // batch
     if per_epoch == 0:
         raise ValueError(f"{where}: batch_size {batch} is larger than the {examples(data.train)} training images")
-    config = SolverConfig.from_caffe(solver)
-    tx = optimizer(config, solver.max_iter, *net.multipliers())
-    trainer = Trainer(net, tx, batch_size=batch, **data.preprocessing(), **trainer_options)
-    return CaffeRun(solver, config, net, trainer, data.train, data.test, data.name,
-                    epochs or math.ceil(steps / per_epoch), max(solver.random_seed, 0))
+    t = data.train_transform
+    augment = ", ".join(([f"random crop {t.crop_size}"] if t.crop_size else []) + (["mirror"] if t.mirror else []))
+    config = RunConfig(model=net.name, dataset=data.name, batch_size=batch,
+                       epochs=epochs or math.ceil(solver.max_iter * solver.iter_size / per_epoch),
+                       solver=SolverConfig.from_caffe(solver), seed=max(solver.random_seed, 0),
+                       augment=augment or "none")
+    prefix = os.path.basename(solver.snapshot_prefix or net.name)
+    p = data.preprocessing()
+    return RunSpec(config, net, data.train, data.test, preprocess=p["preprocess"], augment=p["augment"],
+                   trainer_options={"eval_preprocess": p["eval_preprocess"], **trainer_options},
+                   schedule_steps=solver.max_iter, meta={"solver_file": os.path.abspath(solver_path)},
+                   finish=lambda out, ts: _save_weights(net, out, f"{prefix}_iter_{int(ts.step)}.caffemodel", ts))
+
+
+def _save_weights(net, out, name, ts) -> dict:
+    """Write the trained params and state as the caffemodel `name` in the run directory `out` -> {'caffemodel':
+    name}."""
+    save_caffemodel(net, jax.device_get(ts.params), jax.device_get(ts.state), out.file(name))
+    return {"caffemodel": name}

@@ -9,8 +9,8 @@ lr 0.05, 12 epochs, pixels scaled as Caffe's transform_param, random shifts of u
     >>> sorted(mnist.recipe(config.dataset, config.augment))
     ['augment', 'class_names', 'preprocess_for']
 
-`run_zoo_experiment(config, "runs/mnist", **mnist.recipe(config.dataset, config.augment))` then trains it
-(jaxcnn.train.experiment), as `python -m experiments.mnist --epochs 1` does.
+`run_training(zoo_spec(config, **mnist.recipe(config.dataset, config.augment)), "runs/mnist")` then trains it
+(jaxcnn.train.run), as `python -m experiments.mnist --epochs 1` does.
 """
 import functools
 
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from ..augment import random_crop_flip
 from ..datasets import CAFFE_PIXEL_SCALE
-from .experiment import RunConfig
+from .run import RunConfig
 from .solver import SolverConfig
 
 MODEL, EPOCHS, BATCH_SIZE, LR, AUGMENT = "lenet_caffe", 12, 64, 0.05, "shift"
@@ -43,6 +43,6 @@ def config(dataset: str = "mnist", *, epochs: int = EPOCHS, batch_size: int = BA
 
 
 def recipe(dataset: str, augment: str) -> dict:
-    """run_zoo_experiment's preprocess_for, augment and class_names for a dataset and an AUGMENTATIONS name."""
+    """zoo_spec's preprocess_for, augment and class_names for a dataset and an AUGMENTATIONS name."""
     return {"preprocess_for": caffe_scale, "augment": AUGMENTATIONS[augment],
             "class_names": FASHION if dataset == "fashion_mnist" else None}
