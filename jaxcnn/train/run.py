@@ -181,7 +181,7 @@ def run_training(spec: RunSpec, out_dir=None, *, resume: bool = False, overwrite
             final = float(schedule(config.solver, schedule_steps)(schedule_steps))
             log.info("the learning-rate schedule keeps its length of %d steps (%g epochs); the steps after it use "
                      "its final rate, %.3g", schedule_steps, schedule_steps / steps_per_epoch, final)
-        trainer = spec.trainer(schedule_steps)
+        trainer, predictions = spec.trainer(schedule_steps), None
         ts, history = fit(trainer, spec.train, spec.test, epochs=config.epochs, seed=config.seed, out_dir=out,
                           resume=resume, start=spec.start, on_progress=on_progress, on_epoch=on_epoch)
         results = {
@@ -192,22 +192,23 @@ def run_training(spec: RunSpec, out_dir=None, *, resume: bool = False, overwrite
             "seconds": float(sum(r["seconds"] for r in history)), "devices": trainer.mesh.size,
             "platform": trainer.mesh.devices.flat[0].platform, "batch_size": config.batch_size, "dtype": config.dtype,
         }
+        if out is not None and not is_source(spec.test):  # on every process: it computes on all devices
+            _, _, predictions = jax.device_get(trainer.evaluate(ts, *trainer.put(spec.test)))
         if out is not None and out.primary:
             if spec.finish is not None:
                 results.update(spec.finish(out, ts))
-            _plot(spec, trainer, ts, history, out, results)
+            _plot(spec, ts, history, predictions, out, results)
             out.write_results(results)
     return results
 
 
-def _plot(spec, trainer, ts, history, out, results):
-    """The run's plots in `out`: curves, the misclassified test images (a test set in memory) with their count in
-    results, and the first conv layer's filters."""
+def _plot(spec, ts, history, predictions, out, results):
+    """The run's plots in `out`: curves, the misclassified test images (with `predictions`, of a test set in
+    memory; their count goes in results), and the first conv layer's filters."""
     from .. import plots  # matplotlib: only where a run draws
 
     plots.curves(history, out.file("curves.png"))
-    if not is_source(spec.test):
-        _, _, predictions = jax.device_get(trainer.evaluate(ts, *trainer.put(spec.test)))
+    if predictions is not None:
         results["misclassified"] = plots.misclassified(*spec.test, predictions, out.file("misclassified.png"),
                                                        spec.class_names)
     first = _first_image_filters(jax.device_get(ts.params))
