@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -16,9 +17,11 @@ import numpy as np
 import optax
 import pytest
 from conftest import without_timings
-from synthetic import blobs
+from synthetic import blobs, write_mnist_like
 
+from experiments import mnist as mnist_command
 from jaxcnn import Conv, Dense, Flatten, Net, ReLU
+from jaxcnn.__main__ import main as jaxcnn_command
 from jaxcnn.checkpoint import Checkpointer, CheckpointError
 from jaxcnn.train import (
     ConfigError,
@@ -31,6 +34,7 @@ from jaxcnn.train import (
     RunMismatch,
     SolverConfig,
     Trainer,
+    caffe_run,
     fit,
     make_manifest,
     optimizer,
@@ -418,3 +422,77 @@ def test_more_epochs_keep_the_schedule_unless_rescaled(data, tmp_path, caplog):
     written = json.loads((tmp_path / "kept" / "results.json").read_text())
     assert written == results and written["seconds"] == pytest.approx(
         sum(r["seconds"] for r in _metric_lines(tmp_path / "kept")))
+
+
+# -- fit's start, and run_training as the one path of every command ------------------------------------------------
+@pytest.mark.slow
+def test_start_makes_a_new_runs_initial_state_but_not_a_resumed_ones(trainer, data, tmp_path):
+    def zeroed(ts):
+        return ts._replace(params=jax.tree.map(jnp.zeros_like, ts.params))
+
+    ts, _ = fit(trainer, *data, epochs=1, out_dir=tmp_path, start=zeroed)
+    plain, _ = fit(trainer, *data, epochs=1)
+    assert not np.array_equal(ts.params["fc"]["w"], plain.params["fc"]["w"])
+    resumed, _ = fit(trainer, *data, epochs=2, out_dir=tmp_path, resume=True, start=zeroed)
+    _same(resumed.params, fit(trainer, *data, epochs=2, start=zeroed)[0].params)  # the checkpoint's, not zeroed
+
+
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"  # ../shared/data/mnist
+SOFTMAX_NET = """name: "softmax"
+layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+  data_param { source: "mnist_train_lmdb" batch_size: BATCH } transform_param { scale: 0.00390625 } }
+layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TEST }
+  data_param { source: "mnist_test_lmdb" batch_size: 100 } transform_param { scale: 0.00390625 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" inner_product_param { num_output: 10 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }
+"""
+SOFTMAX_SOLVER = """net: "softmax.prototxt"
+base_lr: 0.01
+lr_policy: "fixed"
+max_iter: 1
+snapshot_prefix: "runs/softmax"
+"""
+
+
+def _softmax_solver(directory, batch):
+    """A Caffe solver of softmax regression on MNIST's files (the Data layers name mnist): one epoch."""
+    (directory / "softmax.prototxt").write_text(SOFTMAX_NET.replace("BATCH", str(batch)))
+    (directory / "solver.prototxt").write_text(SOFTMAX_SOLVER)
+    return directory / "solver.prototxt"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST_DIR.exists(), reason=f"MNIST not at {MNIST_DIR}")
+def test_a_caffe_run_resumed_with_an_edited_solver_names_the_solver_setting(tmp_path):
+    solver, out = _softmax_solver(tmp_path, batch=1000), tmp_path / "run"
+    results = run_training(caffe_run.load(solver, data_dir=MNIST_DIR), out)
+    steps = results["steps"]  # one epoch of MNIST's training images
+    assert results["caffemodel"] == f"softmax_iter_{steps}.caffemodel" and (out / results["caffemodel"]).exists()
+    manifest = (out / "manifest.json").read_text()
+    assert json.loads(manifest)["solver"]["lr"] == 0.01 and json.loads(manifest)["schedule_steps"] == 1
+    solver.write_text(SOFTMAX_SOLVER.replace("base_lr: 0.01", "base_lr: 0.02"))
+    edited = caffe_run.load(solver, data_dir=MNIST_DIR)
+    with pytest.raises(RunMismatch, match=r"made with solver\.lr 0\.01; asked for solver\.lr 0\.02") as err:
+        run_training(edited, out, resume=True)
+    assert err.value.differences == [("solver.lr", 0.01, 0.02)]
+    assert (out / "manifest.json").read_text() == manifest and not (out / rundir.LOCK).exists()
+
+
+@pytest.mark.slow
+def test_zoo_and_caffe_commands_make_run_directories_of_one_shape(tmp_path, capsys):
+    """`python -m experiments.mnist` (a zoo model) and `python -m jaxcnn train` (a Caffe solver) both go through
+    run_training: the same files, manifest and results, but what only a Caffe run has (its solver file, its
+    caffemodel)."""
+    mnist_dir = write_mnist_like(tmp_path / "mnist", n_train=64, n_test=32)
+    zoo_out, caffe_out = tmp_path / "zoo", tmp_path / "caffe"
+    mnist_command.main(["--data-dir", str(mnist_dir), "--model", "lenet5", "--epochs", "1", "--batch-size", "32",
+                        "--out", str(zoo_out)])
+    jaxcnn_command(["train", "--solver", str(_softmax_solver(tmp_path, batch=32)), "--data-dir", str(mnist_dir),
+                    "--out", str(caffe_out)])
+    assert "test accuracy" in capsys.readouterr().out
+    files = {p.name for p in zoo_out.iterdir()}
+    assert files - {"conv1_filters.png"} == {p.name for p in caffe_out.iterdir()} - {"softmax_iter_2.caffemodel"}
+    for name, only_caffe in (("manifest.json", {"solver_file"}), ("results.json", {"caffemodel"})):
+        zoo, caffe = (json.loads((out / name).read_text()) for out in (zoo_out, caffe_out))
+        assert zoo.keys() == caffe.keys() - only_caffe, name
+    assert json.loads((caffe_out / "results.json").read_text())["steps"] == 2
