@@ -16,18 +16,18 @@ process keeps freed host memory for reuse (jaxcnn.hostmem), for all variants ali
 
 Cases: the Caffe LeNet-BN training step (Trainer + Caffe SGD; PyTorch: the same layers as nn modules and
 torch.optim.SGD with momentum and weight decay) at batch 64 and 256; AlexNet's grouped conv2 forward + backward at
-batch 8; the cuda-convnet CIFAR-10 net with local layers, training step at batch 128; the forward of VGG16 converted
-to a fully-convolutional net (jaxcnn.convert.fc_to_conv) on one 384x384 image; and `mnist_epoch`, one epoch of
-experiments.mnist's recipe as a user sees it (LeNet-BN, batch 64, SGD momentum 0.9 with a cosine schedule, random
-2-pixel shifts, the data on the device, evaluation on the test set after the epoch): jaxcnn's `run_training` (as the
-command runs, without a run directory), the same recipe in plain JAX + Optax (experiments.plain_jax) and in a plain
-PyTorch loop (torch_nets.Recipe), each from fresh weights every round. The epoch uses MNIST from --data-dir, else
-60,000 random images (MNIST's size; the speed does not depend on the pixels). On the CPU, inference against OpenCV's
-dnn at batch 1 and 8 (`<net>_infer_b<batch>`): MobileNet v1 (depthwise), Caffe's bvlc_alexnet (groups 2; the deploy
+batch 8; the cuda-convnet CIFAR-10 net with local layers, training step at batch 128; the forward of VGG16
+converted to a fully-convolutional net (jaxcnn.convert.fc_to_conv) on one 384x384 image; and `mnist_epoch`, one
+epoch of experiments.mnist's recipe as a user sees it (LeNet-BN, batch 64, SGD momentum 0.9 with a cosine
+schedule, random 2-pixel shifts, the data on the device, evaluation on the test set after the epoch): jaxcnn's
+`run_training`, the same recipe in plain JAX + Optax (experiments.plain_jax) and in a plain PyTorch loop
+(torch_nets.Recipe), each from fresh weights every round. The epoch uses MNIST from --data-dir, else 60,000
+random images (MNIST's size; the speed does not depend on the pixels). On the CPU, inference against OpenCV's dnn
+at batch 1 and 8 (`<net>_infer_b<batch>`): MobileNet v1 (depthwise), Caffe's bvlc_alexnet (groups 2; the deploy
 file in experiments/caffe), GoogLeNet and ResNet-50, each a Caffe prototxt written by the bench
-(experiments.caffe_models) with random weights saved as a caffemodel by jaxcnn.caffe.save_caffemodel; jaxcnn loads
-the prototxt and weights with jaxcnn.caffe and runs jaxcnn.predictor, OpenCV reads the same two files. Their compile
-time (trace and XLA compilation) is reported apart from the first call.
+(experiments.caffe_models) with random weights saved as a caffemodel by jaxcnn.caffe.save_caffemodel; jaxcnn
+loads the prototxt and weights with jaxcnn.caffe and runs jaxcnn.predictor, OpenCV reads the same two files.
+Their compile time (trace and XLA compilation) is reported apart from the first call.
 
 All sides get the same weights and data; a check that their outputs agree runs first. Each variant is warmed up,
 then all are timed in interleaved rounds; the table gives median images/s and the ratios. The machine's float32

@@ -69,7 +69,8 @@ def epoch_steps(train_examples: int, batch_size: int) -> int:
 
 def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=None, resume: bool = False,
         meta: dict | None = None, start: Callable[[TrainState], TrainState] | None = None,
-        on_progress: Callable[[Progress], None] | None = None, on_epoch: Callable[[dict], None] | None = None):
+        on_progress: Callable[[Progress], None] | None = None,
+        on_epoch: Callable[[dict], None] | None = None):
     """Train for `epochs` epochs of len(train) // batch_size steps; evaluate on `test` after each.
 
     Args:
@@ -110,10 +111,9 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
                              seed=seed, dtype=trainer.compute_dtype.name, **(meta or {}))
 
     with _opened(out_dir, resume, manifest) as run, contextlib.closing(train), contextlib.closing(test):
-        ts = trainer.init(seed)
+        ts, history, partial, saved = trainer.init(seed), [], {"losses": [], "seconds": 0.0}, None
         if start is not None:
             ts = start(ts)
-        history, partial, saved = [], {"losses": [], "seconds": 0.0}, None
         if run is not None and resume:
             restored = run.resume(dict(ts._asdict()))
             if restored is not None:
