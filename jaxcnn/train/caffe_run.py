@@ -64,11 +64,12 @@ def load(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int 
     return RunSpec(config, net, data.train, data.test, preprocess=p["preprocess"], augment=p["augment"],
                    trainer_options={"eval_preprocess": p["eval_preprocess"], **trainer_options},
                    schedule_steps=solver.max_iter, meta={"solver_file": os.path.abspath(solver_path)},
-                   finish=lambda out, ts: _save_weights(net, out, f"{prefix}_iter_{int(ts.step)}.caffemodel", ts))
+                   finish=lambda out, trainer, ts: _save_weights(out, trainer, ts, prefix))
 
 
-def _save_weights(net, out, name, ts) -> dict:
-    """Write the trained params and state as the caffemodel `name` in the run directory `out` -> {'caffemodel':
-    name}."""
-    save_caffemodel(net, jax.device_get(ts.params), jax.device_get(ts.state), out.file(name))
+def _save_weights(out, trainer, ts, prefix) -> dict:
+    """Write the trained params and state as `<prefix>_iter_<step>.caffemodel` in the run directory `out` ->
+    {'caffemodel': its name}."""
+    name = f"{prefix}_iter_{int(ts.step)}.caffemodel"
+    save_caffemodel(trainer.net, jax.device_get(ts.params), jax.device_get(ts.state), out.file(name))
     return {"caffemodel": name}

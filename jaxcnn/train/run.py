@@ -103,8 +103,8 @@ class RunSpec:
     class_names: names of the classes, for the plot of misclassified images.
     meta: more entries for the manifest (e.g. the solver file's path); informative, not compared on resume.
     start: applied to a new run's initial TrainState (e.g. fine-tuning weights); not on resume from a checkpoint.
-    finish: called as finish(run directory, final TrainState) on the process that writes the files, after
-      training; returns entries for the results (e.g. the name of a weights file it wrote there).
+    finish: called as finish(run directory, Trainer, final TrainState) on the process that writes the files,
+      after training; returns entries for the results (e.g. the name of a weights file it wrote there).
 
     A spec keeps the Trainer it builds (one per schedule length): a Trainer holds no run's state, so running the
     same spec again (timed rounds) compiles nothing again.
@@ -121,7 +121,7 @@ class RunSpec:
     class_names: Sequence[str] | None = None
     meta: Mapping = dataclasses.field(default_factory=dict)
     start: Callable[[TrainState], TrainState] | None = None
-    finish: Callable[[RunDir, TrainState], dict] | None = None
+    finish: Callable[[RunDir, Trainer, TrainState], dict] | None = None
     _trainers: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     def steps_per_epoch(self) -> int:
@@ -196,7 +196,7 @@ def run_training(spec: RunSpec, out_dir=None, *, resume: bool = False, overwrite
             _, _, predictions = jax.device_get(trainer.evaluate(ts, *trainer.put(spec.test)))
         if out is not None and out.primary:
             if spec.finish is not None:
-                results.update(spec.finish(out, ts))
+                results.update(spec.finish(out, trainer, ts))
             _plot(spec, ts, history, predictions, out, results)
             out.write_results(results)
     return results
