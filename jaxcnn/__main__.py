@@ -109,7 +109,10 @@ def _train(args):
     with out.acquire(resume=args.resume, overwrite=args.overwrite):
         meta = {"model": run.net.name, "dataset": run.dataset, "solver": dataclasses.asdict(c),  # its settings: an
                 "solver_file": os.path.abspath(args.solver)}  # edited solver is a different run on --resume
-        meta.update({k: os.path.abspath(v) for k, v in (("weights", args.weights), ("snapshot", args.snapshot)) if v})
+        if args.weights:
+            meta["weights"] = [os.path.abspath(w) for w in args.weights.split(",")]
+        if args.snapshot:
+            meta["snapshot"] = os.path.abspath(args.snapshot)
         try:
             ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=out,
                               resume=args.resume, meta=meta, start=start, on_progress=ProgressBar(),

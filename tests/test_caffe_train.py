@@ -265,3 +265,4 @@ def test_train_writes_a_solverstate_that_snapshot_resumes_and_weights_fine_tune(
     main(["train", "--solver", str(solver), "--data-dir", str(data), "--out", str(tuned), "--epochs", "1",
           "--weights", str(first / "lenet_bn_iter_16.caffemodel")])
     assert (tuned / "lenet_bn_iter_16.solverstate").is_file()
+    assert json.loads((tuned / "manifest.json").read_text())["weights"] == [str(first / "lenet_bn_iter_16.caffemodel")]
