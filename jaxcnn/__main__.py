@@ -2,6 +2,7 @@
     python -m jaxcnn summary MODEL [--input-shape H,W,C] [--batch N] [--json]
     python -m jaxcnn draw MODEL --out net.svg [--input-shape H,W,C]
     python -m jaxcnn train --solver solver.prototxt [--data-dir DIR] [--dataset NAME] [--out DIR]
+                           [--weights W.caffemodel[,W2...]] [--snapshot S.solverstate]
     python -m jaxcnn tune MODEL [--batch N [N ...]] [--inference] [--input-shape H,W,C] [--budget SECONDS]
     python -m jaxcnn export MODEL|RUN_DIR [--weights FILE] (--onnx OUT.onnx | --stablehlo OUT) [--batch N]
 MODEL: a zoo model, a Caffe net (.prototxt) or a cuda-convnet layer definition (.cfg; give --input-shape).
@@ -90,13 +91,14 @@ def _train(args):
 
     from .caffe import save_caffemodel
     from .hostmem import keep_freed_memory
-    from .train import RunDir, caffe_run, fit
+    from .train import RunDir, caffe_run, caffe_start, fit
     from .train.feed import examples
     keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
     out = RunDir(args.out)
     out.check(resume=args.resume, overwrite=args.overwrite)  # and --out is touched only once every input is read
     try:
         run = caffe_run.setup(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
+        start = _start(args, run)
     except FILE_ERRORS as e:  # each names its file (the solver, its net, the data) or flag; a bad file is a usage
         fail(message(e), exit_code(e) if isinstance(e, DataNotFound) else USAGE)  # error, missing data as elsewhere
     s, c = run.solver, run.config
@@ -107,18 +109,33 @@ def _train(args):
     with out.acquire(resume=args.resume, overwrite=args.overwrite):
         meta = {"model": run.net.name, "dataset": run.dataset, "solver": dataclasses.asdict(c),  # its settings: an
                 "solver_file": os.path.abspath(args.solver)}  # edited solver is a different run on --resume
+        if args.weights:
+            meta["weights"] = [os.path.abspath(w) for w in args.weights.split(",")]
+        if args.snapshot:
+            meta["snapshot"] = os.path.abspath(args.snapshot)
         try:
             ts, history = fit(run.trainer, run.train, run.test, epochs=run.epochs, seed=run.seed, out_dir=out,
-                              resume=args.resume, meta=meta, on_progress=ProgressBar(),
+                              resume=args.resume, meta=meta, start=start, on_progress=ProgressBar(),
                               on_epoch=lambda r: print(epoch_line(r)))
         except RunMismatch as e:  # settings from the solver file, which has no flags for them
             fail(message(e, name=lambda s: f"solver setting {s.removeprefix('solver.')}"
                          if s.startswith("solver.") else flag(s)))
-        weights = os.path.join(args.out, f"{s.snapshot_prefix or run.net.name}_iter_{int(ts.step)}.caffemodel")
-        save_caffemodel(run.net, jax.device_get(ts.params), jax.device_get(ts.state), weights)
+        prefix = os.path.join(args.out, f"{s.snapshot_prefix or run.net.name}_iter_{int(ts.step)}")
+        save_caffemodel(run.net, jax.device_get(ts.params), jax.device_get(ts.state), prefix + ".caffemodel")
+        caffe_start.save_solverstate(run.trainer, c, s.max_iter, ts, prefix + ".solverstate", prefix + ".caffemodel")
     if history:
         print(f"test accuracy {100 * history[-1]['test_accuracy']:.2f}% after {int(ts.step)} steps; wrote "
-              f"{args.out} and {weights}")
+              f"{args.out}, {prefix}.caffemodel and .solverstate")
+
+
+def _start(args, run):
+    """fit's `start` for --weights (fine-tuning) or --snapshot (Caffe's solver state), reading the files now."""
+    from .train import caffe_start
+    weights = args.weights.split(",") if args.weights else None
+    if args.snapshot:
+        return caffe_start.from_solverstate(run.trainer, run.config, run.solver.max_iter, args.snapshot,
+                                            weights=weights)
+    return caffe_start.fine_tune(run.trainer, weights) if weights else None
 
 
 def _tune(args):
@@ -212,6 +229,10 @@ def main(argv=None):
     t.add_argument("--epochs", type=int, help="epochs to train (default: enough for the solver's max_iter)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="remove an earlier run from --out first")
+    t.add_argument("--weights", metavar="W.caffemodel[,...]", help="fine-tune: copy the blobs of the layers these "
+                   "caffemodels name as the net does (later files win); the others start from their fillers")
+    t.add_argument("--snapshot", metavar="S.solverstate", help="continue Caffe's solver from its .solverstate: "
+                   "its iteration, history and learned_net (or --weights)")
     u = commands.add_parser("tune", help="measure how a model runs fastest on this CPU (the tuning cache that "
                             "training and inference read)", formatter_class=defaults)
     u.add_argument("model", type=_model_type(), help="zoo model, Caffe .prototxt or cuda-convnet .cfg")

@@ -68,7 +68,8 @@ def epoch_steps(train_examples: int, batch_size: int) -> int:
 
 
 def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=None, resume: bool = False,
-        meta: dict | None = None, on_progress: Callable[[Progress], None] | None = None,
+        meta: dict | None = None, start: Callable[[TrainState], TrainState] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
         on_epoch: Callable[[dict], None] | None = None):
     """Train for `epochs` epochs of len(train) // batch_size steps; evaluate on `test` after each.
 
@@ -87,6 +88,8 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
         checkpoint.
       resume: continue from the newest checkpoint in out_dir that loads (afresh when there is none).
       meta: settings to record in the manifest of a run started here (model, dataset, solver, ...).
+      start: applied to a new run's initial state (e.g. fine-tuning weights, a Caffe solverstate); not on resume
+        from a checkpoint.
       on_progress: called with a Progress after each chunk of steps (e.g. to draw a progress bar).
       on_epoch: called with each new epoch's metric record.
     Returns:
@@ -109,6 +112,8 @@ def fit(trainer: Trainer, train, test, *, epochs: int, seed: int = 0, out_dir=No
 
     with _opened(out_dir, resume, manifest) as run, contextlib.closing(train), contextlib.closing(test):
         ts, history, partial, saved = trainer.init(seed), [], {"losses": [], "seconds": 0.0}, None
+        if start is not None:
+            ts = start(ts)
         if run is not None and resume:
             restored = run.resume(dict(ts._asdict()))
             if restored is not None:
