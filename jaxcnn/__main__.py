@@ -2,7 +2,7 @@
     python -m jaxcnn summary MODEL [--input-shape H,W,C] [--batch N] [--json]
     python -m jaxcnn draw MODEL --out net.svg [--input-shape H,W,C]
     python -m jaxcnn train --solver solver.prototxt [--data-dir DIR] [--dataset NAME] [--out DIR]
-                           [--weights W.caffemodel[,W2...]] [--snapshot S.solverstate]
+                           [--weights W.caffemodel[,W2...] | --snapshot S.solverstate]
     python -m jaxcnn tune MODEL [--batch N [N ...]] [--inference] [--input-shape H,W,C] [--budget SECONDS]
     python -m jaxcnn export MODEL|RUN_DIR [--weights FILE] (--onnx OUT.onnx | --stablehlo OUT) [--batch N]
 MODEL: a zoo model, a Caffe net (.prototxt) or a cuda-convnet layer definition (.cfg; give --input-shape).
@@ -131,11 +131,9 @@ def _train(args):
 def _start(args, run):
     """fit's `start` for --weights (fine-tuning) or --snapshot (Caffe's solver state), reading the files now."""
     from .train import caffe_start
-    weights = args.weights.split(",") if args.weights else None
     if args.snapshot:
-        return caffe_start.from_solverstate(run.trainer, run.config, run.solver.max_iter, args.snapshot,
-                                            weights=weights)
-    return caffe_start.fine_tune(run.trainer, weights) if weights else None
+        return caffe_start.from_solverstate(run.trainer, run.config, run.solver.max_iter, args.snapshot)
+    return caffe_start.fine_tune(run.trainer, args.weights.split(",")) if args.weights else None
 
 
 def _tune(args):
@@ -229,10 +227,11 @@ def main(argv=None):
     t.add_argument("--epochs", type=int, help="epochs to train (default: enough for the solver's max_iter)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="remove an earlier run from --out first")
-    t.add_argument("--weights", metavar="W.caffemodel[,...]", help="fine-tune: copy the blobs of the layers these "
-                   "caffemodels name as the net does (later files win); the others start from their fillers")
-    t.add_argument("--snapshot", metavar="S.solverstate", help="continue Caffe's solver from its .solverstate: "
-                   "its iteration, history and learned_net (or --weights)")
+    start = t.add_mutually_exclusive_group()  # as Caffe's: weights to fine-tune or a snapshot to resume, not both
+    start.add_argument("--weights", metavar="W.caffemodel[,...]", help="fine-tune: copy the blobs of the layers "
+                       "these caffemodels name as the net does (later files win); the others start from their fillers")
+    start.add_argument("--snapshot", metavar="S.solverstate", help="continue Caffe's solver from its .solverstate: "
+                       "its iteration, history and learned_net")
     u = commands.add_parser("tune", help="measure how a model runs fastest on this CPU (the tuning cache that "
                             "training and inference read)", formatter_class=defaults)
     u.add_argument("model", type=_model_type(), help="zoo model, Caffe .prototxt or cuda-convnet .cfg")

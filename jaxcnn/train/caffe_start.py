@@ -20,7 +20,7 @@ Fine-tuning copies the blobs of the layers whose names the caffemodels share wit
 earlier ones, as Caffe's comma-separated -weights); the others keep the run's own init (fit's seed), so a layer
 renamed in the net (Caffe's flickr_style example: fc8 -> fc8_flickr) starts from its fillers.
 
-Resuming: step = the solverstate's iter (times iter_size), the params from its learned_net (or the weights given)
+Resuming: step = the solverstate's iter (times iter_size), the params from its learned_net
 and the optimizer's buffers from its history (jaxcnn.caffe.solverstate gives Caffe's layout), into Optax's state of
 jaxcnn.train.solver.optimizer:
     SGD, Nesterov   Caffe's h = lr(iter) * optax.trace's v (jaxcnn applies lr after the momentum: w -= lr v);
@@ -62,11 +62,11 @@ def fine_tune(trainer: Trainer, weights, *, input_shape=None) -> Callable[[Train
     return start
 
 
-def from_solverstate(trainer: Trainer, config: SolverConfig, total_steps: int, path, *, weights=None,
+def from_solverstate(trainer: Trainer, config: SolverConfig, total_steps: int, path, *,
                      input_shape=None) -> Callable[[TrainState], TrainState]:
-    """TrainState -> the same resumed from Caffe's .solverstate at `path` (read now, with its caffemodel, or the
-    caffemodels `weights`). config and total_steps: those trainer.tx was made from (optimizer(config,
-    total_steps, ...)). CaffeFormatError naming the file for history that is not the net's under config's type."""
+    """TrainState -> the same resumed from Caffe's .solverstate at `path` (read now, with its caffemodel).
+    config and total_steps: those trainer.tx was made from (optimizer(config, total_steps, ...)). CaffeFormatError
+    naming the file for history that is not the net's under config's type."""
     snap = read_solverstate(path)
     kind = _caffe_type(config)
     sets = HISTORY_SETS[kind]
@@ -80,7 +80,7 @@ def from_solverstate(trainer: Trainer, config: SolverConfig, total_steps: int, p
     except CaffeFormatError as e:
         raise CaffeFormatError(e.file, f"history for Caffe's {kind} ({sets} per learnable blob): {e.message}",
                                layer=e.layer, kind=e.kind) from None
-    params, state = _matching(trainer.net, weights or [snap.learned_net_path()], input_shape)
+    params, state = _matching(trainer.net, [snap.learned_net_path()], input_shape)
     lr = _lr(config, total_steps, snap.iter)
 
     def start(ts: TrainState) -> TrainState:
