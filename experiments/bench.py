@@ -1,5 +1,5 @@
-"""Speed, side by side, in one process: jaxcnn, the same nets on plain XLA ops, PyTorch and OpenCV's dnn, on the
-CPU or a GPU.
+"""Speed, side by side, in one process: jaxcnn, the same nets on plain XLA ops, PyTorch, OpenCV's dnn and
+onnxruntime, on the CPU or a GPU.
 
     python -m experiments.bench [--platform cpu|gpu] [--data-dir DIR] [--out DIR] [--quick]   # needs the bench extra
 
@@ -11,7 +11,9 @@ feature_group_count, lax.reduce_window) and XLA's default options, what Flax and
 the two JAX variants compile the same ops); PyTorch eager (on a GPU: CUDA, cuDNN with benchmark mode, TF32 allowed for
 matmuls as JAX's default precision does); with --torch-compile also PyTorch's torch.compile (on a GPU in mode
 'reduce-overhead', which replays CUDA graphs, the mode for small launch-bound nets; on the CPU its default mode);
-for the inference cases OpenCV's dnn module (cv2.dnn.readNetFromCaffe, its default backend and threads). The
+for the inference cases OpenCV's dnn module (cv2.dnn.readNetFromCaffe, its default backend and threads) and
+onnxruntime (jaxcnn.export.onnx's export of the same net and weights, CPUExecutionProvider, graph optimizations
+ORT_ENABLE_ALL, intra-op threads as PyTorch's); either runtime not installed: its columns are left out. The
 process keeps freed host memory for reuse (jaxcnn.hostmem), for all variants alike.
 
 Cases: the Caffe LeNet-BN training step (Trainer + Caffe SGD; PyTorch: the same layers as nn modules and
@@ -23,11 +25,12 @@ schedule, random 2-pixel shifts, the data on the device, evaluation on the test 
 `run_training`, the same recipe in plain JAX + Optax (experiments.plain_jax) and in a plain PyTorch loop
 (torch_nets.Recipe), each from fresh weights every round. The epoch uses MNIST from --data-dir, else 60,000
 random images (MNIST's size; the speed does not depend on the pixels). On the CPU, inference against OpenCV's dnn
-at batch 1 and 8 (`<net>_infer_b<batch>`): MobileNet v1 (depthwise), Caffe's bvlc_alexnet (groups 2; the deploy
-file in experiments/caffe), GoogLeNet and ResNet-50, each a Caffe prototxt written by the bench
+and onnxruntime at batch 1 and 8 (`<net>_infer_b<batch>`): MobileNet v1 (depthwise), Caffe's bvlc_alexnet (groups
+2; the deploy file in experiments/caffe), GoogLeNet and ResNet-50, each a Caffe prototxt written by the bench
 (experiments.caffe_models) with random weights saved as a caffemodel by jaxcnn.caffe.save_caffemodel; jaxcnn
-loads the prototxt and weights with jaxcnn.caffe and runs jaxcnn.predictor, OpenCV reads the same two files.
-Their compile time (trace and XLA compilation) is reported apart from the first call.
+loads the prototxt and weights with jaxcnn.caffe and runs jaxcnn.predictor, OpenCV reads the same two files,
+onnxruntime runs jaxcnn's ONNX export of the loaded net (the batch fixed). The JAX variants' compile time (trace
+and XLA compilation) is reported apart from the first call.
 
 All sides get the same weights and data; a check that their outputs agree runs first. Each variant is warmed up,
 then all are timed in interleaved rounds; the table gives median images/s and the ratios. The machine's float32
@@ -67,15 +70,21 @@ except ImportError:  # the optional extra
     torch = None
 try:
     import cv2
-except ImportError:  # the optional extra (the inference cases are left out without it)
+except ImportError:  # the optional extra (the inference cases run without OpenCV's column)
     cv2 = None
+try:
+    import onnxruntime
+
+    from jaxcnn.export.onnx import to_onnx
+except ImportError:  # the optional extra (onnxruntime runs jaxcnn's ONNX export, which needs onnx)
+    onnxruntime = None
 
 VARIANTS = {"jaxcnn": "auto", "plain_xla": "native"}  # the jaxcnn lowering of each JAX variant
 SOLVER = SolverConfig(lr=0.01, schedule="fixed", momentum=0.9, weight_decay=5e-4)
 ALEXNET_PROTOTXT = Path(__file__).parent / "caffe" / "bvlc_alexnet_deploy.prototxt"
 INFERENCE_NETS = {"mobilenet_v1": caffe_models.mobilenet_v1, "alexnet": ALEXNET_PROTOTXT.read_text,
                   "googlenet": caffe_models.googlenet, "resnet50": caffe_models.resnet50}
-RUN_SECONDS = 0.25  # an inference run: as many calls as take OpenCV about this long
+RUN_SECONDS = 0.25  # an inference run: as many calls as take the first runtime (OpenCV's where installed) this long
 
 
 class Target:
@@ -306,25 +315,50 @@ class CaffeFiles:
         return self.loaded[name]
 
 
-def opencv_case(files, name, batch, target, seed=0):
-    """Inference of Caffe net `name` at `batch`: jaxcnn.predictor and plain XLA's jitted Net.apply against
-    OpenCV's dnn on the same prototxt and caffemodel -> (runners, images per run, FLOPs per image, info: each JAX
-    variant's compile and first-call seconds, the outputs' agreement). A run is as many calls as take OpenCV
-    RUN_SECONDS."""
+def opencv_runtime(net, params, state, proto, model, batch):
+    """OpenCV's dnn on the prototxt and caffemodel -> forward(x NCHW) -> its output blob."""
+    dnn = cv2.dnn.readNetFromCaffe(str(proto), str(model))
+
+    def forward(x):
+        dnn.setInput(x)
+        return dnn.forward()
+    return forward
+
+
+def onnxruntime_runtime(net, params, state, proto, model, batch):
+    """onnxruntime's CPUExecutionProvider on jaxcnn's ONNX export of `net` with `params` and `state` at a fixed
+    `batch`, graph optimizations ORT_ENABLE_ALL, intra-op threads threads() -> forward(x NCHW) -> the net's output
+    (NCHW for a map)."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = onnxruntime.InferenceSession(to_onnx(net, params, state, batch=batch).SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    (blob,) = net.input_shapes()
+    return lambda x: session.run(None, {blob: x})[0]
+
+
+# The inference references installed: {name: runtime(net, params, state, prototxt, caffemodel, batch) -> forward}
+RUNTIMES = {name: runtime for name, runtime, module in (("opencv", opencv_runtime, cv2),
+                                                        ("onnxruntime", onnxruntime_runtime, onnxruntime)) if module}
+RUNTIME_NAMES = {"opencv": "OpenCV", "onnxruntime": "onnxruntime"}
+
+
+def inference_case(files, name, batch, target, seed=0):
+    """Inference of Caffe net `name` at `batch`: jaxcnn.predictor and plain XLA's jitted Net.apply against each of
+    RUNTIMES on the same weights -> (runners, images per run, FLOPs per image, info: each JAX variant's compile and
+    first-call seconds, its outputs' agreement with each runtime's, max_rel_diff_vs_<runtime>). A run is as many
+    calls as take the first runtime RUN_SECONDS."""
     net, params, state, proto, model = files(name)
     x = np.random.default_rng(seed + 1).standard_normal((batch, *net.input_shape)).astype(np.float32)
-    opencv = cv2.dnn.readNetFromCaffe(str(proto), str(model))
     x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-    def opencv_forward():
-        opencv.setInput(x_nchw)
-        return opencv.forward()
-
-    reference = opencv_forward().reshape(batch, -1)
+    forwards = {r: runtime(net, params, state, proto, model, batch) for r, runtime in RUNTIMES.items()}
+    references = {r: np.asarray(forward(x_nchw)).reshape(batch, -1) for r, forward in forwards.items()}
     start = time.perf_counter()
-    opencv_forward()
+    next(iter(forwards.values()))(x_nchw)
     calls = max(1, round(RUN_SECONDS / (time.perf_counter() - start)))
-    info = {"calls_per_run": calls, "compile_seconds": {}, "first_call_seconds": {}, "max_rel_diff_vs_opencv": {}}
+    info = {"calls_per_run": calls, "compile_seconds": {}, "first_call_seconds": {},
+            **{f"max_rel_diff_vs_{r}": {} for r in RUNTIMES}}
     runners, on_device = {}, jax.device_put((params, state, x))
     for variant in VARIANTS:
         lowering, options = setup(variant, target, net, batch, training=False)
@@ -334,11 +368,13 @@ def opencv_case(files, name, batch, target, seed=0):
         info["compile_seconds"][variant] = time.perf_counter() - start
         y = np.asarray(jax.block_until_ready(exe(*on_device)))
         info["first_call_seconds"][variant] = time.perf_counter() - start
-        y = y.transpose(0, 3, 1, 2) if y.ndim == 4 else y  # OpenCV's blobs are NCHW
-        info["max_rel_diff_vs_opencv"][variant] = check_close(f"{name} batch {batch}", y.reshape(batch, -1), reference,
-                                                              tolerance(target), "OpenCV")
+        y = (y.transpose(0, 3, 1, 2) if y.ndim == 4 else y).reshape(batch, -1)  # the runtimes' outputs are NCHW
+        for r, reference in references.items():
+            info[f"max_rel_diff_vs_{r}"][variant] = check_close(f"{name} batch {batch}", y, reference,
+                                                                 tolerance(target), RUNTIME_NAMES[r])
         runners[variant] = lambda exe=exe: [exe(*on_device) for _ in range(calls)][-1]
-    runners["opencv"] = lambda: [opencv_forward() for _ in range(calls)][-1]
+    for r, forward in forwards.items():
+        runners[r] = lambda forward=forward: [forward(x_nchw) for _ in range(calls)][-1]
     return runners, batch * calls, summary(net).flops, info
 
 
@@ -384,12 +420,12 @@ def matmul_peak(target, seconds=0.5):
 
 def cases(quick, target, data_dir):
     """Case name -> (builder of (runners, images per run, FLOPs per image[, info]), rounds). The inference cases
-    against OpenCV: on the CPU, where OpenCV is installed."""
+    against OpenCV and onnxruntime: on the CPU, where either is installed."""
     q, s = (2 if quick else 1), target.scale
     files = CaffeFiles()
-    inference = {f"{name}_infer_b{batch}": (lambda name=name, batch=batch: opencv_case(files, name, batch, target),
+    inference = {f"{name}_infer_b{batch}": (lambda name=name, batch=batch: inference_case(files, name, batch, target),
                                             7 // q)
-                 for name in INFERENCE_NETS for batch in (1, 8)} if target.name == "cpu" and cv2 else {}
+                 for name in INFERENCE_NETS for batch in (1, 8)} if target.name == "cpu" and RUNTIMES else {}
     return {
         "lenet_bn_train_b64": (lambda: train_case(zoo.lenet_caffe(), 64, s * 24 // q, target), 7 // q),
         "lenet_bn_train_b256": (lambda: train_case(zoo.lenet_caffe(), 256, s * 8 // q, target), 7 // q),
@@ -404,7 +440,8 @@ def cases(quick, target, data_dir):
 def versions(target):
     v = {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
          "torch": torch.__version__, "numpy": np.__version__, "cpu": tuning.processor(),
-         "opencv": cv2.__version__ if cv2 else None, "jax_devices": [str(d) for d in jax.devices()]}
+         "opencv": cv2.__version__ if cv2 else None, "onnxruntime": onnxruntime.__version__ if onnxruntime else None,
+         "onnx": metadata.version("onnx") if onnxruntime else None, "jax_devices": [str(d) for d in jax.devices()]}
     if target.name == "gpu":
         v["gpu"] = torch.cuda.get_device_name(0)
     return v
@@ -439,14 +476,16 @@ def main(argv=None):
     selected = cases(args.quick, target, args.data_dir)
     unknown = set(args.cases or ()) - set(selected)
     if unknown:
-        more = " (the inference cases need OpenCV: pip install -e .[bench])" if cv2 is None else ""
+        more = " (the inference cases need OpenCV or onnxruntime: pip install -e .[bench])" if not RUNTIMES else ""
         p.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(selected)}{more}")
     selected = {k: v for k, v in selected.items() if not args.cases or k in args.cases}
     peak = matmul_peak(target)
     print(f"{target.name}: float32 matmul peak {peak:,.0f} GFLOP/s (JAX, default precision)", flush=True)
-    if cv2 is None and target.name == "cpu":
-        print("OpenCV is not installed: the inference cases are left out (pip install -e .[bench])")
-    variants = [*VARIANTS, *target.torch_variants, *(["opencv"] if any("_infer_" in k for k in selected) else [])]
+    missing = [RUNTIME_NAMES[r] for r in RUNTIME_NAMES if r not in RUNTIMES]
+    if missing and target.name == "cpu":
+        print(f"{' and '.join(missing)} not installed: the inference cases "
+              f"{'run without it' if RUNTIMES else 'are left out'} (pip install -e .[bench])")
+    variants = [*VARIANTS, *target.torch_variants, *(RUNTIMES if any("_infer_" in k for k in selected) else [])]
     others = [v for v in variants if v != "jaxcnn"]
     results, load = {}, [os.getloadavg()[0]]
     header = (f"{'case':24} " + " ".join(f"{v:>13}" for v in variants) + " " +
@@ -469,7 +508,8 @@ def main(argv=None):
             "versions": versions(target),
             "threads": {"xla": n_threads, "torch": torch.get_num_threads(),
                         "torch_interop": torch.get_num_interop_threads(),
-                        "opencv": cv2.getNumThreads() if cv2 else None},
+                        "opencv": cv2.getNumThreads() if cv2 else None,
+                        "onnxruntime": n_threads if onnxruntime else None},
             "load_average_1min": load, "keep_freed_memory": kept,
         }
         out.mkdir(parents=True, exist_ok=True)

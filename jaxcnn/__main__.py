@@ -2,6 +2,7 @@
     python -m jaxcnn summary MODEL [--input-shape H,W,C] [--batch N] [--json]
     python -m jaxcnn draw MODEL --out net.svg [--input-shape H,W,C]
     python -m jaxcnn train --solver solver.prototxt [--data-dir DIR] [--dataset NAME] [--out DIR]
+                           [--weights W.caffemodel[,W2...] | --snapshot S.solverstate]
     python -m jaxcnn tune MODEL [--batch N [N ...]] [--inference] [--input-shape H,W,C] [--budget SECONDS]
     python -m jaxcnn export MODEL|RUN_DIR [--weights FILE] (--onnx OUT.onnx | --stablehlo OUT) [--batch N]
 MODEL: a zoo model, a Caffe net (.prototxt) or a cuda-convnet layer definition (.cfg; give --input-shape).
@@ -91,7 +92,8 @@ def _train(args):
     keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
     RunDir(args.out).check(resume=args.resume, overwrite=args.overwrite)  # and --out is touched only once every
     try:  # input is read
-        spec = caffe_run.load(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs)
+        spec = caffe_run.load(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
+                              weights=args.weights.split(",") if args.weights else None, snapshot=args.snapshot)
     except FILE_ERRORS as e:  # each names its file (the solver, its net, the data) or flag; a bad file is a usage
         fail(message(e), exit_code(e) if isinstance(e, DataNotFound) else USAGE)  # error, missing data as elsewhere
     c = spec.config
@@ -105,8 +107,9 @@ def _train(args):
     except RunMismatch as e:  # the manifest holds the solver's settings, which have no flags: an edited solver
         fail(message(e, name=lambda s: f"solver setting {s.removeprefix('solver.')}"  # is a different run
                      if s.startswith("solver.") else flag(s)))
+    weights = os.path.join(args.out, results["caffemodel"]).removesuffix(".caffemodel")
     print(f"test accuracy {100 * results['test_accuracy']:.2f}% after {results['steps']} steps; wrote "
-          f"{args.out} and {os.path.join(args.out, results['caffemodel'])}")
+          f"{args.out}, {weights}.caffemodel and .solverstate")
 
 
 def _tune(args):
@@ -200,6 +203,11 @@ def main(argv=None):
     t.add_argument("--epochs", type=int, help="epochs to train (default: enough for the solver's max_iter)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="remove an earlier run from --out first")
+    start = t.add_mutually_exclusive_group()  # as Caffe's: weights to fine-tune or a snapshot to resume, not both
+    start.add_argument("--weights", metavar="W.caffemodel[,...]", help="fine-tune: copy the blobs of the layers "
+                       "these caffemodels name as the net does (later files win); the others start from their fillers")
+    start.add_argument("--snapshot", metavar="S.solverstate", help="continue Caffe's solver from its .solverstate: "
+                       "its iteration, history and learned_net")
     u = commands.add_parser("tune", help="measure how a model runs fastest on this CPU (the tuning cache that "
                             "training and inference read)", formatter_class=defaults)
     u.add_argument("model", type=_model_type(), help="zoo model, Caffe .prototxt or cuda-convnet .cfg")

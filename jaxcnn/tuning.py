@@ -22,9 +22,10 @@ tests/test_grouped_conv.py, tests/test_tuning.py): only the speed changes.
   of each direction of each convolution shape and keeps the fastest.
 - YNNPACK fusions: XLA:CPU hands dots, convolutions and reductions to the YNNPACK library; the per-jit compiler
   option YNN_OPTION chooses which (YNN_CHOICES). Which is faster depends on the whole net (the AlexNet prototxt
-  ran 6x faster without YNNPACK, LeNet 1.4x slower: docs/performance.md), so `tune` compiles the net's training
-  gradient (or its inference forward), with the forms chosen, under each choice the installed jaxlib accepts
-  (`ynn_choices`) and keeps the fastest for that net, batch and mode.
+  ran 6x faster without YNNPACK, LeNet 1.4x slower: docs/performance.md), and so may the forms: a form fastest
+  alone can be slower beside its neighbours (layouts, fusions). So `tune` compiles the net's training gradient (or
+  its inference forward) with the measured forms and with the fixed rules (when they differ), each under every
+  choice the installed jaxlib accepts (`ynn_choices`), and keeps the fastest pair for that net, batch and mode.
 
 Reading never measures: `lookup` returns the cached choices for a net (the fixed rules and XLA's defaults where
 there are none), and so do the Trainer and `jaxcnn.predictor`; JAXCNN_AUTOTUNE=0 makes them ignore the cache.
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 _now = time.monotonic  # the clock the budget is kept by
 ENV_SWITCH = "JAXCNN_AUTOTUNE"
 ENV_CACHE = "JAXCNN_CACHE_DIR"
-CACHE_VERSION = 3  # 3: YNNPACK choices per net; forms measured with ops.compiler_options()
+CACHE_VERSION = 4  # 3: YNNPACK choices per net; forms measured with ops.compiler_options(); 4: whole-net forms
 YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 # label: the jit compiler options it adds ('default': XLA's own, which in jaxlib 0.10 include convolutions)
 YNN_CHOICES = {
@@ -68,7 +69,9 @@ YNN_CHOICES = {
     "no_convolutions": {YNN_OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
     "off": {YNN_OPTION: ""},
 }
-NET_ROUNDS = 5  # interleaved rounds timing a net under each YNNPACK choice
+NET_ROUNDS = 5  # interleaved rounds timing a net under each pair of forms and YNNPACK choice
+# the forms a whole net is timed with: each convolution's measured fastest, or the fixed rules (lowering 'cpu')
+FORM_SETS = ("measured", "fixed")
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,9 @@ class Tuning:
     """How to run a net: `lowering` for Net.apply or the Trainer (a Tuned lowering, 'cpu' for the fixed rules,
     'native' off the CPU) and `compiler_options` for jax.jit (ops.compiler_options() and the YNNPACK choice).
     convolutions: ((layer, signature, cache entry {'forms', 'seconds'}), ...) of the net's convolutions found
-    measured (layer: the first layer computing it); fusion: the net's cache entry for the YNNPACK choice
-    {'choice', 'seconds', 'compile_seconds', ...}, or None."""
+    measured (layer: the first layer computing it); fusion: the net's cache entry for the whole net's choice
+    {'forms' (a FORM_SETS name), 'choice' (a YNN_CHOICES label), 'seconds' and 'compile_seconds' keyed
+    'forms+choice', ...}, or None."""
 
     lowering: object
     compiler_options: dict
@@ -87,7 +91,8 @@ class Tuning:
     def table(self) -> str:
         """What was chosen and why: each convolution's form per direction with every candidate's milliseconds
         (the fastest of several runs; '-' where nothing was measured: the fixed rule), then the YNNPACK choice
-        with each choice's milliseconds per call (median) and compile seconds."""
+        with each choice's milliseconds per call (median) and compile seconds, and whether the net runs the measured
+        forms or the fixed rules."""
         head = f"{'layer':16} {'input':>16} {'kernel':>14} {'stride':>6} {'direction':9} {'chosen':15} candidates (ms)"
         lines = [head, "-" * len(head)]
         for layer, (x, w, _, stride, _, _), entry in self.convolutions:
@@ -102,9 +107,9 @@ class Tuning:
             lines.append("(no convolution measured: the fixed rules)")
         if self.fusion:
             f = self.fusion
-            lines.append(f"YNNPACK fusions ({'training gradient' if f['training'] else 'inference'}, whole net): "
-                         + ", ".join(f"{k} {1e3 * t:.3g} ms (compile {f['compile_seconds'][k]:.1f} s)"
-                                     for k, t in f["seconds"].items()) + f" -> {f['choice']}")
+            lines.append(f"forms+YNNPACK fusions ({'training gradient' if f['training'] else 'inference'}, whole "
+                         "net): " + ", ".join(f"{k} {1e3 * t:.3g} ms (compile {f['compile_seconds'][k]:.1f} s)"
+                                              for k, t in f["seconds"].items()) + f" -> {f['forms']}+{f['choice']}")
         else:
             lines.append("YNNPACK fusions: not measured (XLA's default)")
         return "\n".join(lines)
@@ -279,22 +284,26 @@ def _seconds_per_call(fn, args, min_seconds=0.1) -> float:
             return took / calls
 
 
-def _measure_fusions(net, batch, input_shape, dtype, training, lowering) -> dict:
-    """Each YNNPACK choice: compile the net's computation (_net_computation), then time all in NET_ROUNDS
-    interleaved rounds -> {'choice', 'seconds' (median per call), 'compile_seconds'}."""
-    fn, args = _net_computation(net, batch, input_shape, dtype, training, lowering)
+def _measure_fusions(net, batch, input_shape, dtype, training, lowerings: dict) -> dict:
+    """Each pair of forms (lowerings: {FORM_SETS name: lowering}) and YNNPACK choice: compile the net's computation
+    (_net_computation), then time all in NET_ROUNDS interleaved rounds -> {'forms', 'choice' (the fastest pair),
+    'seconds' (median per call), 'compile_seconds'}, the last two keyed 'forms+choice'."""
     compiled, compile_s = {}, {}
-    for label, options in ynn_choices().items():
-        start = time.perf_counter()
-        compiled[label] = jax.jit(fn, compiler_options={**compiler_options("cpu"), **options}).lower(*args).compile()
-        compile_s[label] = time.perf_counter() - start
-        jax.block_until_ready(compiled[label](*args))
-    samples = {label: [] for label in compiled}
+    for forms, lowering in lowerings.items():
+        fn, args = _net_computation(net, batch, input_shape, dtype, training, lowering)
+        for label, options in ynn_choices().items():
+            key, start = f"{forms}+{label}", time.perf_counter()
+            exe = jax.jit(fn, compiler_options={**compiler_options("cpu"), **options}).lower(*args).compile()
+            compile_s[key] = time.perf_counter() - start
+            jax.block_until_ready(exe(*args))
+            compiled[key] = exe, args
+    samples = {key: [] for key in compiled}
     for _ in range(NET_ROUNDS):
-        for label, exe in compiled.items():
-            samples[label].append(_seconds_per_call(exe, args))
-    seconds = {label: statistics.median(s) for label, s in samples.items()}
-    return {"choice": min(seconds, key=seconds.get), "seconds": seconds, "compile_seconds": compile_s}
+        for key, (exe, args) in compiled.items():
+            samples[key].append(_seconds_per_call(exe, args))
+    seconds = {key: statistics.median(s) for key, s in samples.items()}
+    forms, choice = min(seconds, key=seconds.get).split("+")
+    return {"forms": forms, "choice": choice, "seconds": seconds, "compile_seconds": compile_s}
 
 
 def _key(sig) -> str:
@@ -303,12 +312,20 @@ def _key(sig) -> str:
 
 def _choices(cache, convs, net, batch, input_shape, dtype, training) -> Tuning:
     """The Tuning the cache holds for the net: the measured forms of its convolutions (the fixed rules where none
-    are), and the YNNPACK choice measured with exactly those forms (XLA's default where none is)."""
+    are), and the whole-net choice measured with exactly those forms (XLA's default where none is): the YNNPACK
+    choice, and those forms or the fixed rules."""
     found = tuple((conv[-1], sig, cache["forms"][_key(sig)]) for sig, conv in convs if _key(sig) in cache["forms"])
     lowering = Tuned(tuple(sorted((sig, tuple(entry["forms"])) for _, sig, entry in found))) if found else "cpu"
     fusion = cache["fusions"].get(fingerprint(net, batch, input_shape, dtype, training, lowering))
     options = {**compiler_options("cpu"), **(YNN_CHOICES.get(fusion["choice"], {}) if fusion else {})}
+    if fusion and fusion["forms"] == "fixed":
+        lowering = "cpu"
     return Tuning(lowering, options, found, fusion)
+
+
+def _fixed_forms(x, w, stride, pads, dilation) -> tuple:
+    """The forms the fixed rules give a convolution, one per direction (conv_cpu.DIRECTIONS)."""
+    return tuple(conv_cpu.form(d, None, x, w, stride, pads, dilation).__name__ for d in conv_cpu.DIRECTIONS)
 
 
 def _signatures(net, batch, input_shape, dtype):
@@ -362,20 +379,24 @@ def tune(net, batch: int, *, input_shape=None, dtype="float32", training: bool =
             break
         times = {d: {n: measure(d, n, x, w, stride, pads, dilation)
                      for n in conv_cpu.candidates(d, x, w, stride, pads, dilation)} for d in directions}
-        fixed = {d: conv_cpu.form(d, None, x, w, stride, pads, dilation).__name__ for d in conv_cpu.DIRECTIONS}
+        fixed = dict(zip(conv_cpu.DIRECTIONS, _fixed_forms(x, w, stride, pads, dilation)))
         forms = [min(times[d], key=times[d].get) if d in times else fixed[d] for d in conv_cpu.DIRECTIONS]
         cache["forms"][_key(sig)] = new["forms"][_key(sig)] = {"forms": forms, "seconds": times}
         log.info("tuned %s (x %s, w %s, stride %s): %s", layer, x.shape, w.shape, stride,
                  ", ".join(f"{d} {forms[conv_cpu.DIRECTIONS.index(d)]}" for d in directions))
     chosen = _choices(cache, convs, net, batch, input_shape, dtype, training)
     if chosen.fusion is None and _now() - start <= budget_s:
+        lowerings, conv_of = {"measured": chosen.lowering}, {_key(sig): conv for sig, conv in convs}
+        if any(tuple(entry["forms"]) != _fixed_forms(*conv_of[_key(sig)][:5]) for _, sig, entry in chosen.convolutions):
+            lowerings["fixed"] = "cpu"  # the fixed rules differ from the measured forms
         fusion = {"net": net.name, "batch": batch, "dtype": str(jnp.dtype(dtype)), "training": bool(training),
-                  **_measure_fusions(net, batch, input_shape, dtype, training, chosen.lowering)}
+                  **_measure_fusions(net, batch, input_shape, dtype, training, lowerings)}
         key = fingerprint(net, batch, input_shape, dtype, training, chosen.lowering)
         cache["fusions"][key] = new["fusions"][key] = fusion
-        log.info("YNNPACK fusions for %s at batch %d (%s): %s", net.name, batch,
-                 "training" if training else "inference",
-                 ", ".join(f"{k} {1e3 * s:.2f} ms" for k, s in fusion["seconds"].items()) + f" -> {fusion['choice']}")
+        log.info("forms+YNNPACK fusions for %s at batch %d (%s): %s", net.name, batch,
+                 "training" if training else "inference", ", ".join(f"{k} {1e3 * s:.2f} ms" for k, s in
+                                                                      fusion["seconds"].items())
+                 + f" -> {fusion['forms']}+{fusion['choice']}")
         chosen = _choices(cache, convs, net, batch, input_shape, dtype, training)
     if any(new.values()):
         latest = _load(path)  # with what other processes may have written meanwhile

@@ -111,3 +111,12 @@ def random_params(net, seed=0, input_shape=None):
 def without_timings(records):
     """Metric records (as jaxcnn.train.fit returns them) without their wall-clock fields, which differ run to run."""
     return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in records]
+
+
+def missing_package(error: ImportError) -> str | None:
+    """The package not installed behind `error` (a ModuleNotFoundError, or an ImportError raised from one, as
+    jaxcnn.export's modules name the extra to install), or None when it is jaxcnn's own module or no missing one."""
+    missing = error if isinstance(error, ModuleNotFoundError) else error.__cause__
+    if not isinstance(missing, ModuleNotFoundError) or (missing.name or "jaxcnn").split(".")[0] == "jaxcnn":
+        return None
+    return missing.name

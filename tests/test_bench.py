@@ -11,6 +11,7 @@ from synthetic import write_mnist_like
 torch = pytest.importorskip("torch")
 from experiments import bench, plain_jax, torch_nets  # noqa: E402
 from jaxcnn import zoo  # noqa: E402
+from jaxcnn.caffe import parse_prototxt  # noqa: E402
 
 CPU = bench.Target("cpu")
 
@@ -80,25 +81,68 @@ def test_bench_prints_a_table_and_writes_ratios_and_fractions_of_peak(tmp_path, 
 
 
 @pytest.mark.slow
-def test_an_inference_case_runs_a_caffe_net_in_jaxcnn_and_opencv(tmp_path, monkeypatch, capsys):
+def test_an_inference_case_runs_a_caffe_net_in_jaxcnn_opencv_and_onnxruntime(tmp_path, monkeypatch, capsys):
     """A case of experiments.bench's inference kind on a small depthwise Caffe net (tests/caffe_nets), at batch 1
-    where its prototxt says 2: the same outputs, then the ratio to OpenCV and the compile time in bench.json."""
+    where its prototxt says 2: the same outputs, then the ratios to OpenCV and onnxruntime and the compile time in
+    bench.json."""
     pytest.importorskip("cv2")
+    pytest.importorskip("onnxruntime")
     monkeypatch.setattr(bench, "INFERENCE_NETS", {"block": lambda: caffe_nets.MOBILENET_DEPTHWISE})
     monkeypatch.setattr(bench, "RUN_SECONDS", 0.01)
     monkeypatch.setattr(bench, "matmul_peak", lambda target: 100.0)  # not the subject here
     report = bench.main(["--quick", "--no-tune", "--cases", "block_infer_b1", "--out", str(tmp_path)])
     case = report["cases"]["block_infer_b1"]
     rates = case["images_per_second"]
-    assert set(rates) == {"jaxcnn", "plain_xla", "opencv"}
-    assert report["ratios_vs_opencv"] == {"block_infer_b1": pytest.approx(rates["jaxcnn"] / rates["opencv"])}
+    assert set(rates) == {"jaxcnn", "plain_xla", "opencv", "onnxruntime"}
+    for runtime in ("opencv", "onnxruntime"):
+        assert report[f"ratios_vs_{runtime}"] == {"block_infer_b1": pytest.approx(rates["jaxcnn"] / rates[runtime])}
+        assert max(case[f"max_rel_diff_vs_{runtime}"].values()) < bench.tolerance(CPU)  # checked before timing
     assert report["ratios_vs_torch"] == {} and set(report["compile_seconds"]["block_infer_b1"]) == {"jaxcnn",
                                                                                                  "plain_xla"}
-    assert max(case["max_rel_diff_vs_opencv"].values()) < bench.tolerance(CPU)  # checked before timing
+    assert report["threads"]["onnxruntime"] == bench.threads() and report["versions"]["onnxruntime"]
     (tmp_path / "block.prototxt").write_text(caffe_nets.MOBILENET_DEPTHWISE)
     assert case["flops_per_image"] == bench.summary(bench.load_prototxt(tmp_path / "block.prototxt")).flops
-    assert json.loads((tmp_path / "bench.json").read_text())["ratios_vs_opencv"] == report["ratios_vs_opencv"]
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert (written["ratios_vs_opencv"], written["ratios_vs_onnxruntime"]) == (report["ratios_vs_opencv"],
+                                                                               report["ratios_vs_onnxruntime"])
     assert "block_infer_b1" in capsys.readouterr().out
+
+
+def test_the_onnxruntime_runner_agrees_with_jaxcnn_on_a_caffe_net(monkeypatch):
+    """The inference cases' onnxruntime runner (jaxcnn's ONNX export of the same weights) on a small depthwise
+    Caffe net at batch 3: the case checks its outputs against jaxcnn's first and records the agreement
+    (max_rel_diff_vs_onnxruntime, a field of the case in bench.json)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    net = parse_prototxt(caffe_nets.MOBILENET_DEPTHWISE)
+    rng = np.random.default_rng(0)  # every weight and statistic in [0.5, 1.5]: quicker than CaffeFiles' weights
+    _, params, state = jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32),
+                                    jax.eval_shape(net.init, jax.random.key(0)))
+    monkeypatch.setattr(bench, "RUNTIMES", {"onnxruntime": bench.onnxruntime_runtime})
+    monkeypatch.setattr(bench, "VARIANTS", {"jaxcnn": "auto"})
+    monkeypatch.setattr(bench, "RUN_SECONDS", 0.0)  # one call a run
+    files = lambda name: (net, params, state, None, None)  # noqa: E731 - no Caffe files: onnxruntime reads none
+    runners, work, _, info = bench.inference_case(files, "block", 3, bench.Target("cpu", tune=False))
+    assert set(runners) == {"jaxcnn", "onnxruntime"} and work == 3 and info["calls_per_run"] == 1
+    assert set(info["max_rel_diff_vs_onnxruntime"]) == {"jaxcnn"}
+    assert info["max_rel_diff_vs_onnxruntime"]["jaxcnn"] < 1e-5
+    ours = np.asarray(runners["jaxcnn"]()).transpose(0, 3, 1, 2)
+    theirs = runners["onnxruntime"]()
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5 * np.abs(ours).max())
+
+
+def test_without_onnxruntime_its_columns_are_left_out_with_a_note(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "RUNTIMES", {"opencv": bench.opencv_runtime})  # as bench sets it without onnxruntime
+    monkeypatch.setattr(bench, "matmul_peak", lambda target: 100.0)
+    monkeypatch.setattr(bench, "cases", lambda quick, target, data_dir: {  # a stand-in case: no net is run
+        "block_infer_b1": (lambda: ({"jaxcnn": lambda: 2.0, "plain_xla": lambda: 1.0, "opencv": lambda: 1.0}, 1, 1),
+                           1)})
+    report = bench.main(["--cases", "block_infer_b1", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "onnxruntime not installed: the inference cases run without it (pip install -e .[bench])" in out
+    header = next(line for line in out.splitlines() if line.startswith("case"))
+    assert "opencv" in header and "onnxruntime" not in header
+    assert "ratios_vs_opencv" in report and "ratios_vs_onnxruntime" not in report
 
 
 def test_gpu_platform_is_refused_without_a_gpu(capsys):

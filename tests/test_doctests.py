@@ -15,6 +15,7 @@ import pkgutil
 from pathlib import Path
 
 import pytest
+from conftest import missing_package
 
 import jaxcnn
 
@@ -35,10 +36,11 @@ def examples():
     for name in module_names():
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if (e.name or "jaxcnn").split(".")[0] == "jaxcnn":
+        except ImportError as e:
+            if missing_package(e) is None:
                 raise
-            params.append(pytest.param(None, id=name, marks=pytest.mark.skip(reason=f"{name} needs {e.name}")))
+            params.append(pytest.param(None, id=name, marks=pytest.mark.skip(reason=f"{name} needs "
+                                                                                    f"{missing_package(e)}")))
             continue
         params += [pytest.param(test, id=test.name) for test in finder.find(module) if test.examples]
     return params

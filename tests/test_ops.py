@@ -198,6 +198,12 @@ def test_lrn_matches_formula(rng, size, region):
     assert_close(y, ref.lrn(x.astype(np.float64), size, 0.5, 0.75, 2.0, region))
 
 
+@pytest.mark.parametrize("beta", [0.5, 0.75, 0.6, 1.0])
+def test_lrns_inverse_power_is_the_power(rng, beta):
+    t = np.concatenate([1 + 10 * rng.random(50), [1e-3, 1.0, 1e4]])
+    assert_close(ops.norm.inverse_power(jnp.asarray(t, jnp.float32), beta), t ** -beta)
+
+
 @pytest.mark.parametrize("size", [1, 3, 5])
 def test_contrast_norm_matches_the_pixel_loop(rng, size):
     x = 2 * normal(rng, 2, 5, 6, 3) + 1
@@ -341,6 +347,8 @@ def _grad_cases(rng):
          (x,), 1, both),
         ("lrn_across", functools.partial(ops.lrn, size=3, alpha=0.5, beta=0.75, k=2.0), (x,), 1, both),
         ("lrn_within", functools.partial(ops.lrn, size=3, alpha=0.5, beta=0.75, k=2.0, region="within"), (x,), 2, both),
+        ("lrn_beta_half", functools.partial(ops.lrn, size=3, alpha=0.5, beta=0.5, k=2.0), (x,), 1, both),
+        ("lrn_beta_other", functools.partial(ops.lrn, size=3, alpha=0.5, beta=0.6, k=2.0), (x,), 1, both),
         ("contrast_norm", functools.partial(ops.contrast_norm, size=3, alpha=0.5, beta=0.75, k=2.0), (x,), 2, both),
         ("batch_norm_train", lambda x: ops.batch_norm(x, jnp.zeros(4), jnp.ones(4), train=True)[0], (x,), 2, both),
         ("standardize", lambda x: (lambda y, m, v: y + 2 * m + 3 * v)(*standardize(x, 1e-3)), (x,), 2, both),

@@ -1,6 +1,6 @@
 """jaxcnn.export.stablehlo and what every export shares: the StableHLO artefact against Net.apply (in this process,
 and reloaded in a fresh one without jaxcnn), `python -m jaxcnn export RUN_DIR --stablehlo`, and files written
-whole or not at all. Needs only JAX (tests/test_export.py, the ONNX side, uses the helpers here)."""
+whole or not at all. Needs JAX and flatbuffers (tests/test_export.py, the ONNX side, uses the helpers here)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +15,12 @@ from jaxcnn import zoo
 from jaxcnn.__main__ import main
 from jaxcnn.caffe import load_prototxt, parse_prototxt
 from jaxcnn.export import write_atomic
-from jaxcnn.export.stablehlo import save_stablehlo, to_stablehlo
 from jaxcnn.train import RunDir
 from jaxcnn.train.rundir import make_manifest
 
+stablehlo = pytest.importorskip("jaxcnn.export.stablehlo", reason="StableHLO export needs the export extra",
+                                exc_type=ImportError)
+save_stablehlo, to_stablehlo = stablehlo.save_stablehlo, stablehlo.to_stablehlo
 CAFFE_DIR = Path(__file__).resolve().parents[1] / "experiments" / "caffe"
 LENET, SOLVER = CAFFE_DIR / "lenet_bn_train_test.prototxt", CAFFE_DIR / "lenet_solver.prototxt"
 

@@ -35,13 +35,14 @@ def fake_choice():
     return list(tuning.ynn_choices())[-1]
 
 
-def fake_fusions(calls):
-    """A _measure_fusions that costs nothing and finds fake_choice() fastest."""
-    def measure_fusions(net, batch, input_shape, dtype, training, lowering):
+def fake_fusions(calls, forms="measured"):
+    """A _measure_fusions that costs nothing and finds `forms` with fake_choice() fastest."""
+    def measure_fusions(net, batch, input_shape, dtype, training, lowerings):
         calls.append((batch, training))
         choice = fake_choice()
-        seconds = {label: 1.0 if label == choice else 2.0 for label in tuning.ynn_choices()}
-        return {"choice": choice, "seconds": seconds, "compile_seconds": dict.fromkeys(seconds, 0.5)}
+        seconds = {f"{f}+{label}": 1.0 if (f, label) == (forms, choice) else 2.0
+                   for f in lowerings for label in tuning.ynn_choices()}
+        return {"forms": forms, "choice": choice, "seconds": seconds, "compile_seconds": dict.fromkeys(seconds, 0.5)}
     return measure_fusions
 
 
@@ -144,9 +145,9 @@ def test_the_table_says_what_was_chosen_and_why(tmp_path, fake):
     assert re.search(r"^conv1\s+8x10x10x2\s+3x3x2x4\s+1x1 forward\s+im2col\s+im2col 1e\+03, "
                      r"im2col_chunked 2e\+03, ", table, re.M)
     assert re.search(r"^\s+input\s+\w+\s+- \(fixed rule\)$", table, re.M)  # conv1 reads the data
-    assert "\nYNNPACK fusions (training gradient, whole net): default " in table
-    assert f"{fake_choice()} 1e+03 ms (compile 0.5 s)" in table
-    assert table.endswith(f"-> {fake_choice()}")
+    assert "\nforms+YNNPACK fusions (training gradient, whole net): measured+default " in table
+    assert f"fixed+{fake_choice()} 2e+03 ms (compile 0.5 s)" in table  # conv1's measured im2col is not the rule
+    assert table.endswith(f"-> measured+{fake_choice()}")
 
 
 def test_an_option_jaxlib_rejects_is_left_out(monkeypatch):
@@ -164,15 +165,29 @@ def test_measure_compiles_with_jaxcnns_compiler_options(monkeypatch):
         tuning.measure("forward", "im2col", x, w, stride, pads, dilation)  # compiled with what the Trainer uses
 
 
+def test_the_fixed_rules_run_the_net_where_they_won_the_whole_net_timing(tmp_path, monkeypatch):
+    monkeypatch.setenv(tuning.ENV_SWITCH, "1")
+    monkeypatch.setattr(tuning, "measure", fake_measure([]))
+    monkeypatch.setattr(tuning, "_measure_fusions", fake_fusions([], forms="fixed"))
+    net = small_net()
+    tuned = tuning.tune(net, 8, cache_dir=tmp_path)
+    assert tuned.lowering == "cpu" and len(tuned.convolutions) == 2  # measured, then beaten in the whole net
+    assert tuned.compiler_options == {**ops.compiler_options("cpu"), **tuning.YNN_CHOICES[fake_choice()]}
+    monkeypatch.setattr(tuning, "_measure_fusions", no_measuring)
+    assert tuning.lookup(net, 8, cache_dir=tmp_path) == tuned
+
+
 @pytest.mark.slow
-def test_measure_fusions_times_every_accepted_choice(monkeypatch):
+def test_measure_fusions_times_every_pair_of_forms_and_accepted_choice(monkeypatch):
     monkeypatch.setattr(tuning, "NET_ROUNDS", 1)
     net = Net([Conv("conv", 2, 3), Flatten("flatten"), Dense("ip", 3)], (5, 5, 1))
     fn, args = tuning._net_computation(net, 2, None, "float32", True, "cpu")
     assert jax.tree.structure(jax.eval_shape(fn, *args)) == jax.tree.structure(args[0])  # the params' gradient
-    result = tuning._measure_fusions(net, 2, None, "float32", True, "cpu")
-    assert set(result["seconds"]) == set(result["compile_seconds"]) == set(tuning.ynn_choices())
-    assert result["choice"] == min(result["seconds"], key=result["seconds"].get)
+    im2col = Tuned(tuple((conv_cpu.signature(*c[:5]), ("im2col",) * 3) for c in tuning.convolutions(net, 2)))
+    result = tuning._measure_fusions(net, 2, None, "float32", True, {"measured": im2col, "fixed": "cpu"})
+    pairs = {f"{forms}+{label}" for forms in ("measured", "fixed") for label in tuning.ynn_choices()}
+    assert set(result["seconds"]) == set(result["compile_seconds"]) == pairs
+    assert f"{result['forms']}+{result['choice']}" == min(result["seconds"], key=result["seconds"].get)
 
 
 def test_predictor_compiles_with_the_cached_lowering(tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
 """Caffe model files in jaxcnn: net definitions (prototxt), weights (caffemodel) and solvers, read with protobuf
 against the part of Caffe's schema declared in `schema` (no Caffe install, no protoc step). The layer types read,
 and how each maps to jaxcnn's layers and its blobs to params: `types`; the data layers' transform_param:
-`data_layers`; their sources on disk (LMDB, image lists, HDF5): `sources`.
+`data_layers`; their sources on disk (LMDB, image lists, HDF5): `sources`; solver snapshots (.solverstate):
+`solverstate`.
 
     >>> import jax, jax.numpy as jnp
     >>> from jaxcnn import caffe

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import CaffeFormatError
+from . import schema
 
 
 def blob_array(blob) -> np.ndarray:
@@ -23,6 +24,15 @@ def blob_array(blob) -> np.ndarray:
             raise CaffeFormatError(None, f"blob of shape {dims} holds {data.size} values")
         return data.reshape(dims)
     return data
+
+
+def blob_proto(array):
+    """An array -> a BlobProto of its shape and float32 data."""
+    blob = schema.BlobProto()
+    array = np.asarray(array, np.float32)
+    blob.shape.dim.extend(array.shape)
+    blob.data.extend(array.ravel().tolist())
+    return blob
 
 
 class Site(NamedTuple):

@@ -73,6 +73,9 @@ MESSAGES = {
         ("layer_wise_reduce", 43, "bool", "?", "true")],
         {"SnapshotFormat": {"HDF5": 0, "BINARYPROTO": 1}, "SolverMode": {"CPU": 0, "GPU": 1},
          "SolverType": {"SGD": 0, "NESTEROV": 1, "ADAGRAD": 2, "RMSPROP": 3, "ADADELTA": 4, "ADAM": 5}}),
+    "SolverState": ([
+        ("iter", 1, "int32", "?", None), ("learned_net", 2, "string", "?", None),
+        ("history", 3, "BlobProto", "*", None), ("current_step", 4, "int32", "?", "0")], {}),
     "TransformationParameter": ([
         ("scale", 1, "float", "?", "1"), ("mirror", 2, "bool", "?", "false"), ("crop_size", 3, "uint32", "?", "0"),
         ("crop_h", 11, "uint32", "?", "0"), ("crop_w", 12, "uint32", "?", "0"), ("mean_file", 4, "string", "?", None),
@@ -253,6 +256,7 @@ def message(name: str):
 
 NetParameter = message("NetParameter")
 SolverParameter = message("SolverParameter")
+SolverState = message("SolverState")
 BlobProto = message("BlobProto")
 Datum = message("Datum")
 LayerParameter = message("LayerParameter")

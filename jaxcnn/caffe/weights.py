@@ -20,6 +20,7 @@ gives back the statistic exactly where a float32 sum can (always when the count 
 else to one float32 ulp: Caffe's format stores sums, not the statistics.
 """
 import logging
+import os
 
 import jax
 import jax.numpy as jnp
@@ -29,18 +30,10 @@ from ..errors import CaffeFormatError
 from ..layers import Flatten
 from ..net import Graph
 from . import schema
-from .blobs import Site, blob_array
+from .blobs import Site, blob_array, blob_proto
 from .types import saved_as
 
 log = logging.getLogger(__name__)
-
-
-def _blob(array) -> object:
-    blob = schema.BlobProto()
-    array = np.asarray(array, np.float32)
-    blob.shape.dim.extend(array.shape)
-    blob.data.extend(array.ravel().tolist())
-    return blob
 
 
 def _flattened_from(net: Graph, rows: dict, name: str):
@@ -104,7 +97,10 @@ def _rows(net, input_shape):
 
 
 def read_caffemodel(path) -> dict:
-    """A .caffemodel -> {layer name: list of BlobProto} for its layers with blobs (both layer formats)."""
+    """A .caffemodel -> {layer name: list of BlobProto} for its layers with blobs (both layer formats).
+    FileNotFoundError "PATH: no such caffemodel file" when there is none."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such caffemodel file")
     net = schema.NetParameter()
     try:
         with open(path, "rb") as f:
@@ -116,31 +112,18 @@ def read_caffemodel(path) -> dict:
     return {lp.name: list(lp.blobs) for lp in [*net.layer, *net.layers] if len(lp.blobs)}
 
 
-def load_caffemodel(net: Graph, path, *, input_shape=None, strict: bool = True) -> tuple[dict, dict]:
-    """Load a .caffemodel's blobs into the params and state of `net` (e.g. from load_prototxt).
-
-    Args:
-      net: a Graph whose layer names are the caffemodel's.
-      path: the .caffemodel file.
-      input_shape: per-example input shape, if the net has none (the InnerProduct blobs depend on it).
-      strict: if True, a layer with params or state that the file lacks is an error; if False it keeps the values
-        net.init(jax.random.key(0)) gives it (e.g. a new classifier to fine-tune).
-
-    Returns:
-      (params, state): dicts keyed by layer name, as net.init makes them, float32.
-    """
+def matching_weights(net: Graph, path, *, input_shape=None) -> tuple[dict, dict]:
+    """The params and state of the layers of `net` that the caffemodel at `path` has blobs for, matched by name
+    (Caffe's rule when it copies weights for fine-tuning: a layer renamed in the net starts from its fillers).
+    Blobs of layers the net lacks are ignored, with a warning naming them; a matched layer whose blobs differ in
+    count or shape from the net's is a CaffeFormatError naming the file, the layer and both shapes."""
     rows = _rows(net, input_shape)
     blobs = read_caffemodel(path)
     wanted = [name for name, r in rows.items() if r.params or r.state]
-    missing = [name for name in wanted if name not in blobs]
-    if missing and strict:
-        raise CaffeFormatError(str(path), f"no blobs for layers {missing} of {net.name}")
-    params, state = {}, {}
-    if missing:
-        _, params, state = net.init(jax.random.key(0), input_shape)
     unused = sorted(set(blobs) - set(wanted))
     if unused:
         log.warning("%s: blobs of layers %s that %s does not have were not loaded", path, unused, net.name)
+    params, state = {}, {}
     for name in wanted:
         if name in blobs:
             p, s = _from_caffe(net, rows, name, blobs[name], str(path))
@@ -151,19 +134,84 @@ def load_caffemodel(net: Graph, path, *, input_shape=None, strict: bool = True) 
     return params, state
 
 
+def load_caffemodel(net: Graph, path, *, input_shape=None, strict: bool = True) -> tuple[dict, dict]:
+    """Load a .caffemodel's blobs into the params and state of `net` (e.g. from load_prototxt).
+
+    Args:
+      net: a Graph whose layer names are the caffemodel's.
+      path: the .caffemodel file.
+      input_shape: per-example input shape, if the net has none (the InnerProduct blobs depend on it).
+      strict: if True, a layer with params or state that the file lacks is an error; if False it keeps the values
+        net.init(jax.random.key(0)) gives it (to draw them from another key: matching_weights over one's own init).
+
+    Returns:
+      (params, state): dicts keyed by layer name, as net.init makes them, float32.
+    """
+    params, state = matching_weights(net, path, input_shape=input_shape)
+    missing = [r.layer.name for r in _rows(net, input_shape).values()
+               if (r.params and r.layer.name not in params) or (r.state and r.layer.name not in state)]
+    if missing and strict:
+        raise CaffeFormatError(str(path), f"no blobs for layers {missing} of {net.name}")
+    if missing:
+        _, init_params, init_state = net.init(jax.random.key(0), input_shape)
+        params, state = {**init_params, **params}, {**init_state, **state}
+    return params, state
+
+
+def param_blobs(net: Graph, tree: dict, *, input_shape=None) -> list:
+    """A tree shaped like net's params (the params, or an optimizer's buffer of each) -> Caffe's learnable blobs in
+    Caffe's order and layout: every blob of every layer saved with blobs, in the net's layer order, zeros for the
+    blobs that jaxcnn keeps as state (BatchNorm's statistics, which Caffe's solvers hold history for too)."""
+    rows = _rows(net, input_shape)
+    out = []
+    for name in _blob_layers(net, rows):
+        _, entry = _layer_type(rows, name, net.name)
+        site = _site(net, rows, name)
+        if rows[name].params:
+            out += entry.blobs.to_caffe(site, {k: np.asarray(v) for k, v in tree[name].items()}, {})
+        else:
+            out += [np.zeros(shape, np.float32) for shape in entry.blobs.shapes(site)]
+    return [np.asarray(a, np.float32) for a in out]
+
+
+def params_from_blobs(net: Graph, blobs: list, file, *, input_shape=None) -> dict:
+    """The inverse of param_blobs: Caffe's learnable blobs (arrays, in Caffe's order) -> a tree shaped like net's
+    params (the blobs of state-only layers are dropped). CaffeFormatError naming `file` for a count or a shape
+    that is not the net's."""
+    rows = _rows(net, input_shape)
+    layers = [(name, *_layer_type(rows, name, file), _site(net, rows, name)) for name in _blob_layers(net, rows)]
+    want = sum(len(entry.blobs.shapes(site)) for _, _, entry, site in layers)
+    if len(blobs) != want:
+        raise CaffeFormatError(str(file), f"{len(blobs)} blobs for the {want} learnable blobs of {net.name}")
+    tree, rest = {}, list(blobs)
+    for name, kind, entry, site in layers:
+        shapes = entry.blobs.shapes(site)
+        mine, rest = [np.asarray(a, np.float32) for a in rest[:len(shapes)]], rest[len(shapes):]
+        for i, (a, shape) in enumerate(zip(mine, shapes)):
+            if a.size != int(np.prod(shape)):  # as a caffemodel's blobs: any shape of the size (legacy 4-d ones)
+                raise CaffeFormatError(str(file), f"blob {i} has shape {a.shape}, the layer needs {tuple(shape)} "
+                                                  "(Caffe's layout)", layer=name, kind=kind)
+        mine = [a.reshape(shape) for a, shape in zip(mine, shapes)]
+        if rows[name].params:
+            tree[name] = {k: jnp.asarray(v) for k, v in entry.blobs.from_caffe(site, mine)[0].items()}
+    return tree
+
+
+def _blob_layers(net, rows) -> list:
+    """The names of net's layers that a caffemodel holds blobs for, in the net's order."""
+    return [n.layer.name for n in net.nodes if rows[n.layer.name].params or rows[n.layer.name].state]
+
+
 def save_caffemodel(net: Graph, params: dict, state: dict, path, *, input_shape=None) -> None:
     """Write `net`'s params and state as a .caffemodel (a NetParameter named net.name with one layer entry, of the
     layer's Caffe type, per layer with params or state) that Caffe and OpenCV read with the net's prototxt."""
     rows = _rows(net, input_shape)
     proto = schema.NetParameter(name=net.name)
-    for node in net.nodes:
-        name, row = node.layer.name, rows[node.layer.name]
-        if not (row.params or row.state):
-            continue
+    for name in _blob_layers(net, rows):
         kind, entry = _layer_type(rows, name, str(path))
         p = {k: np.asarray(v) for k, v in params.get(name, {}).items()}
         s = {k: np.asarray(v) for k, v in state.get(name, {}).items()}
         blobs = entry.blobs.to_caffe(_site(net, rows, name), p, s)
-        proto.layer.add(name=name, type=kind).blobs.extend(_blob(b) for b in blobs)
+        proto.layer.add(name=name, type=kind).blobs.extend(blob_proto(b) for b in blobs)
     with open(path, "wb") as f:
         f.write(proto.SerializeToString())

@@ -1,17 +1,9 @@
 """A net with its weights, out of jaxcnn: an ONNX graph of native operators for the runtimes people deploy with
-(jaxcnn.export.onnx; needs the `export` extra) and a StableHLO artefact of jax.export (jaxcnn.export.stablehlo).
+(jaxcnn.export.onnx) and a StableHLO artefact of jax.export (jaxcnn.export.stablehlo).
 
-    >>> import jax, jax.numpy as jnp
-    >>> from jaxcnn import zoo
-    >>> from jaxcnn.export.stablehlo import save_stablehlo
-    >>> net = zoo.lenet_caffe()
-    >>> _, params, state = net.init(jax.random.key(0))
-    >>> exported = save_stablehlo(net, params, state, "lenet.stablehlo")  # Net.apply's input and output, weights inside
-    >>> exported.call(jnp.zeros((2, 28, 28, 1))).shape                   # the batch is symbolic
-    (2, 10)
-
-and `jaxcnn.export.onnx.save_onnx(net, params, state, "lenet.onnx")` writes the ONNX graph, its NCHW input named
-as the net's input blob.
+`jaxcnn.export.stablehlo.save_stablehlo(net, params, state, "lenet.stablehlo")` writes the artefact (its docstring
+has the example) and `jaxcnn.export.onnx.save_onnx(net, params, state, "lenet.onnx")` the ONNX graph, its NCHW
+input named as the net's input blob. Both need the `export` extra.
 
 Both write their file whole or not at all.
 """

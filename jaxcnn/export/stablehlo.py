@@ -1,13 +1,28 @@
 """A net with its weights as a StableHLO artefact (jax.export): the inference function, weights baked in as
 constants, serialized; any JAX (of the same or a later version) runs it without jaxcnn:
-jax.export.deserialize(open("lenet.stablehlo", "rb").read()).call(x) gives net.apply(params, state, x)[0] (the
-example in jaxcnn.export).
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxcnn import zoo
+    >>> from jaxcnn.export.stablehlo import save_stablehlo
+    >>> net = zoo.lenet_caffe()
+    >>> _, params, state = net.init(jax.random.key(0))
+    >>> exported = save_stablehlo(net, params, state, "lenet.stablehlo")  # Net.apply's input and output, weights inside
+    >>> exported.call(jnp.zeros((2, 28, 28, 1))).shape                   # the batch is symbolic
+    (2, 10)
+
+and jax.export.deserialize(open("lenet.stablehlo", "rb").read()).call(x) gives net.apply(params, state, x)[0].
 
 The function is Net.apply in evaluation (running statistics, no dropout) with XLA's native lowering (the forms
 every backend compiles well; jaxcnn.ops.lowering), lowered for each of `platforms`: it takes what apply takes
 (x (N, H, W, C) float32 in jaxcnn's NHWC, or a dict {blob: x} for several input blobs) and gives what apply
-gives (an array, or a dict {blob: y} for several outputs), N symbolic unless `batch` fixes it.
+gives (an array, or a dict {blob: y} for several outputs), N symbolic unless `batch` fixes it. jax.export
+serializes with the flatbuffers package, which JAX does not install: the `export` extra does.
 """
+try:
+    import flatbuffers  # noqa: F401
+except ImportError as e:  # pragma: no cover - the export extra
+    raise ImportError("StableHLO export needs the flatbuffers package: pip install 'jaxcnn[export]'") from e
+
 import jax
 import jax.numpy as jnp
 from jax import export

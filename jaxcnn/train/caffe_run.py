@@ -9,7 +9,9 @@
 
 `jaxcnn.train.run_training(spec, "runs/lenet")` then trains it, as `python -m jaxcnn train --solver
 experiments/caffe/lenet_solver.prototxt` does: a run directory (jaxcnn.train.run) that also holds the trained
-weights as `<snapshot_prefix>_iter_<steps>.caffemodel` (snapshot_prefix's last part; default the net's name).
+weights as `<snapshot_prefix>_iter_<steps>.caffemodel` (snapshot_prefix's last part; default the net's name) and
+the solver's state as Caffe's `.solverstate` beside it. A new run may start from caffemodels (`weights`: Caffe's
+fine-tuning) or a .solverstate (`snapshot`), as jaxcnn.train.caffe_start says.
 
 The solver's net is loaded in the TRAIN phase; its data layer gives the batch size, its TRAIN and TEST data layers
 the data and preprocessing (jaxcnn.train.caffe_data: a named dataset, or the layers' own LMDB, image list or HDF5
@@ -19,22 +21,25 @@ exactly), evaluating after each (Caffe: every test_interval); the learning-rate 
 and holds its final rate after that. The manifest records the solver's settings (and its file's path), so a
 solver edited since is a different run on resume (RunMismatch naming the setting, e.g. solver.lr).
 """
+import dataclasses
 import math
 import os
 
 import jax
 
 from ..caffe import CaffeFormatError, load_prototxt, load_solver, save_caffemodel
+from . import caffe_start
 from .caffe_data import load_data
 from .feed import examples
 from .run import RunConfig, RunSpec
 from .solver import SolverConfig
 
 
-def load(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int | None = None,
-         **trainer_options) -> RunSpec:
+def load(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int | None = None, weights=None,
+         snapshot=None, **trainer_options) -> RunSpec:
     """Read the solver and its net and load the data (see the module docstring) -> the run's RunSpec. epochs
-    overrides the count derived from max_iter; trainer_options go to the Trainer (e.g. lowering)."""
+    overrides the count derived from max_iter; weights (caffemodel paths) or snapshot (a .solverstate path) are
+    read now and start a new run; trainer_options go to the Trainer (e.g. lowering)."""
     solver = load_solver(solver_path)
     net_path = solver.net_path()
     net = load_prototxt(net_path, "TRAIN")
@@ -61,15 +66,26 @@ def load(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int 
                        augment=augment or "none")
     prefix = os.path.basename(solver.snapshot_prefix or net.name)
     p = data.preprocessing()
-    return RunSpec(config, net, data.train, data.test, preprocess=p["preprocess"], augment=p["augment"],
+    spec = RunSpec(config, net, data.train, data.test, preprocess=p["preprocess"], augment=p["augment"],
                    trainer_options={"eval_preprocess": p["eval_preprocess"], **trainer_options},
                    schedule_steps=solver.max_iter, meta={"solver_file": os.path.abspath(solver_path)},
-                   finish=lambda out, trainer, ts: _save_weights(out, trainer, ts, prefix))
+                   finish=lambda out, trainer, ts: _save_weights(out, trainer, ts, prefix, config.solver))
+    if snapshot is not None:
+        return dataclasses.replace(spec, meta={**spec.meta, "snapshot": os.path.abspath(snapshot)},
+                                   start=caffe_start.from_solverstate(spec.trainer(), config.solver, solver.max_iter,
+                                                                      snapshot))
+    if weights:
+        return dataclasses.replace(spec, meta={**spec.meta, "weights": [os.path.abspath(w) for w in weights]},
+                                   start=caffe_start.fine_tune(spec.trainer(), weights))
+    return spec
 
 
-def _save_weights(out, trainer, ts, prefix) -> dict:
-    """Write the trained params and state as `<prefix>_iter_<step>.caffemodel` in the run directory `out` ->
-    {'caffemodel': its name}."""
-    name = f"{prefix}_iter_{int(ts.step)}.caffemodel"
-    save_caffemodel(trainer.net, jax.device_get(ts.params), jax.device_get(ts.state), out.file(name))
-    return {"caffemodel": name}
+def _save_weights(out, trainer, ts, prefix, solver: SolverConfig) -> dict:
+    """Write the trained params and state as `<prefix>_iter_<step>.caffemodel` in the run directory `out`, and the
+    optimizer's state (`solver`'s, with the run's schedule length) as Caffe's `.solverstate` beside it ->
+    {'caffemodel', 'solverstate': their names}."""
+    stem = f"{prefix}_iter_{int(ts.step)}"
+    save_caffemodel(trainer.net, jax.device_get(ts.params), jax.device_get(ts.state), out.file(stem + ".caffemodel"))
+    caffe_start.save_solverstate(trainer, solver, out.manifest["schedule_steps"], ts,
+                                 out.file(stem + ".solverstate"), out.file(stem + ".caffemodel"))
+    return {"caffemodel": stem + ".caffemodel", "solverstate": stem + ".solverstate"}

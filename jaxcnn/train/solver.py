@@ -137,7 +137,10 @@ def _caffe_weight_decay(weight_decay, decay_mult):
         lambda g, p, d: g + weight_decay * d * p, updates, params, decay_mult))
 
 
-class _AccumulatorState(NamedTuple):
+class AccumulatorState(NamedTuple):
+    """The state of Caffe's RMSProp, AdaGrad and AdaDelta: first r (the squared gradients' running mean or sum),
+    second d (AdaDelta's squared updates' running mean; zeros for the others)."""
+
     first: optax.Updates
     second: optax.Updates
 
@@ -146,7 +149,7 @@ def _caffe_adaptive(kind: str, cfg: SolverConfig) -> optax.GradientTransformatio
     """Caffe's RMSProp, AdaGrad or AdaDelta direction (see the module docstring), before lr and lr_mult."""
     def init(params):
         zeros = jax.tree.map(jnp.zeros_like, params)
-        return _AccumulatorState(zeros, zeros)
+        return AccumulatorState(zeros, zeros)
 
     def update(grads, state, params=None):
         r, d = state
@@ -161,7 +164,7 @@ def _caffe_adaptive(kind: str, cfg: SolverConfig) -> optax.GradientTransformatio
             r = jax.tree.map(lambda r, g: m * r + (1 - m) * g * g, r, grads)
             out = jax.tree.map(lambda g, r, d: g * jnp.sqrt(d + cfg.delta) / jnp.sqrt(r + cfg.delta), grads, r, d)
             d = jax.tree.map(lambda d, u: m * d + (1 - m) * u * u, d, out)
-        return out, _AccumulatorState(r, d)
+        return out, AccumulatorState(r, d)
 
     return optax.GradientTransformation(init, update)
 

@@ -135,6 +135,10 @@ class Trainer:
             raise ValueError("params given without the net state that goes with them (pass state={} if it has none)")
         ts = TrainState(np.int32(0), params, state, self.tx.init(params),
                         jax.random.key_data(jax.random.fold_in(key, 1)))
+        return self.place(ts)
+
+    def place(self, ts: TrainState) -> TrainState:
+        """A TrainState (on the host, or on any devices) replicated over the mesh, as init makes it."""
         return self._replicate(jax.device_get(ts))
 
     # -- training ------------------------------------------------------------------------------------
