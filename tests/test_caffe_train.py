@@ -264,6 +264,12 @@ def test_train_writes_a_solverstate_that_snapshot_resumes_and_weights_fine_tune(
     proto.ParseFromString((second / "lenet_bn_iter_32.solverstate").read_bytes())
     assert proto.iter == 32 and proto.learned_net == str(second / "lenet_bn_iter_32.caffemodel")
     assert json.loads((second / "manifest.json").read_text())["snapshot"] == str(state)
+    with pytest.raises(SystemExit) as stop:  # a snapshot at the run's end: nothing to train, said before --out
+        main(["train", "--solver", str(solver), "--data-dir", str(data), "--out", str(tmp_path / "none"), "--epochs",
+              "1", "--snapshot", str(state)])
+    assert stop.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == \
+        f"error: {state}: iteration 16 leaves nothing to train: the run ends at step 16"
+    assert not (tmp_path / "none").exists()
     main(["train", "--solver", str(solver), "--data-dir", str(data), "--out", str(tuned), "--epochs", "1",
           "--weights", str(first / "lenet_bn_iter_16.caffemodel")])
     assert (tuned / "lenet_bn_iter_16.solverstate").is_file()

@@ -52,6 +52,8 @@ CUTS = [
      "the caffemodel of `jaxcnn train`'s one epoch on the small copy, not of the full solver"),
     (r"lenet_bn_iter_3750\b", f"lenet_bn_iter_{SMALL_TRAIN // CAFFE_BATCH}",
      "the solverstate of `jaxcnn train --epochs 10` cut to one epoch on the small copy"),
+    (r"^(python -m jaxcnn train\b.*--snapshot.*) --epochs 1$", r"\1 --epochs 2",
+     "the run resumed from that solverstate goes on for an epoch"),
     (r"^(python -m experiments\.fc_as_conv --size) 384\b", r"\1 256", "VGG16 on 4 crops of 224, not 36"),
     (r"^(python -m experiments\.fc_as_conv\b.*)$", r"\1 --repeats 1", "one timed run of each path, not 5"),
     (r"^(python -m experiments\.bench\b.*)$", r"\1 --quick --cases alexnet_conv2_grouped",

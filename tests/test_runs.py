@@ -482,7 +482,7 @@ def test_a_caffe_run_resumed_with_an_edited_solver_names_the_solver_setting(tmp_
 def test_zoo_and_caffe_commands_make_run_directories_of_one_shape(tmp_path, capsys):
     """`python -m experiments.mnist` (a zoo model) and `python -m jaxcnn train` (a Caffe solver) both go through
     run_training: the same files, manifest and results, but what only a Caffe run has (its solver file, its
-    caffemodel)."""
+    caffemodel and solverstate)."""
     mnist_dir = write_mnist_like(tmp_path / "mnist", n_train=64, n_test=32)
     zoo_out, caffe_out = tmp_path / "zoo", tmp_path / "caffe"
     mnist_command.main(["--data-dir", str(mnist_dir), "--model", "lenet5", "--epochs", "1", "--batch-size", "32",
@@ -491,8 +491,9 @@ def test_zoo_and_caffe_commands_make_run_directories_of_one_shape(tmp_path, caps
                     "--out", str(caffe_out)])
     assert "test accuracy" in capsys.readouterr().out
     files = {p.name for p in zoo_out.iterdir()}
-    assert files - {"conv1_filters.png"} == {p.name for p in caffe_out.iterdir()} - {"softmax_iter_2.caffemodel"}
-    for name, only_caffe in (("manifest.json", {"solver_file"}), ("results.json", {"caffemodel"})):
+    assert files - {"conv1_filters.png"} == {p.name for p in caffe_out.iterdir()} - {"softmax_iter_2.caffemodel",
+                                                                                   "softmax_iter_2.solverstate"}
+    for name, only_caffe in (("manifest.json", {"solver_file"}), ("results.json", {"caffemodel", "solverstate"})):
         zoo, caffe = (json.loads((out / name).read_text()) for out in (zoo_out, caffe_out))
         assert zoo.keys() == caffe.keys() - only_caffe, name
     assert json.loads((caffe_out / "results.json").read_text())["steps"] == 2

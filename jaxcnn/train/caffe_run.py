@@ -73,7 +73,7 @@ def load(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int 
     if snapshot is not None:
         return dataclasses.replace(spec, meta={**spec.meta, "snapshot": os.path.abspath(snapshot)},
                                    start=caffe_start.from_solverstate(spec.trainer(), config.solver, solver.max_iter,
-                                                                      snapshot))
+                                                                      snapshot, end_step=config.epochs * per_epoch))
     if weights:
         return dataclasses.replace(spec, meta={**spec.meta, "weights": [os.path.abspath(w) for w in weights]},
                                    start=caffe_start.fine_tune(spec.trainer(), weights))

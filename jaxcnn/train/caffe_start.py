@@ -64,12 +64,15 @@ def fine_tune(trainer: Trainer, weights, *, input_shape=None) -> Callable[[Train
     return start
 
 
-def from_solverstate(trainer: Trainer, config: SolverConfig, total_steps: int, path, *,
+def from_solverstate(trainer: Trainer, config: SolverConfig, total_steps: int, path, *, end_step: int | None = None,
                      input_shape=None) -> Callable[[TrainState], TrainState]:
     """TrainState -> the same resumed from Caffe's .solverstate at `path` (read now, with its caffemodel).
-    config and total_steps: those trainer.tx was made from (optimizer(config, total_steps, ...)). CaffeFormatError
-    naming the file for history that is not the net's under config's type."""
+    config and total_steps: those trainer.tx was made from (optimizer(config, total_steps, ...)); end_step: the
+    step the run ends at. CaffeFormatError naming the file for history that is not the net's under config's
+    type; ValueError naming it when its iteration leaves no step before end_step."""
     snap = read_solverstate(path)
+    if end_step is not None and snap.iter * config.iter_size >= end_step:
+        raise ValueError(f"{path}: iteration {snap.iter} leaves nothing to train: the run ends at step {end_step}")
     kind = _caffe_type(config)
     sets = HISTORY_SETS[kind]
     if len(snap.history) % sets:
