@@ -4,6 +4,7 @@
     python -m jaxcnn train --solver solver.prototxt [--data-dir DIR] [--dataset NAME] [--out DIR]
     python -m jaxcnn tune MODEL [--batch N [N ...]] [--inference] [--input-shape H,W,C] [--budget SECONDS]
     python -m jaxcnn export MODEL|RUN_DIR [--weights FILE] (--onnx OUT.onnx | --stablehlo OUT) [--batch N]
+                     [--fold-batchnorm]
 MODEL: a zoo model, a Caffe net (.prototxt) or a cuda-convnet layer definition (.cfg; give --input-shape).
 """
 import argparse
@@ -16,6 +17,7 @@ from . import zoo
 from .cli import USAGE, HelpFormatter, ProgressBar, entry, epoch_line, exit_code, fail, flag, message, plural
 from .datasets import DataNotFound
 from .errors import LayerError
+from .fold import fold_batchnorm
 from .models import is_model, load_model
 from .summary import summary
 from .train.errors import RunMismatch
@@ -130,6 +132,9 @@ def _tune(args):
         print(f"JAX's default backend is {jax.default_backend()}: jaxcnn runs XLA's native ops there; nothing to tune")
         return
     mode = "inference" if args.inference else "training"
+    if args.inference:
+        from .inference import inference_net
+        net = inference_net(net)  # the net jaxcnn.predictor compiles: its BatchNorms folded
     for batch in args.batch:
         try:
             result = tuning.tune(net, batch, input_shape=args.input_shape, dtype=args.dtype,
@@ -178,6 +183,8 @@ def _export(args):
 
     net, params, state, source = _weighted(args, check)
     try:
+        if args.fold_batchnorm:
+            net, params, state = fold_batchnorm(net, params, state)
         save(net, params, state, out, input_shape=args.input_shape, batch=args.batch)
     except FILE_ERRORS as e:
         fail(f"{args.model}: {message(e)}")
@@ -232,6 +239,8 @@ def main(argv=None):
     out.add_argument("--stablehlo", metavar="OUT", help="write a serialized jax.export artefact: NHWC, as Net.apply")
     e.add_argument("--batch", type=int, help="fixed batch size (default: symbolic)")
     e.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's)")
+    e.add_argument("--fold-batchnorm", action="store_true", help="fold each BatchNorm (and the Scale after it) "
+                   "into the convolution or inner product before it: an inference-only net, fewer operators")
     args = parser.parse_args(argv)
     if args.command == "tune":
         args.batch = args.batch or [1 if args.inference else 64]
