@@ -3,12 +3,12 @@
 
     python -m experiments.fold_speed [--cases mobilenet_v1_infer_b1 ...] [--rounds 7] [--no-tune]
 
-Variants, each on the bench's net and random weights (experiments.bench.CaffeFiles): `unfolded`,
-predictor(fold_batchnorm=False); `folded`, the default, folding the weights inside the compiled function on every
-call; `prefolded`, the folded net compiled on weights folded once beforehand (fold_batchnorm applied outside).
-Each compiles with the lowering and XLA options jaxcnn.tuning has for the net it compiles, tuned first (what the
-cache lacks) unless --no-tune, as the bench does. The outputs are checked against the unfolded ones first. Machines
-are shared: compare the ratios of one run.
+Variants, each on the bench's net and random weights (experiments.bench.CaffeFiles): `unfolded`, jaxcnn.predictor of
+the net as written; `in_jit`, the folded net compiled with the folding of the weights (jaxcnn.fold.folding) inside,
+on every call; `prefolded`, predictor of the folded net on weights folded once (jaxcnn.fold_batchnorm), as the bench
+runs jaxcnn. Each compiles with the lowering and XLA options jaxcnn.tuning has for the net it compiles, tuned first
+(what the cache lacks) unless --no-tune, as the bench does. The outputs are checked against the unfolded ones first.
+Machines are shared: compare the ratios of one run.
 """
 import argparse
 import statistics
@@ -16,9 +16,9 @@ import statistics
 import jax
 import numpy as np
 
-from jaxcnn import fold_batchnorm, predictor, tuning
+from jaxcnn import predictor, tuning
 from jaxcnn.cli import HelpFormatter, entry
-from jaxcnn.inference import inference_net
+from jaxcnn.fold import folding
 
 from . import bench
 
@@ -31,17 +31,18 @@ def runners(files, case, tune, seed=0):
     batch = int(batch)
     net, params, state, *_ = files(name)
     x = np.random.default_rng(seed + 1).standard_normal((batch, *net.input_shape)).astype(np.float32)
-    folded_args = jax.device_put((*fold_batchnorm(net, params, state)[1:], x))
-    args = jax.device_put((params, state, x))
+    fold = folding(net)
+    args, folded_args = jax.device_put(((params, state, x), (*fold(params, state), x)))
     made = {}
-    for variant, fold, compiled_args in (("unfolded", False, args), ("folded", True, args),
-                                         ("prefolded", True, folded_args)):
-        compiled = inference_net(net, fold)
+    for variant, compiled, variant_args in (("unfolded", net, args), ("in_jit", fold.net, args),
+                                            ("prefolded", fold.net, folded_args)):
         tuned = (tuning.tune if tune else tuning.lookup)(compiled, batch, training=False)
-        fn = predictor(compiled if variant == "prefolded" else net, batch, lowering=tuned.lowering,
-                       compiler_options=tuned.compiler_options, fold_batchnorm=variant == "folded")
-        exe = fn.lower(*compiled_args).compile()
-        made[variant] = (exe, compiled_args)
+        if variant == "in_jit":
+            fn = jax.jit(lambda p, s, x, lowering=tuned.lowering: fold.net.apply(*fold(p, s), x, lowering=lowering)[0],
+                         compiler_options=tuned.compiler_options)
+        else:
+            fn = predictor(compiled, batch, lowering=tuned.lowering, compiler_options=tuned.compiler_options)
+        made[variant] = (fn.lower(*variant_args).compile(), variant_args)
     want = np.asarray(made["unfolded"][0](*args))
     for variant, (exe, a) in made.items():
         diff = np.abs(np.asarray(exe(*a)) - want).max() / np.abs(want).max()
@@ -72,9 +73,9 @@ def main(argv=None):
         med = {v: statistics.median(r) for v, r in rates.items()}
         ratios = {v: statistics.median(a / b for a, b in zip(rates[v], rates["unfolded"])) for v in rates}
         rows.append(f"{case:24} " + " ".join(f"{med[v]:10.1f}" for v in med) + "  "
-                    + " ".join(f"{ratios[v]:10.2f}" for v in ("folded", "prefolded")))
+                    + " ".join(f"{ratios[v]:12.2f}" for v in ("in_jit", "prefolded")))
         print(f"{'case':24} " + " ".join(f"{v:>10}" for v in med) + "  " + " ".join(
-            f"{v + '/un':>10}" for v in ("folded", "prefolded")), *rows, sep="\n", flush=True)
+            f"{v + '/un':>12}" for v in ("in_jit", "prefolded")), *rows, sep="\n", flush=True)
 
 
 if __name__ == "__main__":

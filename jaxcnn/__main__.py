@@ -17,7 +17,7 @@ from . import zoo
 from .cli import USAGE, HelpFormatter, ProgressBar, entry, epoch_line, exit_code, fail, flag, message, plural
 from .datasets import DataNotFound
 from .errors import LayerError
-from .fold import fold_batchnorm
+from .fold import fold_batchnorm, folding
 from .models import is_model, load_model
 from .summary import summary
 from .train.errors import RunMismatch
@@ -133,8 +133,7 @@ def _tune(args):
         return
     mode = "inference" if args.inference else "training"
     if args.inference:
-        from .inference import inference_net
-        net = inference_net(net)  # the net jaxcnn.predictor compiles: its BatchNorms folded
+        net = folding(net).net
     for batch in args.batch:
         try:
             result = tuning.tune(net, batch, input_shape=args.input_shape, dtype=args.dtype,
@@ -224,7 +223,8 @@ def main(argv=None):
     u.add_argument("model", type=_model_type(), help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
     u.add_argument("--batch", type=int, nargs="+", help="batch sizes to tune for (default: 64 for training, 1 for "
                    "--inference)")
-    u.add_argument("--inference", action="store_true", help="tune Net.apply(train=False) instead of training")
+    u.add_argument("--inference", action="store_true", help="tune Net.apply(train=False) instead of training, "
+                   "on the net with its BatchNorms folded (jaxcnn.fold_batchnorm), as inference runs it")
     u.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's)")
     u.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype")
     u.add_argument("--budget", type=float, default=600.0, help="most seconds to spend measuring per batch size")

@@ -32,7 +32,6 @@ from jaxcnn import (
 )
 from jaxcnn.caffe import parse_prototxt
 from jaxcnn.compat import enable_x64
-from jaxcnn.fold import folding
 
 
 def float64(tree):
@@ -189,7 +188,17 @@ def test_onnx_export_with_fold_batchnorm_has_no_batchnormalization(tmp_path, cap
     assert rel_diff(got, net.apply(params, state, x)[0]) <= 1e-5
 
 
-def test_predictor_folds_by_default_and_looks_up_the_folded_net(monkeypatch):
+def test_tune_inference_tunes_the_folded_net(monkeypatch, capsys):
+    from jaxcnn.__main__ import main
+    seen = []
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    monkeypatch.setattr(tuning, "tune", lambda net, batch, **kw: seen.append(names(net)) or tuning.Tuning(
+        "cpu", ops.compiler_options("cpu")))
+    main(["tune", "lenet_caffe", "--inference"])
+    assert seen == [["conv1", "pool1", "relu_pool1", "conv2", "pool2", "relu_pool2", "flatten", "ip1", "relu1", "ip2"]]
+
+
+def test_predictor_compiles_the_folded_net_and_looks_it_up(monkeypatch):
     net = Net([Conv("conv1", 4, 3, bias=False), BatchNorm("bn1"), Scale("scale1"), ReLU("relu1"), Flatten("flat"),
                Dense("ip", 3)], (6, 6, 2))
     params, state = random_params(net, 6)
@@ -197,9 +206,7 @@ def test_predictor_folds_by_default_and_looks_up_the_folded_net(monkeypatch):
     seen = []
     monkeypatch.setattr(tuning, "lookup", lambda net, *args, **kw: seen.append(names(net)) or tuning.Tuning(
         "cpu", ops.compiler_options("cpu")))
-    folded, unfolded = predictor(net, 2), predictor(net, 2, fold_batchnorm=False)
-    assert seen == [["conv1", "relu1", "flat", "ip"], names(net)]
-    want = net.apply(params, state, x)[0]
-    assert rel_diff(folded(params, state, x), want) <= 1e-5 and rel_diff(unfolded(params, state, x), want) <= 1e-6
-    f = folding(net)
-    assert rel_diff(folded(params, state, x), f.net.apply(*f(params, state), x)[0]) <= 1e-6
+    folded, p, s = fold_batchnorm(net, params, state)
+    got = predictor(folded, 2)(p, s, x)
+    assert seen == [["conv1", "relu1", "flat", "ip"]]
+    assert rel_diff(got, net.apply(params, state, x)[0]) <= 1e-5
