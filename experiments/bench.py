@@ -28,7 +28,8 @@ random images (MNIST's size; the speed does not depend on the pixels). On the CP
 and onnxruntime at batch 1 and 8 (`<net>_infer_b<batch>`): MobileNet v1 (depthwise), Caffe's bvlc_alexnet (groups
 2; the deploy file in experiments/caffe), GoogLeNet and ResNet-50, each a Caffe prototxt written by the bench
 (experiments.caffe_models) with random weights saved as a caffemodel by jaxcnn.caffe.save_caffemodel; jaxcnn
-loads the prototxt and weights with jaxcnn.caffe and runs jaxcnn.predictor, OpenCV reads the same two files,
+loads the prototxt and weights with jaxcnn.caffe, folds its BatchNorms (jaxcnn.fold_batchnorm) and runs
+jaxcnn.predictor (plain XLA the net unfolded), OpenCV reads the same two files,
 onnxruntime runs jaxcnn's ONNX export of the loaded net (the batch fixed). The JAX variants' compile time (trace
 and XLA compilation) is reported apart from the first call.
 
@@ -53,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import Net, datasets, fc_to_conv, ops, predictor, summary, tuning, zoo
+from jaxcnn import Net, datasets, fc_to_conv, fold_batchnorm, ops, predictor, summary, tuning, zoo
 from jaxcnn.caffe import load_prototxt, save_caffemodel
 from jaxcnn.datasets import CAFFE_PIXEL_SCALE
 from jaxcnn.hostmem import keep_freed_memory
@@ -345,10 +346,11 @@ RUNTIME_NAMES = {"opencv": "OpenCV", "onnxruntime": "onnxruntime"}
 
 
 def inference_case(files, name, batch, target, seed=0):
-    """Inference of Caffe net `name` at `batch`: jaxcnn.predictor and plain XLA's jitted Net.apply against each of
-    RUNTIMES on the same weights -> (runners, images per run, FLOPs per image, info: each JAX variant's compile and
-    first-call seconds, its outputs' agreement with each runtime's, max_rel_diff_vs_<runtime>). A run is as many
-    calls as take the first runtime RUN_SECONDS."""
+    """Inference of Caffe net `name` at `batch`: jaxcnn.predictor on the net with its BatchNorms folded once
+    (jaxcnn.fold_batchnorm, as onnxruntime fuses its graph once) and plain XLA's jitted Net.apply of the net as
+    written against each of RUNTIMES on the same weights -> (runners, images per run, FLOPs per image, info: each
+    JAX variant's compile and first-call seconds, its outputs' agreement with each runtime's,
+    max_rel_diff_vs_<runtime>). A run is as many calls as take the first runtime RUN_SECONDS."""
     net, params, state, proto, model = files(name)
     x = np.random.default_rng(seed + 1).standard_normal((batch, *net.input_shape)).astype(np.float32)
     x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
@@ -359,10 +361,12 @@ def inference_case(files, name, batch, target, seed=0):
     calls = max(1, round(RUN_SECONDS / (time.perf_counter() - start)))
     info = {"calls_per_run": calls, "compile_seconds": {}, "first_call_seconds": {},
             **{f"max_rel_diff_vs_{r}": {} for r in RUNTIMES}}
-    runners, on_device = {}, jax.device_put((params, state, x))
+    runners = {}
     for variant in VARIANTS:
-        lowering, options = setup(variant, target, net, batch, training=False)
-        fn = predictor(net, batch, lowering=lowering, compiler_options=options)
+        compiled, *weights = fold_batchnorm(net, params, state) if variant == "jaxcnn" else (net, params, state)
+        on_device = jax.device_put((*weights, x))
+        lowering, options = setup(variant, target, compiled, batch, training=False)
+        fn = predictor(compiled, batch, lowering=lowering, compiler_options=options)
         start = time.perf_counter()
         exe = fn.lower(*on_device).compile()
         info["compile_seconds"][variant] = time.perf_counter() - start
@@ -372,7 +376,7 @@ def inference_case(files, name, batch, target, seed=0):
         for r, reference in references.items():
             info[f"max_rel_diff_vs_{r}"][variant] = check_close(f"{name} batch {batch}", y, reference,
                                                                  tolerance(target), RUNTIME_NAMES[r])
-        runners[variant] = lambda exe=exe: [exe(*on_device) for _ in range(calls)][-1]
+        runners[variant] = lambda exe=exe, args=on_device: [exe(*args) for _ in range(calls)][-1]
     for r, forward in forwards.items():
         runners[r] = lambda forward=forward: [forward(x_nchw) for _ in range(calls)][-1]
     return runners, batch * calls, summary(net).flops, info

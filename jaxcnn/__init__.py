@@ -2,6 +2,7 @@
 from . import fillers, ops, zoo
 from ._version import __version__ as __version__
 from .convert import fc_to_conv
+from .fold import fold_batchnorm
 from .inference import predictor
 from .layers import (
     ELU,
@@ -40,6 +41,6 @@ __all__ = [
     "ELU", "LRN", "AbsVal", "AvgPool", "BatchNorm", "Bias", "Concat", "ContrastNorm", "Conv", "Dense", "Dropout",
     "Eltwise", "Flatten",
     "GlobalAvgPool", "GlobalMaxPool", "Graph", "Layer", "LayerError", "Local", "MaxPool", "Net", "Node", "PReLU",
-    "ReLU", "Scale", "Sigmoid", "Slice", "Softmax", "Split", "Tanh", "fc_to_conv", "fillers", "ops", "predictor",
-    "summary", "tune", "zoo",
+    "ReLU", "Scale", "Sigmoid", "Slice", "Softmax", "Split", "Tanh", "fc_to_conv", "fillers", "fold_batchnorm",
+    "ops", "predictor", "summary", "tune", "zoo",
 ]

@@ -5,6 +5,7 @@
                            [--weights W.caffemodel[,W2...] | --snapshot S.solverstate]
     python -m jaxcnn tune MODEL [--batch N [N ...]] [--inference] [--input-shape H,W,C] [--budget SECONDS]
     python -m jaxcnn export MODEL|RUN_DIR [--weights FILE] (--onnx OUT.onnx | --stablehlo OUT) [--batch N]
+                     [--fold-batchnorm]
 MODEL: a zoo model, a Caffe net (.prototxt) or a cuda-convnet layer definition (.cfg; give --input-shape).
 """
 import argparse
@@ -16,6 +17,7 @@ from . import zoo
 from .cli import USAGE, HelpFormatter, ProgressBar, entry, epoch_line, exit_code, fail, flag, message, plural
 from .datasets import DataNotFound
 from .errors import LayerError
+from .fold import fold_batchnorm, folding
 from .models import is_model, load_model
 from .summary import summary
 from .train.errors import RunMismatch
@@ -121,6 +123,8 @@ def _tune(args):
         print(f"JAX's default backend is {jax.default_backend()}: jaxcnn runs XLA's native ops there; nothing to tune")
         return
     mode = "inference" if args.inference else "training"
+    if args.inference:
+        net = folding(net).net
     for batch in args.batch:
         try:
             result = tuning.tune(net, batch, input_shape=args.input_shape, dtype=args.dtype,
@@ -169,6 +173,8 @@ def _export(args):
 
     net, params, state, source = _weighted(args, check)
     try:
+        if args.fold_batchnorm:
+            net, params, state = fold_batchnorm(net, params, state)
         save(net, params, state, out, input_shape=args.input_shape, batch=args.batch)
     except FILE_ERRORS as e:
         fail(f"{args.model}: {message(e)}")
@@ -213,7 +219,8 @@ def main(argv=None):
     u.add_argument("model", type=_model_type(), help="zoo model, Caffe .prototxt or cuda-convnet .cfg")
     u.add_argument("--batch", type=int, nargs="+", help="batch sizes to tune for (default: 64 for training, 1 for "
                    "--inference)")
-    u.add_argument("--inference", action="store_true", help="tune Net.apply(train=False) instead of training")
+    u.add_argument("--inference", action="store_true", help="tune Net.apply(train=False) instead of training, "
+                   "on the net with its BatchNorms folded (jaxcnn.fold_batchnorm), as inference runs it")
     u.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's)")
     u.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype")
     u.add_argument("--budget", type=float, default=600.0, help="most seconds to spend measuring per batch size")
@@ -228,6 +235,8 @@ def main(argv=None):
     out.add_argument("--stablehlo", metavar="OUT", help="write a serialized jax.export artefact: NHWC, as Net.apply")
     e.add_argument("--batch", type=int, help="fixed batch size (default: symbolic)")
     e.add_argument("--input-shape", type=_shape, help="per-example H,W,C (default: the model's)")
+    e.add_argument("--fold-batchnorm", action="store_true", help="fold each BatchNorm (and the Scale after it) "
+                   "into the convolution or inner product before it: an inference-only net, fewer operators")
     args = parser.parse_args(argv)
     if args.command == "tune":
         args.batch = args.batch or [1 if args.inference else 64]

@@ -4,7 +4,8 @@ The classes are found by walking the Layer class tree over every module of jaxcn
 without examples here fails test_every_layer_class_has_examples. Each trait is checked on the examples:
 window (output size, which input pixels each output reads, a shift by the stride shifting the output by one),
 elementwise (commutes with reshaping and permuting the elements), stochastic and batch_statistics (what
-train=True changes), as_sliding (its converted form equals it on every window of a larger map), probe_input
+train=True changes), affine and absorbing (the per-channel map in evaluation, and a layer taking one of its
+output into its params), as_sliding (its converted form equals it on every window of a larger map), probe_input
 (the params it makes), inplace and multi_output.
 """
 import functools
@@ -83,6 +84,8 @@ ALL = _examples(lambda layer, shape: True)
 SLIDING = _examples(lambda layer, shape: len(_first(shape)) == 3 and layer.window(shape) is not None)
 ELEMENTWISE = _examples(lambda layer, shape: layer.elementwise)
 ONE_INPUT = _examples(lambda layer, shape: not _several(shape))
+AFFINE = _examples(lambda layer, shape: layer.affine)
+ABSORBING = _examples(lambda layer, shape: not _several(shape) and layer.absorbing() is not None)
 WITH_PARAMS = _examples(lambda layer, shape: not _several(shape) and layer.abstract_init(shape)[1])
 
 
@@ -229,6 +232,39 @@ def test_train_changes_only_what_the_traits_say(layer, shape):
     else:
         assert same[0] and state_same
         run(layer, params, state, x, train=True)  # needs no rng
+
+
+# -- affine, absorbing ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layer, shape", AFFINE)
+def test_affine_terms_are_the_evaluation(layer, shape):
+    params, state = made(layer, shape)
+    x = batch(shape, 2)
+    factor, shift = layer.affine_terms(params, state)
+    assert factor.shape == shift.shape == shape[-1:]
+    want = outputs(layer, params, state, x)[0]
+    np.testing.assert_allclose(x * factor + shift, want, atol=TOL * np.abs(want).max())
+
+
+@pytest.mark.parametrize("layer, shape", ABSORBING)
+def test_absorbing_takes_an_affine_map_of_the_output(layer, shape):
+    params, state = made(layer, shape)
+    x = batch(shape, 2)
+    y = outputs(layer, params, state, x)[0]
+    rng = np.random.default_rng(3)
+    factor, shift = (jnp.asarray(rng.standard_normal(y.shape[-1:]), jnp.float32) for _ in range(2))
+    other = layer.absorbing()
+    assert other.name == layer.name and type(other) is type(layer)
+    got = outputs(other, layer.absorb(params, factor, shift), state, x)[0]
+    np.testing.assert_allclose(got, y * factor + shift, atol=TOL * np.abs(y).max())
+
+
+def test_layers_without_the_traits_refuse_them():
+    relu = L.ReLU("relu")
+    assert not relu.affine and relu.absorbing() is None
+    with pytest.raises(LayerError, match=r"^relu \(ReLU\): not a per-channel affine map"):
+        relu.affine_terms({}, {})
+    with pytest.raises(LayerError, match=r"^relu \(ReLU\): cannot take a per-channel affine map"):
+        relu.absorb({}, jnp.ones(3), jnp.zeros(3))
 
 
 # -- as_sliding -------------------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ every layer class:
   window(shape)      the layer as a sliding window over (H, W), or None where it does not slide
   as_sliding(...)    its form in a head that jaxcnn.convert.fc_to_conv turns into convolutions
   probe_input(c)     an input with c channels on which init makes the params of any such input (jaxcnn.nnx)
+  affine             y = x * factor + shift per channel (the last axis), as affine_terms gives them (BatchNorm,
+                     Scale, Bias)
+  absorbing()        the layer that also computes such a map of its output, with the params absorb makes (Conv,
+                     Dense), or None (jaxcnn.fold folds a BatchNorm into the layer before it with these)
 and inplace, arity and multi_output (see jaxcnn.layers).
 """
 import contextlib
@@ -92,6 +96,7 @@ class Layer:
     elementwise: ClassVar[bool] = False  # y = f(x) element by element, one f for all (no per-channel parameters)
     stochastic: ClassVar[bool] = False  # random in training (needs rng there)
     batch_statistics: ClassVar[bool] = False  # in training: the batch's statistics, and the state updated
+    affine: ClassVar[bool] = False  # y = x * factor + shift per channel (the last axis): affine_terms
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -282,3 +287,17 @@ class Layer:
         with those channels gets (an NNX module, told channels only, makes its params there); None when they
         depend on more (a Local's on (H, W)). The base class: (channels,) for a layer of any rank."""
         return (channels,) if self.input_rank != 3 and self.arity == 1 else None
+
+    def affine_terms(self, params: dict, state: dict) -> tuple[jax.Array, jax.Array]:
+        """For an `affine` layer: (factor, shift), each (C,), with y = x * factor + shift along the last axis."""
+        raise self._error("not a per-channel affine map (its class is not affine)")
+
+    def absorbing(self) -> "Layer | None":
+        """The layer (of this one's name) computing this one's output times a per-output-channel factor plus a
+        shift, with the params `absorb` makes; None (the base class) where no such layer is known."""
+        return None
+
+    def absorb(self, params: dict, factor: jax.Array, shift: jax.Array) -> dict:
+        """The params of absorbing() for this layer's params followed by y * factor + shift, factor and shift
+        (C,) along the last axis of the output."""
+        raise self._error("cannot take a per-channel affine map of its output into its params")

@@ -1,4 +1,5 @@
 """Layers with weights over their inputs: Conv (shared, grouped), Local (unshared), Dense (fully connected)."""
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
@@ -16,6 +17,19 @@ from .base import Layer, Window, positive_int
 def _check_fillers(layer):
     fillers.resolve(layer.w_init)
     fillers.resolve(layer.b_init)
+
+
+def _with_bias(layer):
+    """Conv and Dense's absorbing(): the layer with a bias."""
+    return dataclasses.replace(layer, bias=True)
+
+
+def _absorb(layer, params, factor, shift):
+    """Conv and Dense's absorb: w's last axis and the bias (zeros if none) are the output channels, so w * factor
+    and b * factor + shift; in w's dtype."""
+    w = params["w"]
+    b = params["b"] * factor + shift if layer.bias else shift
+    return {"w": (w * factor).astype(w.dtype), "b": jnp.asarray(b, w.dtype)}
 
 
 def _as_conv(layer, matrix, bias, window):
@@ -81,6 +95,8 @@ class Conv(Layer):
 
     def probe_input(self, channels):
         return (*dilated(self.kernel, self.dilation), channels)
+
+    absorbing, absorb = _with_bias, _absorb
 
 
 @dataclass(frozen=True)
@@ -193,3 +209,5 @@ class Dense(Layer):
     def as_sliding(self, params, input_shape, window):
         """A Conv over the window: w (F, O) -> (H, W, F / (H * W), O), row-major as the flatten."""
         return _as_conv(self, params["w"], params.get("b"), window)
+
+    absorbing, absorb = _with_bias, _absorb

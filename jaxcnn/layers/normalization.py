@@ -5,6 +5,7 @@ from typing import ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from .. import ops
 from .base import POINTWISE, Layer, Window, positive_int
@@ -93,6 +94,7 @@ class BatchNorm(Layer):
     use_global_stats: bool = False
     inplace: ClassVar[bool] = True
     batch_statistics: ClassVar[bool] = True
+    affine: ClassVar[bool] = True
 
     def configure(self):
         if not 0.0 <= self.momentum < 1.0:
@@ -123,6 +125,11 @@ class BatchNorm(Layer):
     def window(self, input_shape):
         return POINTWISE
 
+    def affine_terms(self, params, state):
+        """In evaluation: factor 1 / sqrt(var + eps), shift -mean * factor."""
+        factor = lax.rsqrt(state["var"] + self.eps)
+        return factor, -state["mean"] * factor
+
 
 @dataclass(frozen=True)
 class Scale(Layer):
@@ -130,6 +137,7 @@ class Scale(Layer):
 
     bias: bool = True
     inplace: ClassVar[bool] = True
+    affine: ClassVar[bool] = True
 
     def create(self, rng, input_shape):
         c = input_shape[-1]
@@ -153,12 +161,17 @@ class Scale(Layer):
     def window(self, input_shape):
         return POINTWISE
 
+    def affine_terms(self, params, state):
+        gamma = params["gamma"]
+        return gamma, params["beta"] if self.bias else jnp.zeros_like(gamma)
+
 
 @dataclass(frozen=True)
 class Bias(Layer):
     """Caffe's Bias: a learnt per-channel offset, (..., C) -> same shape; params b (C,), zeros."""
 
     inplace: ClassVar[bool] = True
+    affine: ClassVar[bool] = True
 
     def create(self, rng, input_shape):
         return {"b": jnp.zeros(input_shape[-1:], jnp.float32)}, {}
@@ -168,3 +181,6 @@ class Bias(Layer):
 
     def window(self, input_shape):
         return POINTWISE
+
+    def affine_terms(self, params, state):
+        return jnp.ones_like(params["b"]), params["b"]
