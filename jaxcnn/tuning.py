@@ -17,9 +17,9 @@ or in Python, then read by the Trainer (tuning.lookup) and jaxcnn.predictor for 
 Two things are measured, each a choice between computations that give the same numbers (tests/test_lowering.py,
 tests/test_grouped_conv.py, tests/test_tuning.py): only the speed changes.
 - Convolution forms: the 'cpu' lowering computes each convolution, its input gradient and its weight gradient in
-  one of several forms (ops.conv_cpu: native, wide, wide_input, im2col, im2col_chunked; for groups also per_group
-  and shifted), by fixed rules tuned on one processor that do not carry to others. `tune` times every candidate
-  of each direction of each convolution shape and keeps the fastest.
+  one of several forms (ops.conv_cpu: native, wide, wide_input, im2col, im2col_chunked; for groups also per_group,
+  shifted and, for the output, shifted_rows), by fixed rules tuned on one processor that do not carry to others.
+  `tune` times every candidate of each direction of each convolution shape and keeps the fastest.
 - YNNPACK fusions: XLA:CPU hands dots, convolutions and reductions to the YNNPACK library; the per-jit compiler
   option YNN_OPTION chooses which (YNN_CHOICES). Which is faster depends on the whole net (the AlexNet prototxt
   ran 6x faster without YNNPACK, LeNet 1.4x slower: docs/performance.md), and so may the forms: a form fastest
@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 _now = time.monotonic  # the clock the budget is kept by
 ENV_SWITCH = "JAXCNN_AUTOTUNE"
 ENV_CACHE = "JAXCNN_CACHE_DIR"
-CACHE_VERSION = 4  # 3: YNNPACK choices per net; forms measured with ops.compiler_options(); 4: whole-net forms
+# 3: YNNPACK choices per net; forms measured with ops.compiler_options(); 4: whole-net forms; 5: shifted_rows
+CACHE_VERSION = 5
 YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 # label: the jit compiler options it adds ('default': XLA's own, which in jaxlib 0.10 include convolutions)
 YNN_CHOICES = {

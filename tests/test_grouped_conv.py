@@ -87,6 +87,25 @@ def test_conv2d_cpu_lowering_equals_native_and_pytorch(x64, rng, name):
         assert_close(values_and_grads(conv, x, w, b, g), theirs, 1e-10)
 
 
+@pytest.mark.parametrize("name", QUICK)
+def test_shifted_rows_output_equals_pytorch(x64, rng, name):
+    """The output form shifted_rows (with shifted's transposes for the gradients, as the tuner pairs them) against
+    PyTorch's grouped conv2d, values and gradients, in float64."""
+    torch = pytest.importorskip("torch")
+    x, w, _, stride, pads, dilation, groups = case_args(rng, name)
+    g = rng.standard_normal(conv_cpu.native(x, w, stride, pads, dilation).shape)
+    tx, tw = (torch.tensor(a, requires_grad=True) for a in (x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1)))
+    (top, bottom), (left, right) = pads
+    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (left, right, top, bottom)), tw, stride=stride,
+                                    dilation=dilation, groups=groups)
+    ty.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
+    theirs = (ty.detach().numpy().transpose(0, 2, 3, 1), tx.grad.numpy().transpose(0, 2, 3, 1),
+              tw.grad.numpy().transpose(2, 3, 1, 0))
+    conv = functools.partial(conv_cpu.conv, stride=stride, pads=pads, dilation=dilation,
+                             forms=("shifted_rows", "shifted", "shifted"))
+    assert_close(values_and_grads(conv, x, w, g), theirs, 1e-10)
+
+
 @pytest.mark.parametrize("name", ["groups3_strided_dilated", "depthwise_multiplier2_dilated"])
 def test_float32_equals_pytorch_relative_to_magnitude(rng, name):
     """In float32 the CPU kernels (XLA's, YNNPACK's, PyTorch's) sum in orders and with FMA contractions that
@@ -153,6 +172,8 @@ def test_candidates_for_groups():
         candidates = {name: set(conv_cpu.candidates(direction, *abstract(*s))) for name, s in shapes.items()}
         assert {name for name, c in candidates.items() if "per_group" in c} == {"alexnet"}  # not 512 convolutions
         assert {name for name, c in candidates.items() if "shifted" in c} == {"depthwise", "resnext"}
+        assert {name for name, c in candidates.items() if "shifted_rows" in c} == (  # an output form only
+            {"depthwise", "resnext"} if direction == "forward" else set())
         assert {name for name, c in candidates.items() if "wide" in c} == {"rgb", "one"}
 
 

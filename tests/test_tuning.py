@@ -18,7 +18,7 @@ from jaxcnn.ops.lowering import Tuned
 from jaxcnn.train import Trainer
 
 COST = {"native": 5.0, "wide": 3.0, "wide_input": 4.0, "im2col": 1.0, "im2col_chunked": 2.0, "per_group": 7.0,
-        "shifted": 6.0}
+        "shifted": 6.0, "shifted_rows": 6.5}
 
 
 def fake_measure(calls):
@@ -80,7 +80,7 @@ def test_the_fastest_form_of_each_direction_is_kept_and_cached(tmp_path, monkeyp
     # candidate for groups (ops.conv_cpu.candidates), so the next fastest is
     assert conv2 == ("im2col", "im2col", "im2col")
     conv2_forms = {name for d, name, shape in calls if shape == (8, 4, 4, 4)}
-    assert conv2_forms == {"native", "per_group", "shifted", "im2col", "im2col_chunked"}
+    assert conv2_forms == {"native", "per_group", "shifted", "shifted_rows", "im2col", "im2col_chunked"}
     written = json.loads(tuning.cache_file(tmp_path).read_text())
     assert written["processor"] == tuning.processor() and len(written["forms"]) == 2
     assert written["version"] == tuning.CACHE_VERSION

@@ -166,13 +166,7 @@ def shifted(x, w, stride, pads, dilation, layout="forward"):
     XLA:CPU (and YNNPACK, which would take the adds into its reduction without the boundary) stores first: 2-5x
     slower (experiments/conv_forms.py).
     """
-    kh, kw, cin, cout = w.shape
-    outputs = cout // groups_of(x, w)
-    views, taps = [], []
-    for c in range(cin):
-        xc = jnp.pad(jnp.repeat(x[..., c::cin], outputs, axis=-1), ((0, 0), *pads, (0, 0)))
-        views += window_views(xc, (kh, kw), stride, dilation)
-        taps += list(w[:, :, c].reshape(kh * kw, cout))
+    views, taps = _shifted_terms(x, w, stride, pads, dilation)
     if layout != "weight":
         return _tap_sum(views, taps)
     n = x.shape[0]
@@ -181,6 +175,31 @@ def shifted(x, w, stride, pads, dilation, layout="forward"):
     taps = [boundary(jnp.broadcast_to(t, shape), x) for t in taps]
     return jnp.concatenate([_tap_sum([v[b * shape[0]:(b + 1) * shape[0]] for v in views], taps)
                             for b in range(blocks)])
+
+
+def shifted_rows(x, w, stride, pads, dilation, layout="forward"):
+    """`shifted` with each output row (OW, O) flattened to one axis of OW*O and each tap's weights tiled along it
+    (a vector computed once): the same products and sums, over a contiguous last axis without a broadcast's
+    per-element channel index (on MobileNet v1's depthwise layers 0.8-1.0x the time of `shifted`'s forward,
+    docs/performance.md). A candidate for the output only; its transposes are those of `shifted` without its
+    weight-gradient blocks."""
+    views, taps = _shifted_terms(x, w, stride, pads, dilation)
+    n, oh, ow, cout = views[0].shape
+    y = _tap_sum([v.reshape(n, oh, ow * cout) for v in views], [jnp.tile(t, ow) for t in taps])
+    return y.reshape(n, oh, ow, cout)
+
+
+def _shifted_terms(x, w, stride, pads, dilation):
+    """The views and taps `shifted` sums: for each input channel c of a group and tap t, view_tc (N, OH, OW, O)
+    and w[t, c] (O,)."""
+    kh, kw, cin, cout = w.shape
+    outputs = cout // groups_of(x, w)
+    views, taps = [], []
+    for c in range(cin):
+        xc = jnp.pad(jnp.repeat(x[..., c::cin], outputs, axis=-1), ((0, 0), *pads, (0, 0)))
+        views += window_views(xc, (kh, kw), stride, dilation)
+        taps += list(w[:, :, c].reshape(kh * kw, cout))
+    return views, taps
 
 
 def _tap_sum(views, taps):
@@ -260,7 +279,7 @@ def weight_form(x, w, stride, pads, dilation):
     return _large_patch_form(pads)
 
 
-FORMS = {f.__name__: f for f in (native, wide, wide_input, im2col, im2col_chunked, per_group, shifted)}
+FORMS = {f.__name__: f for f in (native, wide, wide_input, im2col, im2col_chunked, per_group, shifted, shifted_rows)}
 
 
 def signature(x, w, stride, pads, dilation) -> tuple:
@@ -291,7 +310,7 @@ def candidates(direction, x, w, stride, pads, dilation) -> tuple[str, ...]:
     if 1 < groups <= PER_GROUP_MAX:
         names.append("per_group")
     if groups > 1 and math.prod(w.shape[:3]) <= SHIFTED_MAX_TERMS:
-        names.append("shifted")
+        names += ["shifted", "shifted_rows"] if direction == "forward" else ["shifted"]
     if _patch_bytes(x, w, stride, pads, dilation, x.shape[0]) <= IM2COL_BYTES:
         names.append("im2col")
     if _patch_bytes(x, w, stride, pads, dilation, 1) <= IM2COL_BYTES:
