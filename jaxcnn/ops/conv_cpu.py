@@ -21,6 +21,8 @@ tests/test_lowering.py, tests/test_grouped_conv.py):
                    input channels of a strided view of x (each group's channel repeated for its outputs) times
                    the matching weights, elementwise over NHWC: KH*KW*C/G terms to compile. Its weight gradient
                    sums each term's products over batch blocks in one fused loop before reducing the rest.
+  shifted_rows     `shifted` over output rows flattened to (N, OH, OW*O), each tap's weights tiled along them: a
+                   candidate for the output only (MobileNet v1 per layer: docs/performance.md).
 
 A gradient is the transpose of the form named for it. Which form is fastest depends on the shapes and on the
 processor: jaxcnn.tuning measures them on the running machine (a Tuned lowering names them per shape); without
