@@ -328,10 +328,12 @@ def opencv_runtime(net, params, state, proto, model, batch):
 
 def onnxruntime_runtime(net, params, state, proto, model, batch):
     """onnxruntime's CPUExecutionProvider on jaxcnn's ONNX export of `net` with `params` and `state` at a fixed
-    `batch`, graph optimizations ORT_ENABLE_ALL, intra-op threads threads() -> forward(x NCHW) -> the net's output
-    (NCHW for a map)."""
+    `batch`, graph optimizations ORT_ENABLE_ALL, intra-op threads threads(), not spinning -> forward(x NCHW) -> the
+    net's output (NCHW for a map). Spinning (onnxruntime's default) keeps its threads busy after each call, on the
+    cores the next runner of an interleaved round is timed on: AlexNet at batch 1 ran 15-20% slower after it."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = onnxruntime.InferenceSession(to_onnx(net, params, state, batch=batch).SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
