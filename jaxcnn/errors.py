@@ -16,6 +16,18 @@ command line maps each type to its line (jaxcnn.cli.message).
     >>> error.layer, error.message
     ('conv1', "filler type 'bilinear' is not supported")
 """
+from pathlib import Path
+
+
+def existing_file(path, kind: str) -> Path:
+    """`path` as a Path when it names a file; else FileNotFoundError, "PATH: no such KIND file", or "PATH: a
+    directory, not a KIND file" when a directory is there."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path}: a directory, not a {kind} file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {kind} file")
+    return path
 
 
 def label(layer) -> str:

@@ -462,10 +462,18 @@ def test_caffemodel_errors(tmp_path):
     with pytest.raises(CaffeFormatError, match="not a binary Caffe NetParameter"):
         load_caffemodel(net, tmp_path / "bad.caffemodel")
     model = schema.NetParameter()
-    (tmp_path / "empty.caffemodel").write_bytes(model.SerializeToString())
-    with pytest.raises(CaffeFormatError, match=r"no blobs for layers \['c'\]"):
+    (tmp_path / "empty.caffemodel").write_bytes(model.SerializeToString())  # as a 0-byte file or a mean file parse
+    with pytest.raises(CaffeFormatError, match=r"empty.caffemodel: holds no layers: not a caffemodel"):
         load_caffemodel(net, tmp_path / "empty.caffemodel")
-    assert set(load_caffemodel(net, tmp_path / "empty.caffemodel", strict=False)[0]) == {"c"}
+    model.layer.add(name="other", type="ReLU")
+    (tmp_path / "other.caffemodel").write_bytes(model.SerializeToString())
+    with pytest.raises(CaffeFormatError, match=r"no blobs for layers \['c'\]"):
+        load_caffemodel(net, tmp_path / "other.caffemodel")
+    assert set(load_caffemodel(net, tmp_path / "other.caffemodel", strict=False)[0]) == {"c"}
+    del model.layer[:]
+    relu = parse_prototxt('name: "relu"\n' + caffe_nets._input(2, 4, 4) + caffe_nets.relu("r", "data"))
+    save_caffemodel(relu, {}, {}, tmp_path / "relu.caffemodel")  # a net without blobs: its name, no layers
+    assert load_caffemodel(relu, tmp_path / "relu.caffemodel") == ({}, {})
     model.layer.add(name="c", type="Convolution").blobs.extend(
         [_caffe_blob(np.zeros((3, 2, 3, 3), np.float32)), _caffe_blob(np.zeros(3, np.float32))])
     (tmp_path / "wrong.caffemodel").write_bytes(model.SerializeToString())

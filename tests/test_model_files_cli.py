@@ -3,6 +3,8 @@ training a Caffe train/test net with its solver."""
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import caffe_nets
@@ -21,6 +23,17 @@ from jaxcnn.cli import entry
 
 ROOT = Path(__file__).resolve().parents[1]
 CAFFE_DIR, CONVNET_DIR = ROOT / "experiments" / "caffe", ROOT / "experiments" / "cudaconvnet"
+
+
+@pytest.mark.slow
+def test_reading_model_files_imports_no_training():
+    """The readers and the layers depend on nets only: reading a prototxt or a cfg loads neither jaxcnn.train nor
+    Optax nor orbax (a fresh process)."""
+    prototxt = str(CAFFE_DIR / "lenet_bn_deploy.prototxt")
+    code = (f"import sys; import jaxcnn.caffe, jaxcnn.cudaconvnet; jaxcnn.caffe.load_prototxt({prototxt!r}); "
+            "print(sorted(m for m in ('jaxcnn.train', 'optax', 'orbax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"
 
 
 def test_summary_of_caffes_bvlc_alexnet_deploy(capsys):

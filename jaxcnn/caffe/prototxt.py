@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 from google.protobuf import text_format
 
-from ..errors import CaffeFormatError, LayerError
+from ..errors import CaffeFormatError, LayerError, existing_file
 from ..layers import Flatten, Layer
 from ..net import Graph, Loss, Node, unread_blobs
 from . import schema
@@ -47,12 +47,9 @@ NUMBERS = {0: "no", 1: "one", 2: "two"}
 
 
 def read_text(path, kind: str = "prototxt", text: str = "text prototxt (a .caffemodel?)") -> str:
-    """A Caffe text file's contents: FileNotFoundError "PATH: no such KIND file" when there is none,
-    CaffeFormatError "PATH: not a TEXT" when it is binary (not UTF-8, or holding NUL bytes, as Caffe's binary
-    protobuf files do)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such {kind} file")
+    """A Caffe text file's contents (errors.existing_file's error when there is no such file); CaffeFormatError
+    "PATH: not a TEXT" when it is binary (not UTF-8, or holding NUL bytes, as Caffe's binary protobuf files do)."""
+    path = existing_file(path, kind)
     try:
         contents = path.read_text()
     except UnicodeDecodeError:

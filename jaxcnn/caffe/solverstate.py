@@ -21,7 +21,7 @@ jaxcnn.train.caffe_start maps them to Optax's state). For a net of N such blobs,
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CaffeFormatError
+from ..errors import CaffeFormatError, existing_file
 from . import schema
 from .blobs import blob_array, blob_proto
 
@@ -55,9 +55,7 @@ class SolverState:
 def read_solverstate(path) -> SolverState:
     """Read a binary .solverstate. FileNotFoundError when there is none; CaffeFormatError naming the file when it
     is not a SolverState (an HDF5 one, a text file) or a history blob is malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such solverstate file")
+    path = existing_file(path, "solverstate")
     proto = schema.SolverState()
     try:
         proto.ParseFromString(path.read_bytes())

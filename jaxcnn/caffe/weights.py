@@ -20,13 +20,12 @@ gives back the statistic exactly where a float32 sum can (always when the count 
 else to one float32 ulp: Caffe's format stores sums, not the statistics.
 """
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import CaffeFormatError
+from ..errors import CaffeFormatError, existing_file
 from ..layers import Flatten
 from ..net import Graph
 from . import schema
@@ -98,9 +97,9 @@ def _rows(net, input_shape):
 
 def read_caffemodel(path) -> dict:
     """A .caffemodel -> {layer name: list of BlobProto} for its layers with blobs (both layer formats).
-    FileNotFoundError "PATH: no such caffemodel file" when there is none."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such caffemodel file")
+    errors.existing_file's when there is no such file; CaffeFormatError naming it when it is not
+    a NetParameter with layers."""
+    path = existing_file(path, "caffemodel")
     net = schema.NetParameter()
     try:
         with open(path, "rb") as f:
@@ -109,6 +108,8 @@ def read_caffemodel(path) -> dict:
         if isinstance(e, OSError):
             raise
         raise CaffeFormatError(str(path), f"not a binary Caffe NetParameter ({type(e).__name__}: {e})") from e
+    if not (net.layer or net.layers or net.name):  # what an empty file or another protobuf (a mean file) parses to
+        raise CaffeFormatError(str(path), "holds no layers: not a caffemodel (Caffe's binary NetParameter)")
     return {lp.name: list(lp.blobs) for lp in [*net.layer, *net.layers] if len(lp.blobs)}
 
 
