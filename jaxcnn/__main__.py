@@ -91,11 +91,14 @@ def _train(args):
     from .hostmem import keep_freed_memory
     from .train import RunDir, caffe_run, run_training
     from .train.feed import examples
+    weights = None if args.weights is None else args.weights.split(",")
+    if weights is not None and not all(weights):
+        fail(f"--weights {args.weights!r}: expected caffemodel paths separated by commas, with none empty")
     keep_freed_memory()  # before JAX's first computation (jaxcnn.hostmem)
     RunDir(args.out).check(resume=args.resume, overwrite=args.overwrite)  # and --out is touched only once every
     try:  # input is read
         spec = caffe_run.load(args.solver, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
-                              weights=args.weights.split(",") if args.weights else None, snapshot=args.snapshot)
+                              weights=weights, snapshot=args.snapshot)
     except FILE_ERRORS as e:  # each names its file (the solver, its net, the data) or flag; a bad file is a usage
         fail(message(e), exit_code(e) if isinstance(e, DataNotFound) else USAGE)  # error, missing data as elsewhere
     c = spec.config

@@ -247,7 +247,7 @@ class Graph:
                                    train=train, rng=key, lowering=lowering)
             if s:
                 new_state[layer.name] = s
-            for blob in node.inputs:  # free what no later layer reads (eager runs keep less alive)
+            for blob in dict.fromkeys(node.inputs):  # free what no later layer reads (eager runs keep less alive)
                 if self._last_use[blob] == i and blob not in keep:
                     del values[blob]
             self._write(node, values, y)

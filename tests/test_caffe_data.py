@@ -18,6 +18,7 @@ from dataset_writers import (
     write_mean_binaryproto,
 )
 
+from jaxcnn import plots
 from jaxcnn.__main__ import main
 from jaxcnn.caffe import CaffeFormatError, load_caffemodel, load_prototxt, parse_prototxt
 from jaxcnn.caffe.data_layers import DataSource, Transform, mean_blob, read_mean_file
@@ -170,10 +171,12 @@ def test_bad_lmdbs_are_one_line_errors_naming_file_record_and_layer(tmp_path, rn
     write_datum_lmdb(tmp_path / "json", [(b"00000000", b'{"label": 1, "pixels": [1, 2, 3]}')])
     write_datum_lmdb(tmp_path / "shapes", [(b"0", datum_bytes(0, chw=np.zeros((1, 4, 4)))),
                                            (b"1", datum_bytes(0, chw=np.zeros((1, 4, 5))))])
+    write_datum_lmdb(tmp_path / "jpeg", [(b"00000000", datum_bytes(0, encoded=b"\xff\xd8 cut short"))])
     (tmp_path / "leveldb").mkdir()
     (tmp_path / "leveldb" / "CURRENT").write_text("MANIFEST-000001\n")
     cases = [("json", r"json: layer 'data': record '00000000': not a Caffe Datum"),
              ("leveldb", r"leveldb: layer 'data': not an LMDB: a LevelDB \(convert it to LMDB"),
+             ("jpeg", r"jpeg: layer 'data': record '00000000': not an image Pillow can decode"),
              ("shapes", r"shapes: layer 'data': record '1': 1x4x5 \(C x H x W\) uint8 where the first record is "
                         r"1x4x4 \(C x H x W\) uint8")]
     for name, message in cases:
@@ -224,7 +227,8 @@ def test_image_list_errors(tmp_path, rng):
         open_source(_source("ImageData", listing))
     (tmp_path / "img_0.png").write_bytes(b"not a png")
     listing.write_text("img_0.png 0\n")
-    with pytest.raises(CaffeFormatError, match=r"img_0.png: not an image Pillow can decode"):
+    with pytest.raises(CaffeFormatError, match=r"list.txt: layer 'data': line 1: .*img_0.png: not an image Pillow "
+                                               r"can decode"):
         open_source(_source("ImageData", listing))
 
 
@@ -369,11 +373,18 @@ def _tiny_net(directory, rng, n_train=16, n_test=8, kind="Data", iters=2):
 @pytest.mark.parametrize("kind,stream", [("Data", True), ("ImageData", False)])
 def test_train_on_a_tiny_lmdb_and_image_list(tmp_path, rng, capsys, monkeypatch, kind, stream):
     """`jaxcnn train --solver` on the net's own TRAIN and TEST sources (the LMDB streamed from disk, the image list
-    loaded): a run directory with metrics and the trained caffemodel, which the TEST net loads."""
+    loaded): a run directory with metrics and the trained caffemodel, which the TEST net loads; the plot of the
+    test images shows them in RGB, as the image files hold them (the net reads BGR)."""
     monkeypatch.setenv("JAXCNN_IN_MEMORY_MB", "0" if stream else "64")
     net_path = _tiny_net(tmp_path, rng, kind=kind, iters=4)
     out = tmp_path / "run"
+    shown = {}
+    monkeypatch.setattr(plots, "misclassified", lambda images, *args: shown.update(images=images) or 0)
     main(["train", "--solver", str(tmp_path / "solver.prototxt"), "--out", str(out)])
+    if kind == "ImageData":
+        from PIL import Image
+        files = [Image.open(tmp_path / "test" / f"img_{i}.png") for i in range(8)]
+        np.testing.assert_array_equal(shown["images"], [np.asarray(f.convert("RGB")) for f in files])
     text = capsys.readouterr().out
     source = tmp_path / ("train_lmdb" if kind == "Data" else "train/list.txt")
     assert f"{source}: 16 training / 8 test images; batch 8" in text and "max_iter 4 -> 2 epochs" in text

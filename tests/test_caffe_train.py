@@ -16,6 +16,7 @@ from synthetic import write_mnist_like
 
 from jaxcnn.__main__ import main
 from jaxcnn.caffe import CaffeFormatError, parse_prototxt, save_caffemodel, schema
+from jaxcnn.caffe.data_layers import mean_blob
 from jaxcnn.train import ConfigError, SolverConfig, Trainer, optimizer
 from jaxcnn.train.caffe_start import CAFFE_TYPES, fine_tune, from_solverstate, save_solverstate
 from jaxcnn.train.solver import AccumulatorState
@@ -228,6 +229,7 @@ def test_train_weights_and_snapshot_errors_are_one_line_and_create_nothing(tmp_p
     data = write_mnist_like(tmp_path / "mnist", n_train=128, n_test=64)
     _caffemodel(tmp_path / "wide.caffemodel", {"ip2": ("InnerProduct", [np.zeros((5, 500), np.float32),
                                                                          np.zeros(5, np.float32)])})
+    (tmp_path / "mean.binaryproto").write_bytes(mean_blob(np.zeros((28, 28, 1))))  # parses as an empty NetParameter
     out = tmp_path / "runs" / "caffe"
     for flags, line in [
         (["--weights", str(tmp_path / "missing.caffemodel")], f"{tmp_path / 'missing.caffemodel'}: no such caffemodel "
@@ -236,6 +238,11 @@ def test_train_weights_and_snapshot_errors_are_one_line_and_create_nothing(tmp_p
          "(InnerProduct): blob 0 has shape (5, 500), the layer needs (10, 500) (Caffe's layout)"),
         (["--snapshot", str(tmp_path / "missing.solverstate")], f"{tmp_path / 'missing.solverstate'}: no such "
                                                                 "solverstate file"),
+        (["--weights", f"{tmp_path / 'wide.caffemodel'},"], f"--weights '{tmp_path / 'wide.caffemodel'},': expected "
+                                                             "caffemodel paths separated by commas, with none empty"),
+        (["--weights", str(tmp_path / "mean.binaryproto")], f"{tmp_path / 'mean.binaryproto'}: holds no layers: not a "
+                                                            "caffemodel (Caffe's binary NetParameter)"),
+        (["--weights", str(tmp_path)], f"{tmp_path}: a directory, not a caffemodel file"),  # e.g. a run directory
         (["--weights", "a.caffemodel", "--snapshot", "b.solverstate"], "argument --snapshot: not allowed with "
                                                                        "argument --weights"),
     ]:
@@ -274,3 +281,6 @@ def test_train_writes_a_solverstate_that_snapshot_resumes_and_weights_fine_tune(
           "--weights", str(first / "lenet_bn_iter_16.caffemodel")])
     assert (tuned / "lenet_bn_iter_16.solverstate").is_file()
     assert json.loads((tuned / "manifest.json").read_text())["weights"] == [str(first / "lenet_bn_iter_16.caffemodel")]
+    main(["train", "--solver", str(solver), "--data-dir", str(data), "--out", str(second), "--overwrite",
+          "--epochs", "1"])  # the Caffe files are a run's own: overwrite removes them with the rest
+    assert sorted(p.name for p in second.glob("*.caffemodel")) == ["lenet_bn_iter_16.caffemodel"]

@@ -205,6 +205,15 @@ def test_several_inputs_and_outputs_are_dicts(rng):
     assert "a (3, 3, 4), b (3, 3, 4)" in str(s).splitlines()[0]
 
 
+def test_a_layer_may_read_one_blob_twice(rng):
+    """As Caffe's `bottom: "x" bottom: "x"`: x + x, then [x, x] along channels (the blob is freed once, after)."""
+    net = Graph([Node(Eltwise("twice"), ("x", "x"), ("t",)), Node(Concat("cat"), ("t", "t"), ("cat",))],
+                {"x": (2, 2, 3)})
+    x = rng.standard_normal((2, 2, 2, 3)).astype(np.float32)
+    y, _ = net.apply({}, {}, x)
+    np.testing.assert_allclose(y, np.concatenate([2 * x, 2 * x], -1), rtol=1e-6)
+
+
 @pytest.mark.slow
 def test_net_is_a_chain_graph_with_the_same_params_and_results(lenet_caffe_init, rng):
     net, params, state = lenet_caffe_init

@@ -48,6 +48,20 @@ def values_and_grads(conv, *args):
     return run(args[-1], *args[:-1])
 
 
+def pytorch_values_and_grads(x, w, b, g, stride, pads, dilation, groups):
+    """PyTorch's grouped conv2d (asymmetric padding as an explicit pad of the input) and its gradients for the
+    cotangent g, in jaxcnn's layouts: (y, dx, dw[, db]) with db only when a bias b is given."""
+    torch = pytest.importorskip("torch")
+    tx, tw = (torch.tensor(a, requires_grad=True) for a in (x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1)))
+    tb = None if b is None else torch.tensor(b, requires_grad=True)
+    (top, bottom), (left, right) = pads
+    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (left, right, top, bottom)), tw, tb, stride=stride,
+                                    dilation=dilation, groups=groups)
+    ty.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
+    grads = (tx.grad.numpy().transpose(0, 2, 3, 1), tw.grad.numpy().transpose(2, 3, 1, 0))
+    return ty.detach().numpy().transpose(0, 2, 3, 1), *grads, *(() if b is None else (tb.grad.numpy(),))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", GROUPED_CASES)
 def test_every_form_in_every_direction_equals_native(x64, rng, monkeypatch, name):
@@ -71,16 +85,9 @@ QUICK = ("groups3_strided_dilated", "depthwise_multiplier2_dilated")  # the othe
 def test_conv2d_cpu_lowering_equals_native_and_pytorch(x64, rng, name):
     """ops.conv2d with the fixed rules ('cpu') and with XLA's convolution ('native') against PyTorch's conv2d
     (asymmetric padding as an explicit pad of the input), values and gradients, in float64."""
-    torch = pytest.importorskip("torch")
     x, w, b, stride, pads, dilation, groups = case_args(rng, name)
     g = rng.standard_normal(conv_cpu.native(x, w, stride, pads, dilation).shape)
-    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), b))
-    (top, bottom), (left, right) = pads
-    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (left, right, top, bottom)), tw, tb, stride=stride,
-                                    dilation=dilation, groups=groups)
-    ty.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
-    theirs = (ty.detach().numpy().transpose(0, 2, 3, 1), tx.grad.numpy().transpose(0, 2, 3, 1),
-              tw.grad.numpy().transpose(2, 3, 1, 0), tb.grad.numpy())
+    theirs = pytorch_values_and_grads(x, w, b, g, stride, pads, dilation, groups)
     for lowering in ("cpu", "native"):
         conv = functools.partial(ops.conv2d, stride=stride, padding=pads, dilation=dilation, groups=groups,
                                  lowering=lowering)
@@ -91,16 +98,9 @@ def test_conv2d_cpu_lowering_equals_native_and_pytorch(x64, rng, name):
 def test_shifted_rows_output_equals_pytorch(x64, rng, name):
     """The output form shifted_rows (with shifted's transposes for the gradients, as the tuner pairs them) against
     PyTorch's grouped conv2d, values and gradients, in float64."""
-    torch = pytest.importorskip("torch")
     x, w, _, stride, pads, dilation, groups = case_args(rng, name)
     g = rng.standard_normal(conv_cpu.native(x, w, stride, pads, dilation).shape)
-    tx, tw = (torch.tensor(a, requires_grad=True) for a in (x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1)))
-    (top, bottom), (left, right) = pads
-    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (left, right, top, bottom)), tw, stride=stride,
-                                    dilation=dilation, groups=groups)
-    ty.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
-    theirs = (ty.detach().numpy().transpose(0, 2, 3, 1), tx.grad.numpy().transpose(0, 2, 3, 1),
-              tw.grad.numpy().transpose(2, 3, 1, 0))
+    theirs = pytorch_values_and_grads(x, w, None, g, stride, pads, dilation, groups)
     conv = functools.partial(conv_cpu.conv, stride=stride, pads=pads, dilation=dilation,
                              forms=("shifted_rows", "shifted", "shifted"))
     assert_close(values_and_grads(conv, x, w, g), theirs, 1e-10)
@@ -112,16 +112,9 @@ def test_float32_equals_pytorch_relative_to_magnitude(rng, name):
     depend on the vector width (AVX2 or AVX-512) and the form: an element's error is a few roundings of the
     largest terms summed into it, not of the element itself, which may be near zero. So values and gradients are
     compared to 1e-5 of each array's largest magnitude (assert_close's default), which holds on any x86 CPU."""
-    torch = pytest.importorskip("torch")
-    x, w, b, stride, pads, dilation, groups = case_args(rng, name, np.float32)
+    x, w, _, stride, pads, dilation, groups = case_args(rng, name, np.float32)
     g = rng.standard_normal(conv_cpu.native(x, w, stride, pads, dilation).shape).astype(np.float32)
-    tx, tw = (torch.tensor(a, requires_grad=True) for a in (x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1)))
-    (top, bottom), (left, right) = pads
-    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (left, right, top, bottom)), tw, stride=stride,
-                                    dilation=dilation, groups=groups)
-    ty.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
-    theirs = (ty.detach().numpy().transpose(0, 2, 3, 1), tx.grad.numpy().transpose(0, 2, 3, 1),
-              tw.grad.numpy().transpose(2, 3, 1, 0))
+    theirs = pytorch_values_and_grads(x, w, None, g, stride, pads, dilation, groups)
     conv = functools.partial(ops.conv2d, stride=stride, padding=pads, dilation=dilation, groups=groups,
                              lowering="cpu")
     assert_close(values_and_grads(conv, x, w, g), theirs, 1e-5)

@@ -72,6 +72,13 @@ class Source:
     def error(self, message: str) -> CaffeFormatError:
         return CaffeFormatError(str(self.path), message, layer=self.layer)
 
+    def _decoded(self, data, mode: str | None, record: str) -> np.ndarray:
+        """An image file's bytes (or path) decoded (jaxcnn.caffe.images.decode_image); errors name the record."""
+        try:
+            return decode_image(data, mode, record)
+        except CaffeFormatError as e:
+            raise self.error(f"{record}: {e.message}") from None
+
     def close(self):
         """Release the files it holds open."""
 
@@ -167,7 +174,7 @@ class LmdbSource(Source):
         except Exception as e:  # protobuf's DecodeError
             raise self.error(f"{_record(key)}: not a Caffe Datum ({e})") from None
         if datum.encoded:
-            return decode_image(datum.data, self.force, f"{self.path}: {_record(key)}"), datum.label
+            return self._decoded(datum.data, self.force, _record(key)), datum.label
         c, h, w = datum.channels, datum.height, datum.width
         values = datum.data if datum.data else datum.float_data
         if min(c, h, w) < 1 or len(values) != c * h * w:
@@ -262,7 +269,7 @@ class ImageListSource(Source):
 
     def _image(self, i):
         image, _, n = self.entries[i]
-        array = decode_image(image, self.mode, f"{self.path}: line {n}: {image}")
+        array = self._decoded(image, self.mode, f"line {n}: {image}")
         if self.new_size[0]:
             array = resize_linear(array, *self.new_size)
         return array

@@ -30,7 +30,8 @@ IN_MEMORY_MB = 1024
 class CaffeData(NamedTuple):
     """A train/test net's data. name: the dataset's, or the TRAIN source's path; train, test: (images, labels)
     arrays, or a source streamed from disk (jaxcnn.caffe.sources); input_shape: the per-example shape the net
-    gets (after crop_size); train_transform, test_transform: the TRAIN and TEST layers' transform_param."""
+    gets (after crop_size); train_transform, test_transform: the TRAIN and TEST layers' transform_param; bgr:
+    whether the images come from the layers' own files, whose colour images are in Caffe's BGR order."""
 
     name: str
     train: object
@@ -38,6 +39,7 @@ class CaffeData(NamedTuple):
     input_shape: tuple
     train_transform: Transform
     test_transform: Transform
+    bgr: bool = False
 
     def preprocessing(self) -> dict:
         """The Trainer's preprocess, augment and eval_preprocess: the TRAIN layer's mean and scale on whole images
@@ -90,7 +92,7 @@ def load_data(net_path, *, dataset: str | None = None, data_dir=None, memory_lim
         shape = _checked(where, (train_t, test_t), [r.shape for r in readers], [str(r.path) for r in readers])
         train, test = (_loaded(r) if r.nbytes <= limit else r for r in readers)
         opened.pop_all()
-    return CaffeData(str(readers[0].path), train, test, shape, train_t, test_t)
+    return CaffeData(str(readers[0].path), train, test, shape, train_t, test_t, bgr=True)
 
 
 def _checked(where, transforms, shapes, sources) -> tuple:

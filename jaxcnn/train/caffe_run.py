@@ -66,7 +66,7 @@ def load(solver_path, *, dataset: str | None = None, data_dir=None, epochs: int 
                        augment=augment or "none")
     prefix = os.path.basename(solver.snapshot_prefix or net.name)
     p = data.preprocessing()
-    spec = RunSpec(config, net, data.train, data.test, preprocess=p["preprocess"], augment=p["augment"],
+    spec = RunSpec(config, net, data.train, data.test, preprocess=p["preprocess"], augment=p["augment"], bgr=data.bgr,
                    trainer_options={"eval_preprocess": p["eval_preprocess"], **trainer_options},
                    schedule_steps=solver.max_iter, meta={"solver_file": os.path.abspath(solver_path)},
                    finish=lambda out, trainer, ts: _save_weights(out, trainer, ts, prefix, config.solver))

@@ -101,6 +101,8 @@ class RunSpec:
     schedule_steps: the length of the learning-rate schedule (a Caffe solver's max_iter); None: the run's
       epochs x steps per epoch.
     class_names: names of the classes, for the plot of misclassified images.
+    bgr: colour images are in BGR order (Caffe's own data files): the plots show them, and the first layer's
+      filters, as RGB.
     meta: more entries for the manifest (e.g. the solver file's path); informative, not compared on resume.
     start: applied to a new run's initial TrainState (e.g. fine-tuning weights); not on resume from a checkpoint.
     finish: called as finish(run directory, Trainer, final TrainState) on the process that writes the files,
@@ -119,6 +121,7 @@ class RunSpec:
     trainer_options: Mapping = dataclasses.field(default_factory=dict)
     schedule_steps: int | None = None
     class_names: Sequence[str] | None = None
+    bgr: bool = False
     meta: Mapping = dataclasses.field(default_factory=dict)
     start: Callable[[TrainState], TrainState] | None = None
     finish: Callable[[RunDir, Trainer, TrainState], dict] | None = None
@@ -209,11 +212,12 @@ def _plot(spec, ts, history, predictions, out, results):
 
     plots.curves(history, out.file("curves.png"))
     if predictions is not None:
-        results["misclassified"] = plots.misclassified(*spec.test, predictions, out.file("misclassified.png"),
-                                                       spec.class_names)
+        images, labels = spec.test
+        results["misclassified"] = plots.misclassified(_rgb(images, -1, spec.bgr), labels, predictions,
+                                                       out.file("misclassified.png"), spec.class_names)
     first = _first_image_filters(jax.device_get(ts.params))
     if first is not None:
-        plots.filters(first[1], out.file(f"{first[0]}_filters.png"))
+        plots.filters(_rgb(first[1], 2, spec.bgr), out.file(f"{first[0]}_filters.png"))
 
 
 def zoo_spec(config: RunConfig, *, data_dir=None, preprocess_for, augment=None, class_names=None) -> RunSpec:
@@ -235,6 +239,11 @@ def zoo_spec(config: RunConfig, *, data_dir=None, preprocess_for, augment=None, 
                           f"{e}") from e
     return RunSpec(config, net, train, test, preprocess=preprocess_for(train[0]), augment=augment,
                    class_names=class_names)
+
+
+def _rgb(a, axis: int, bgr: bool):
+    """`a` with its colour axis in RGB order: reversed where `bgr` says it holds B, G, R."""
+    return np.flip(a, axis) if bgr and a.shape[axis] == 3 else a
 
 
 def _first_image_filters(params):

@@ -9,6 +9,8 @@ with its checkpoints after any crash.
                          holds (a crash between the two leaves it an epoch behind until the run resumes)
     results.json         the finished run's results
     *.png                its plots
+    *.caffemodel         a Caffe solver's run (jaxcnn.train.caffe_run): its trained weights and its solver's state,
+    *.solverstate        as Caffe writes them at a snapshot
     .lock                held (fcntl.flock) by the process training into the directory; says which one; removed
                          when it lets go, even after an error
 
@@ -48,6 +50,7 @@ from .errors import RunDirError, RunExists, RunLocked, RunMismatch, RunNotEmpty
 log = logging.getLogger(__name__)
 
 MANIFEST, METRICS, RESULTS, CHECKPOINTS, LOCK = "manifest.json", "metrics.jsonl", "results.json", "checkpoints", ".lock"
+RUN_SUFFIXES = (".png", ".caffemodel", ".solverstate")  # the other files a run writes
 # What a resumed run must share with the run it continues (the manifest's keys; those absent from either are
 # not compared).
 IDENTITY = ("model", "dataset", "batch_size", "steps_per_epoch", "dtype", "seed", "solver", "augment")
@@ -105,7 +108,7 @@ def _flatten(tree, prefix=""):
 
 def _is_run_file(name: str) -> bool:
     """Whether a run writes a file of this name (so overwrite may remove it)."""
-    return (name in (MANIFEST, METRICS, RESULTS, CHECKPOINTS, LOCK) or name.endswith(".png")
+    return (name in (MANIFEST, METRICS, RESULTS, CHECKPOINTS, LOCK) or name.endswith(RUN_SUFFIXES)
             or (name.startswith(".") and name.endswith(".tmp")))
 
 
