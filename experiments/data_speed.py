@@ -1,21 +1,27 @@
 """Images per second of a Caffe net's input pipeline alone, of its training step alone, and of training fed by the
 pipeline (the source streamed from disk, read ahead by background threads).
 
-    python -m experiments.data_speed --solver experiments/caffe/lenet_files_solver.prototxt [--rounds 5]
+    python -m experiments.data_speed --solver experiments/caffe/lenet_files_solver.prototxt [--rounds 5] [--out DIR]
 
 The TRAIN data layer's source is read in batches of its batch_size, in the order of one epoch's permutation:
 `pipeline` reads them (decoding, no training; workers 1 and 2), `step` trains on one batch held on the device
 (no reading), `streamed` trains on the batches as the pipeline gives them (jaxcnn.train.feed: each read while the
 previous steps run). Each runs one untimed epoch (compilation, the page cache), then one epoch per round, the
-rounds interleaved; the medians are printed (machines are shared: compare numbers of one run only).
+rounds interleaved; the medians are printed, and with --out written to DIR/data_speed.json with each round's rate
+(machines are shared: compare numbers of one run only).
 """
 import argparse
+import json
+import os
 import statistics
 import time
+from importlib import metadata
+from pathlib import Path
 
 import jax
 import numpy as np
 
+from jaxcnn import tuning
 from jaxcnn.caffe.sources import open_source
 from jaxcnn.cli import HelpFormatter, entry
 from jaxcnn.datasets.prefetch import Prefetch
@@ -34,6 +40,7 @@ def main(argv=None):
                                 formatter_class=HelpFormatter)
     p.add_argument("--solver", required=True, help="Caffe solver whose net's TRAIN layer reads a source on disk")
     p.add_argument("--rounds", type=int, default=5, help="timed epochs of each, interleaved")
+    p.add_argument("--out", help="directory for data_speed.json (nothing is written without it)")
     args = p.parse_args(argv)
     spec = caffe_run.load(args.solver, epochs=1)
     trainer = spec.trainer()
@@ -73,13 +80,23 @@ def main(argv=None):
     rates = {name: [] for name in works}
     for name, work in works.items():
         work()  # untimed: compilation, the page cache
+    load = []
     for _ in range(args.rounds):
         for name, work in works.items():
             rates[name].append(rate(steps * b, work))
+        load.append(os.getloadavg()[0])
     for name, values in rates.items():
         print(f"{name:22s} {statistics.median(values):10,.0f} images/s (median of {args.rounds}; "
               f"{min(values):,.0f}-{max(values):,.0f})")
+    print(f"{tuning.processor()}; jax {jax.__version__}; 1-min load average {min(load):.1f}-{max(load):.1f}")
     streamed.close()
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "data_speed.json").write_text(json.dumps(
+            {"processor": tuning.processor(), "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
+             "source": str(source.path), "records": len(source), "batch": b, "load_average_1min": load,
+             "images_per_second": rates}, indent=1))
 
 
 if __name__ == "__main__":

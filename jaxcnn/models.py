@@ -15,6 +15,7 @@ import jax
 
 from . import zoo
 from .datasets import IMAGE_SHAPES
+from .errors import LayerError
 from .net import Graph
 from .settings import MissingSetting, Setting
 
@@ -53,19 +54,20 @@ def load_model(spec, input_shape=None) -> Graph:
 
 
 def check_weights(net: Graph, params: dict, state: dict, where: str, input_shape=None, rows=None) -> None:
-    """ValueError naming `where` and the layer unless params and state have exactly the names and shapes the net
-    gives them (at input_shape, by default its own; rows: net.shapes(input_shape), if already computed)."""
+    """LayerError ("WHERE: conv1 (Conv): b has shape (6,), the net needs (20,)") unless params and state have
+    exactly the names and shapes the net gives its layers (at input_shape, by default its own; rows:
+    net.shapes(input_shape), if already computed); ValueError naming `where` for weights of layers it lacks."""
     for row in net.shapes(input_shape) if rows is None else rows:
         name = row.layer.name
         for kind, got, want in (("params", params.get(name, {}), row.params), ("state", state.get(name, {}),
                                                                                  row.state)):
             if set(got) != set(want):
-                raise ValueError(f"{where}: layer {name!r} ({type(row.layer).__name__}) has {kind} "
-                                 f"{sorted(got) or 'none'}, the net needs {sorted(want) or 'none'}")
+                raise LayerError(f"has {kind} {sorted(got) or 'none'}, the net needs {sorted(want) or 'none'}",
+                                 row.layer, net=where)
             for k, spec in want.items():
                 if tuple(got[k].shape) != tuple(spec.shape):
-                    raise ValueError(f"{where}: layer {name!r} ({type(row.layer).__name__}): {k} has shape "
-                                     f"{tuple(got[k].shape)}, the net needs {tuple(spec.shape)}")
+                    raise LayerError(f"{k} has shape {tuple(got[k].shape)}, the net needs {tuple(spec.shape)}",
+                                     row.layer, net=where)
     extra = sorted((set(params) | set(state)) - {layer.name for layer in net.layers})
     if extra:
         raise ValueError(f"{where}: weights of layers {extra} that {net.name} does not have")

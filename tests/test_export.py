@@ -13,6 +13,7 @@ import pytest
 from conftest import random_params
 from test_caffe import lenet_deploy_text
 from test_stablehlo import inputs, nchw, reference, rel_err, write_run
+from test_traits import EXAMPLES, layer_classes
 
 from jaxcnn import AvgPool, Conv, Dropout, Flatten, Graph, MaxPool, Node, ReLU, Split, cudaconvnet, zoo
 from jaxcnn.__main__ import main
@@ -98,6 +99,29 @@ def test_onnx_export_runs_as_jaxcnn_in_onnxruntime_and_opencv(name, tmp_path):
     opencv = run_opencv(model, xs, list(want), tmp_path / "net.onnx")  # OpenCV 4.14 reads every one
     for blob, y in want.items():
         assert rel_err(opencv[blob], y) <= 1e-4, blob
+
+
+def _one_layer_net(layer, shape) -> Graph:
+    """A net of one layer with its inputs x0, x1, ... (one per input shape) and outputs y0, y1, ..."""
+    shapes = shape if isinstance(shape[0], tuple) else (shape,)
+    names = tuple(f"x{i}" for i in range(len(shapes)))
+    outs = tuple(f"y{i}" for i in range(layer.num_outputs if layer.multi_output else 1))
+    return Graph([Node(layer, names, outs)], dict(zip(names, shapes)))
+
+
+@pytest.mark.parametrize("layer, shape", [pytest.param(*e, id=e[0].name) for e in EXAMPLES])
+def test_every_layer_class_converts_and_runs_in_onnxruntime(layer, shape):
+    """tests/test_traits.py's examples cover every class of jaxcnn.layers: each one's conversion, alone."""
+    net = _one_layer_net(layer, shape)
+    params, state = random_params(net)
+    xs = inputs(net)
+    want, got = reference(net, params, state, xs), run_onnxruntime(to_onnx(net, params, state), xs)
+    for blob, y in want.items():
+        assert got[blob].shape == y.shape and rel_err(got[blob], y) <= 1e-5, blob
+
+
+def test_every_layer_class_has_a_conversion():
+    assert layer_classes() <= set(export_onnx.CONVERTERS)
 
 
 def op_types(model):
@@ -253,7 +277,7 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys, monkeypa
         f"error: {tmp_path / 'wider.caffemodel'}: layer 'ip1' (InnerProduct): blob 0 has shape (400, 800), the " \
         "layer needs (500, 800) (Caffe's layout)"
     assert _fails(["export", "lenet_caffe", "--weights", str(lenet5_run[0]), "--onnx", target], capsys) == \
-        f"error: {lenet5_run[0]}: layer 'conv1' (Conv): b has shape (6,), the net needs (20,)"
+        f"error: {lenet5_run[0]}: conv1 (Conv): b has shape (6,), the net needs (20,)"
     assert _fails(["export", str(out), "--onnx", target], capsys) == \
         f"error: {out}: no manifest.json, not a training run's directory"
     monkeypatch.delitem(export_onnx.CONVERTERS, type(zoo.alexnet()["norm1"]))
