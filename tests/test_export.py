@@ -1,8 +1,8 @@
-"""jaxcnn.export and `python -m jaxcnn export`: every zoo net, every Caffe net and cuda-convnet file of the repository
-and the Caffe test nets (tests/caffe_nets.py) written as ONNX and run by two runtimes that share no code with
-jaxcnn, onnxruntime and OpenCV's dnn, against Net.apply in evaluation; pooling's ceil rounding and Caffe's padding
-rules on odd sizes; the StableHLO artefact reloaded (in this process, and in a fresh one); the command line's
-errors, and nothing written on any failure."""
+"""jaxcnn.export and `python -m jaxcnn export`: every zoo net, every Caffe net and cuda-convnet file of the repository,
+the Caffe test nets (tests/caffe_nets.py) and the bench's ImageNet nets written as ONNX and run by two runtimes that
+share no code with jaxcnn, onnxruntime and OpenCV's dnn, against Net.apply in evaluation; each layer class alone;
+pooling's ceil rounding and Caffe's padding rules on odd sizes; the StableHLO artefact reloaded (in this process, and
+in a fresh one); the command line's errors, and nothing written on any failure."""
 import itertools
 from pathlib import Path
 
@@ -42,6 +42,16 @@ def _caffe_file(path, input_shape=None, size=None):
     return load
 
 
+def _bench_net(name, input_shape=None):
+    """One of the bench's ImageNet nets (experiments.caffe_models), giving its scores beside its Softmax: random
+    weights saturate the probabilities, the scores show every difference."""
+    def load():
+        from experiments import caffe_models
+        net = parse_prototxt(caffe_models.NETS[name](), input_shape=input_shape)
+        return Graph(net.nodes, net.inputs, outputs=(net.nodes[-2].outputs[0], "prob"), name=net.name)
+    return load
+
+
 # name -> () -> net, at sizes that keep each check cheap. AlexNet at 99x99 ends in a 2x2x256 map, so its fc6 reads
 # a flattened map (ONNX's (C, H, W) order); VGG16 at 32x32 in a 1x1 one.
 NETS = {
@@ -55,6 +65,8 @@ NETS = {
     "bvlc_alexnet_deploy.prototxt@67": _caffe_file(ALEXNET_DEPLOY, size=67),
     "layers-conv-local-11pct.cfg": lambda: cudaconvnet.load(CONVNET_CFG, cudaconvnet.params_beside(CONVNET_CFG),
                                                             (32, 32, 3)),
+    "bench/mobilenet_v1@64": _bench_net("mobilenet_v1", (64, 64, 3)),  # its global pooling takes any size
+    "bench/googlenet": _bench_net("googlenet"), "bench/resnet50": _bench_net("resnet50"),
 }
 
 
@@ -63,6 +75,8 @@ def test_every_net_of_the_repository_is_checked():
     checked = {name.split("@")[0] for name in NETS}
     assert files <= checked and set(zoo.MODELS) <= {n.split("/")[1].split("@")[0] for n in NETS if "zoo/" in n}
     assert set(caffe_nets.NETS) <= {n.split("/")[1] for n in NETS if n.startswith("caffe_nets/")}
+    from experiments import caffe_models
+    assert set(caffe_models.NETS) <= {n.split("/")[1].split("@")[0] for n in NETS if n.startswith("bench/")}
 
 
 def run_onnxruntime(model, xs):
@@ -81,7 +95,8 @@ def run_opencv(model, xs, outputs, path):
 
 
 LARGE = ("zoo/alexnet@99", "zoo/vgg16@32", "bvlc_alexnet_deploy.prototxt@67", "zoo/cifar10_local",
-         "layers-conv-local-11pct.cfg")  # seconds each: 4096x4096 fc7 weights, a local layer's compilation
+         "layers-conv-local-11pct.cfg", "bench/mobilenet_v1@64", "bench/googlenet", "bench/resnet50")  # seconds
+# each: 4096x4096 fc7 weights, a local layer's compilation, the ImageNet nets' 50 to 110 layers
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n for n in NETS])
