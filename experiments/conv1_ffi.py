@@ -1,0 +1,129 @@
+"""A C++ direct convolution through jax.ffi beside XLA's forms, on LeNet's first layer (one input channel):
+the measurement behind the question whether jaxcnn needs its own CPU kernels (docs/performance.md).
+
+    python -m experiments.conv1_ffi [--batches 64 256] [--rounds 7] [--out DIR]
+
+experiments/conv1_direct.cc is compiled here with g++ (-O3 -march=native, 512-bit vectors on x86; jaxlib's headers,
+from jax.ffi.include_dir()) and registered as an FFI target. Timed side by side, in interleaved rounds (each sample
+the mean of 50 calls): the kernel on 2 threads, and ops.conv2d's 'native' and 'cpu' lowerings each with XLA's default
+YNNPACK fusions and without them (xla_cpu_experimental_ynn_fusion_type ''). Every variant's output is first checked
+against the native convolution (max |diff| / max |y| <= 1e-5). Forward only: the kernel has no gradient. With --out,
+DIR/conv1_ffi.json holds every sample, the CPU model, versions and the load average.
+"""
+import argparse
+import ctypes
+import functools
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn import ops, tuning
+from jaxcnn.cli import HelpFormatter, entry
+
+SOURCE = Path(__file__).with_name("conv1_direct.cc")
+SHAPE, KERNEL, OUTPUTS = (28, 28, 1), 5, 20  # LeNet's conv1 on MNIST
+NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def register() -> None:
+    """Compile SOURCE (in a temporary directory) and register its handler as the CPU FFI target 'conv1_direct',
+    once per process (XLA refuses a second registration of the name)."""
+    if shutil.which("g++") is None:
+        raise SystemExit("experiments.conv1_ffi needs g++ to compile experiments/conv1_direct.cc")
+    workdir = tempfile.mkdtemp()
+    lib = Path(workdir) / "libconv1_direct.so"
+    wide = ["-mprefer-vector-width=512"] if platform.machine() in ("x86_64", "AMD64") else []
+    cmd = ["g++", "-O3", "-march=native", *wide, "-std=c++17", "-shared", "-fPIC", "-w",
+           f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(lib), "-lpthread"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"g++ failed on {SOURCE}: {done.stderr.strip().splitlines()[-1]}")
+        handler = ctypes.cdll.LoadLibrary(str(lib)).conv1_direct  # loaded: the file may go
+    finally:
+        shutil.rmtree(workdir)
+    jax.ffi.register_ffi_target("conv1_direct", jax.ffi.pycapsule(handler), platform="cpu")
+
+
+def direct(x, w, threads=2):
+    """x (N, H, W, 1), w (K, K, 1, O) -> (N, H-K+1, W-K+1, O) by the C++ kernel."""
+    n, h, wd, _ = x.shape
+    out = jax.ShapeDtypeStruct((n, h - w.shape[0] + 1, wd - w.shape[1] + 1, w.shape[3]), jnp.float32)
+    return jax.ffi.ffi_call("conv1_direct", out)(x, w, threads=np.int64(threads))
+
+
+def variants() -> dict:
+    """name -> jitted (x, w) -> y."""
+    runs = {"ffi_direct": jax.jit(direct)}
+    for lowering in ("native", "cpu"):
+        for ynn, options in (("ynnpack", {}), ("no_ynnpack", NO_YNN)):
+            runs[f"{lowering}_{ynn}"] = jax.jit(lambda x, w, lowering=lowering: ops.conv2d(x, w, None,
+                                                                                            lowering=lowering),
+                                                compiler_options=options)
+    return runs
+
+
+def sample(fn, args, calls=50) -> float:
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    for _ in range(calls):
+        y = fn(*args)
+    jax.block_until_ready(y)
+    return (time.perf_counter() - start) / calls * 1e3
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.conv1_ffi", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    p.add_argument("--out", help="directory for conv1_ffi.json (nothing is written without it)")
+    args = p.parse_args(argv)
+    if args.rounds < 1 or min(args.batches) < 1:
+        p.error("--rounds and --batches must be at least 1")
+    if jax.default_backend() != "cpu":
+        raise SystemExit("experiments.conv1_ffi measures CPU kernels: JAX's default backend must be the CPU")
+    register()
+    rng, runs, load = np.random.default_rng(0), variants(), [os.getloadavg()[0]]
+    results = []
+    for batch in args.batches:
+        x = jnp.asarray(rng.standard_normal((batch, *SHAPE)), jnp.float32)
+        w = jnp.asarray(rng.standard_normal((KERNEL, KERNEL, 1, OUTPUTS)), jnp.float32)
+        want = np.asarray(jax.jit(lambda x, w: ops.conv2d(x, w, None, lowering="native"))(x, w))
+        errors = {k: float(np.abs(np.asarray(f(x, w)) - want).max() / np.abs(want).max()) for k, f in runs.items()}
+        if bad := {k: e for k, e in errors.items() if not e <= 1e-5}:
+            raise SystemExit(f"batch {batch}: outputs differ from the native convolution: {bad}")
+        samples = {k: [] for k in runs}
+        for _ in range(args.rounds):
+            for k, f in runs.items():
+                samples[k].append(sample(f, (x, w)))
+            load.append(os.getloadavg()[0])
+        medians = {k: statistics.median(v) for k, v in samples.items()}
+        results.append({"batch": batch, "samples_ms": samples, "median_ms": medians, "max_rel_diff": errors})
+        print(f"batch {batch}: " + ", ".join(f"{k} {m:.3f} ms ({m / medians['ffi_direct']:.2f}x)"
+                                             for k, m in medians.items()), flush=True)
+    print(f"{tuning.processor()}; jax {jax.__version__}; 1-min load average {min(load):.1f}-{max(load):.1f}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "conv1_ffi.json").write_text(json.dumps(
+            {"processor": tuning.processor(), "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
+             "shape": SHAPE, "kernel": KERNEL, "outputs": OUTPUTS, "load_average_1min": load, "batches": results},
+            indent=1))
+        print(f"wrote {out / 'conv1_ffi.json'}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(entry(main))
