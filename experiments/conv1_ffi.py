@@ -13,7 +13,6 @@ DIR/conv1_ffi.json holds every sample, the CPU model, versions and the load aver
 import argparse
 import ctypes
 import functools
-import json
 import os
 import platform
 import shutil
@@ -21,14 +20,14 @@ import statistics
 import subprocess
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import ops, tuning
+from experiments import report
+from jaxcnn import ops
 from jaxcnn.cli import HelpFormatter, entry
 
 SOURCE = Path(__file__).with_name("conv1_direct.cc")
@@ -114,15 +113,9 @@ def main(argv=None):
         results.append({"batch": batch, "samples_ms": samples, "median_ms": medians, "max_rel_diff": errors})
         print(f"batch {batch}: " + ", ".join(f"{k} {m:.3f} ms ({m / medians['ffi_direct']:.2f}x)"
                                              for k, m in medians.items()), flush=True)
-    print(f"{tuning.processor()}; jax {jax.__version__}; 1-min load average {min(load):.1f}-{max(load):.1f}")
+    print(report.machine_line(load))
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "conv1_ffi.json").write_text(json.dumps(
-            {"processor": tuning.processor(), "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
-             "shape": SHAPE, "kernel": KERNEL, "outputs": OUTPUTS, "load_average_1min": load, "batches": results},
-            indent=1))
-        print(f"wrote {out / 'conv1_ffi.json'}")
+        report.write(args.out, "conv1_ffi.json", load, shape=SHAPE, kernel=KERNEL, outputs=OUTPUTS, batches=results)
 
 
 if __name__ == "__main__":

@@ -22,17 +22,15 @@ interleaved rounds (each sample the mean of as many calls as fill 20 ms); the ta
 DIR/conv_forms.json holds every sample, the CPU model, versions and the load average.
 """
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
-from importlib import metadata
-from pathlib import Path
 
 import jax
 
+from experiments import report
 from jaxcnn import ops, tuning
 from jaxcnn.cli import HelpFormatter, entry
 from jaxcnn.ops import conv_cpu
@@ -187,16 +185,11 @@ def run(args):
         print(f"round {i + 1}/{args.rounds}", flush=True)
     for r in runs:
         r["median_ms"] = statistics.median(r["samples_ms"])
-    print(f"{tuning.processor()}; jax {jax.__version__}; 1-min load average {min(load):.1f}-{max(load):.1f}")
+    print(report.machine_line(load))
     print(table(runs))
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        report = {"processor": tuning.processor(), "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
-                  "python": platform.python_version(), "batch": BATCH, "load_average_1min": load,
-                  "runs": [{k: v for k, v in r.items() if k not in ("fn", "args")} for r in runs]}
-        (out / "conv_forms.json").write_text(json.dumps(report, indent=1))
-        print(f"wrote {out / 'conv_forms.json'}")
+        report.write(args.out, "conv_forms.json", load, python=platform.python_version(), batch=BATCH,
+                     runs=[{k: v for k, v in r.items() if k not in ("fn", "args")} for r in runs])
 
 
 def main(argv=None):

@@ -11,17 +11,14 @@ rounds interleaved; the medians are printed, and with --out written to DIR/data_
 (machines are shared: compare numbers of one run only).
 """
 import argparse
-import json
 import os
 import statistics
 import time
-from importlib import metadata
-from pathlib import Path
 
 import jax
 import numpy as np
 
-from jaxcnn import tuning
+from experiments import report
 from jaxcnn.caffe.sources import open_source
 from jaxcnn.cli import HelpFormatter, entry
 from jaxcnn.datasets.prefetch import Prefetch
@@ -88,15 +85,11 @@ def main(argv=None):
     for name, values in rates.items():
         print(f"{name:22s} {statistics.median(values):10,.0f} images/s (median of {args.rounds}; "
               f"{min(values):,.0f}-{max(values):,.0f})")
-    print(f"{tuning.processor()}; jax {jax.__version__}; 1-min load average {min(load):.1f}-{max(load):.1f}")
+    print(report.machine_line(load))
     streamed.close()
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "data_speed.json").write_text(json.dumps(
-            {"processor": tuning.processor(), "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
-             "source": str(source.path), "records": len(source), "batch": b, "load_average_1min": load,
-             "images_per_second": rates}, indent=1))
+        report.write(args.out, "data_speed.json", load, source=str(source.path), records=len(source), batch=b,
+                     images_per_second=rates)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import caffe_models
+from experiments import caffe_models, report
 from jaxcnn import tuning
 from jaxcnn.caffe import load_prototxt
 from jaxcnn.cli import HelpFormatter, entry
@@ -157,13 +157,10 @@ def run(args):
             ours = sum(r["count"] * r["median_ms"][r["best"]] for r in sel)
             ort = sum(r["count"] * r["median_ms"]["onnxruntime_conv"] for r in sel)
             print(f"batch {batch} {kind}: jaxcnn best {ours:.2f} ms, onnxruntime {ort:.2f} ms ({ours / ort:.2f}x)")
-    print(f"{tuning.processor()}; jax {jax.__version__}; 1-min load average {min(load):.1f}-{max(load):.1f}")
+    print(report.machine_line(load))
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "mobilenet_layers.json").write_text(json.dumps(
-            {"processor": tuning.processor(), "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"),
-             "onnxruntime": metadata.version("onnxruntime"), "load_average_1min": load, "layers": results}, indent=1))
+        report.write(args.out, "mobilenet_layers.json", load, onnxruntime=metadata.version("onnxruntime"),
+                     layers=results)
 
 
 def main(argv=None):
