@@ -3,14 +3,19 @@ the measurement behind the question whether jaxcnn needs its own CPU kernels (do
 
     python -m experiments.conv1_ffi [--batches 64 256] [--rounds 7] [--out DIR]
 
-experiments/conv1_direct.cc is compiled here with g++ (-O3 -march=native, 512-bit vectors on x86; jaxlib's headers,
-from jax.ffi.include_dir()) and registered as an FFI target. Timed side by side, in interleaved rounds (each sample
-the mean of 50 calls): the kernel on 2 threads, and ops.conv2d's 'native' and 'cpu' lowerings each with XLA's default
-YNNPACK fusions and without them (xla_cpu_experimental_ynn_fusion_type ''). Every variant's output is first checked
-against the native convolution (max |diff| / max |y| <= 1e-5). Forward only: the kernel has no gradient. With --out,
-DIR/conv1_ffi.json holds every sample, the CPU model, versions and the load average.
+experiments/conv1_direct.cc (the forward and the weight gradient) is compiled here with g++ (-O3 -march=native,
+512-bit vectors on x86; jaxlib's headers, from jax.ffi.include_dir()) and registered as FFI targets. Timed side by
+side in interleaved rounds, at each batch: conv1's forward (each sample the mean of 50 calls) by the kernel on 2
+threads and by ops.conv2d's 'native' and 'cpu' lowerings, each with XLA's default YNNPACK fusions and without them
+(xla_cpu_experimental_ynn_fusion_type ''); and the whole LeNet-BN training step of experiments.bench (the mean of
+a 20-step run) with jaxcnn's tuned forms, and the same with conv1's forward and weight gradient by the kernels
+(`conv1`, a custom VJP; its input gradient stays XLA's, and is not computed for the net's input). Every forward is
+first checked against the native convolution (max |diff| / max |y| <= 1e-5), the step's losses against the tuned
+step's (relative 1e-4). With --out, DIR/conv1_ffi.json holds every sample, the CPU model, versions and the load
+average.
 """
 import argparse
+import contextlib
 import ctypes
 import functools
 import os
@@ -27,11 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import report
-from jaxcnn import ops
+from jaxcnn import ops, zoo
 from jaxcnn.cli import HelpFormatter, entry
+from jaxcnn.ops import conv_cpu
+from jaxcnn.ops.conv import conv_geometry
 
 SOURCE = Path(__file__).with_name("conv1_direct.cc")
 SHAPE, KERNEL, OUTPUTS = (28, 28, 1), 5, 20  # LeNet's conv1 on MNIST
+STEPS = 20  # training steps per timed run
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
@@ -50,10 +58,11 @@ def register() -> None:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"g++ failed on {SOURCE}: {done.stderr.strip().splitlines()[-1]}")
-        handler = ctypes.cdll.LoadLibrary(str(lib)).conv1_direct  # loaded: the file may go
+        library = ctypes.cdll.LoadLibrary(str(lib))  # loaded: the file may go
     finally:
         shutil.rmtree(workdir)
-    jax.ffi.register_ffi_target("conv1_direct", jax.ffi.pycapsule(handler), platform="cpu")
+    for name in ("conv1_direct", "conv1_weight_grad"):
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
 
 
 def direct(x, w, threads=2):
@@ -61,6 +70,50 @@ def direct(x, w, threads=2):
     n, h, wd, _ = x.shape
     out = jax.ShapeDtypeStruct((n, h - w.shape[0] + 1, wd - w.shape[1] + 1, w.shape[3]), jnp.float32)
     return jax.ffi.ffi_call("conv1_direct", out)(x, w, threads=np.int64(threads))
+
+
+def weight_grad(x, g, threads=2):
+    """x (N, H, W, 1), g (N, OH, OW, O) -> the gradient of direct's w, (H-OH+1, W-OW+1, 1, O), by the C++ kernel."""
+    out = jax.ShapeDtypeStruct((x.shape[1] - g.shape[1] + 1, x.shape[2] - g.shape[2] + 1, 1, g.shape[3]), jnp.float32)
+    return jax.ffi.ffi_call("conv1_weight_grad", out)(x, g, threads=np.int64(threads))
+
+
+@jax.custom_vjp
+def conv1(x, w):
+    """direct(x, w) with the kernels' weight gradient and XLA's input gradient."""
+    return direct(x, w)
+
+
+def _conv1_fwd(x, w):
+    return direct(x, w), (x, w)
+
+
+def _conv1_bwd(res, g):
+    x, w = res
+    _, input_grad = jax.vjp(lambda x: conv_cpu.native(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1)), x)
+    return input_grad(g)[0], weight_grad(x, g)
+
+
+conv1.defvjp(_conv1_fwd, _conv1_bwd)
+
+
+@contextlib.contextmanager
+def conv1_by_kernels():
+    """Within it, ops.conv2d computes stride-1 unpadded convolutions of one input channel by `conv1` (what is traced
+    then keeps it)."""
+    native = ops.conv2d
+
+    def conv2d(x, w, b=None, *, stride=1, padding="VALID", dilation=1, groups=1, lowering="auto"):
+        _, pads, strides, dilations = conv_geometry(x.shape[1:], w.shape[:2], stride, padding, dilation)
+        if x.shape[-1] == 1 and w.shape[3] <= 32 and not np.any(pads) and strides == dilations == (1, 1):
+            y = conv1(x, w)
+            return y if b is None else y + b
+        return native(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups, lowering=lowering)
+    ops.conv2d = conv2d
+    try:
+        yield
+    finally:
+        ops.conv2d = native
 
 
 def variants() -> dict:
@@ -81,6 +134,21 @@ def sample(fn, args, calls=50) -> float:
         y = fn(*args)
     jax.block_until_ready(y)
     return (time.perf_counter() - start) / calls * 1e3
+
+
+def step_runners(batch: int) -> dict:
+    """{'tuned': jaxcnn's LeNet-BN step run of STEPS steps (experiments.bench's), 'conv1_kernels': the same with
+    conv1 by the kernels} -> each () -> the run's losses; both traced (run once) here."""
+    from experiments import bench  # PyTorch (its twin nets): the bench extra
+    target = bench.Target("cpu")
+    tuned = bench.train_case(zoo.lenet_caffe(), batch, STEPS, target)[0]["jaxcnn"]
+    first = tuned()
+    with conv1_by_kernels():
+        kernels = bench.train_case(zoo.lenet_caffe(), batch, STEPS, target)[0]["jaxcnn"]
+        second = kernels()
+    if not np.allclose(second, first, rtol=1e-4, atol=0):
+        raise SystemExit(f"batch {batch}: the step with conv1 by the kernels gives other losses: {second} vs {first}")
+    return {"tuned": tuned, "conv1_kernels": kernels}
 
 
 def main(argv=None):
@@ -104,15 +172,22 @@ def main(argv=None):
         errors = {k: float(np.abs(np.asarray(f(x, w)) - want).max() / np.abs(want).max()) for k, f in runs.items()}
         if bad := {k: e for k, e in errors.items() if not e <= 1e-5}:
             raise SystemExit(f"batch {batch}: outputs differ from the native convolution: {bad}")
-        samples = {k: [] for k in runs}
+        steps = step_runners(batch)
+        samples, step_samples = {k: [] for k in runs}, {k: [] for k in steps}
         for _ in range(args.rounds):
             for k, f in runs.items():
                 samples[k].append(sample(f, (x, w)))
+            for k, run in steps.items():
+                step_samples[k].append(sample(run, (), calls=1) / STEPS)
             load.append(os.getloadavg()[0])
         medians = {k: statistics.median(v) for k, v in samples.items()}
-        results.append({"batch": batch, "samples_ms": samples, "median_ms": medians, "max_rel_diff": errors})
-        print(f"batch {batch}: " + ", ".join(f"{k} {m:.3f} ms ({m / medians['ffi_direct']:.2f}x)"
-                                             for k, m in medians.items()), flush=True)
+        step_medians = {k: statistics.median(v) for k, v in step_samples.items()}
+        results.append({"batch": batch, "samples_ms": samples, "median_ms": medians, "max_rel_diff": errors,
+                        "step_samples_ms": step_samples, "step_median_ms": step_medians})
+        print(f"batch {batch}, conv1 forward: " + ", ".join(f"{k} {m:.3f} ms ({m / medians['ffi_direct']:.2f}x)"
+                                                            for k, m in medians.items()), flush=True)
+        print(f"batch {batch}, LeNet-BN step: " + ", ".join(
+            f"{k} {m:.2f} ms ({step_medians['tuned'] / m:.2f}x)" for k, m in step_medians.items()), flush=True)
     print(report.machine_line(load))
     if args.out:
         report.write(args.out, "conv1_ffi.json", load, shape=SHAPE, kernel=KERNEL, outputs=OUTPUTS, batches=results)
