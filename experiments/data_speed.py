@@ -77,7 +77,7 @@ def main(argv=None):
     rates = {name: [] for name in works}
     for name, work in works.items():
         work()  # untimed: compilation, the page cache
-    load = []
+    load = [os.getloadavg()[0]]
     for _ in range(args.rounds):
         for name, work in works.items():
             rates[name].append(rate(steps * b, work))

@@ -120,7 +120,7 @@ def _one_layer_net(layer, shape) -> Graph:
     """A net of one layer with its inputs x0, x1, ... (one per input shape) and outputs y0, y1, ..."""
     shapes = shape if isinstance(shape[0], tuple) else (shape,)
     names = tuple(f"x{i}" for i in range(len(shapes)))
-    outs = tuple(f"y{i}" for i in range(layer.num_outputs if layer.multi_output else 1))
+    outs = tuple(f"y{i}" for i in range(layer.num_outputs))
     return Graph([Node(layer, names, outs)], dict(zip(names, shapes)))
 
 
