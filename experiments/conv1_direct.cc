@@ -4,10 +4,15 @@
 //   conv1_weight_grad:  x (N, H, W, 1), g (N, OH, OW, O <= 32) -> dw (H - OH + 1, W - OW + 1, 1, O), square
 // float32 throughout. Each output pixel's O channels are accumulated as 32 lanes (w or g padded with zeros), BLOCK
 // output columns at a time, so that the accumulators stay in vector registers; the batch is split over `threads`
-// threads (the weight gradient sums their partial sums).
+// threads of XLA's intra-op pool (the weight gradient sums their partial sums). Below them, the first block of
+// LeNet-BN fused into one forward and one backward kernel.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -16,11 +21,32 @@
 namespace ffi = xla::ffi;
 constexpr int LANES = 32;
 
+
+// Runs fn(p) for p in [0, parts): parts 1.. on XLA's intra-op pool, part 0 here; returns when all are done.
+template <typename F>
+static void parallel(ffi::ThreadPool& pool, int64_t parts, F fn) {
+  std::atomic<int64_t> left(parts - 1);
+  std::mutex m;
+  std::condition_variable cv;
+  for (int64_t p = 1; p < parts; ++p)
+    pool.Schedule([&, p] {
+      fn(p);
+      if (left.fetch_sub(1) == 1) {
+        std::lock_guard<std::mutex> lock(m);
+        cv.notify_one();
+      }
+    });
+  fn(0);
+  std::unique_lock<std::mutex> lock(m);
+  cv.wait(lock, [&] { return left.load() == 0; });
+}
+
 template <int BLOCK>
-static void columns(const float* x, const float* wp, float* y, int64_t n, int64_t oh, int64_t ow0, int64_t H,
-                    int64_t W, int64_t K, int64_t O) {
+static void columns(const float* x, const float* wp, const float* bp, float* y, int64_t n, int64_t oh, int64_t ow0,
+                    int64_t H, int64_t W, int64_t K, int64_t O, float* sums) {
   const int64_t OH = H - K + 1, OW = W - K + 1;
-  alignas(64) float acc[BLOCK][LANES] = {};
+  alignas(64) float acc[BLOCK][LANES];
+  for (int b = 0; b < BLOCK; ++b) std::memcpy(acc[b], bp, sizeof(acc[b]));
   for (int64_t kh = 0; kh < K; ++kh) {
     const float* xr = x + (n * H + oh + kh) * W + ow0;
     for (int64_t kw = 0; kw < K; ++kw) {
@@ -33,21 +59,25 @@ static void columns(const float* x, const float* wp, float* y, int64_t n, int64_
   }
   float* yr = y + ((n * OH + oh) * OW + ow0) * O;
   for (int b = 0; b < BLOCK; ++b) std::memcpy(yr + b * O, acc[b], O * sizeof(float));
+  if (sums)
+    for (int b = 0; b < BLOCK; ++b)
+      for (int o = 0; o < LANES; ++o) sums[o] += acc[b][o], sums[LANES + o] += acc[b][o] * acc[b][o];
 }
 
-static void images(const float* x, const float* wp, float* y, int64_t n0, int64_t n1, int64_t H, int64_t W,
-                   int64_t K, int64_t O) {
+// sums, if given, (2, LANES): adds each output's channels and their squares
+static void images(const float* x, const float* wp, const float* bp, float* y, int64_t n0, int64_t n1, int64_t H,
+                   int64_t W, int64_t K, int64_t O, float* sums = nullptr) {
   const int64_t OH = H - K + 1, OW = W - K + 1;
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t oh = 0; oh < OH; ++oh) {
       int64_t ow = 0;
-      for (; ow + 4 <= OW; ow += 4) columns<4>(x, wp, y, n, oh, ow, H, W, K, O);
-      for (; ow < OW; ++ow) columns<1>(x, wp, y, n, oh, ow, H, W, K, O);
+      for (; ow + 4 <= OW; ow += 4) columns<4>(x, wp, bp, y, n, oh, ow, H, W, K, O, sums);
+      for (; ow < OW; ++ow) columns<1>(x, wp, bp, y, n, oh, ow, H, W, K, O, sums);
     }
 }
 
-static ffi::Error Conv1Direct(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
-                              int64_t threads) {
+static ffi::Error Conv1Direct(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                              ffi::ResultBuffer<ffi::F32> y, int64_t threads) {
   const auto xd = x.dimensions(), wd = w.dimensions();
   const int64_t N = xd[0], H = xd[1], W = xd[2], K = wd[0], O = wd[3];
   if (xd.size() != 4 || xd[3] != 1 || wd.size() != 4 || wd[1] != K || wd[2] != 1 || O > LANES || H < K || W < K)
@@ -55,12 +85,10 @@ static ffi::Error Conv1Direct(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, 
   std::vector<float> wp(K * K * LANES, 0.f);  // w with its channels padded to LANES
   for (int64_t t = 0; t < K * K; ++t) std::copy_n(w.typed_data() + t * O, O, wp.data() + t * LANES);
   const int64_t parts = std::max<int64_t>(1, std::min(threads, N));
-  std::vector<std::thread> pool;
-  for (int64_t p = 1; p < parts; ++p)
-    pool.emplace_back(images, x.typed_data(), wp.data(), y->typed_data(), N * p / parts, N * (p + 1) / parts, H, W,
-                      K, O);
-  images(x.typed_data(), wp.data(), y->typed_data(), 0, N / parts, H, W, K, O);
-  for (auto& t : pool) t.join();
+  alignas(64) const float zeros[LANES] = {};
+  parallel(pool, parts, [&](int64_t p) {
+    images(x.typed_data(), wp.data(), zeros, y->typed_data(), N * p / parts, N * (p + 1) / parts, H, W, K, O);
+  });
   return ffi::Error::Success();
 }
 
@@ -83,20 +111,18 @@ static void weight_grad_images(const float* x, const float* g, float* dw, int64_
       }
 }
 
-static ffi::Error Conv1WeightGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dw,
-                                  int64_t threads) {
+static ffi::Error Conv1WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
+                                  ffi::ResultBuffer<ffi::F32> dw, int64_t threads) {
   const auto xd = x.dimensions(), gd = g.dimensions();
   const int64_t N = xd[0], H = xd[1], W = xd[2], O = gd[3], K = H - gd[1] + 1;
   if (xd.size() != 4 || xd[3] != 1 || gd.size() != 4 || gd[0] != N || W - gd[2] + 1 != K || K < 1 || O > LANES)
     return ffi::Error::InvalidArgument("conv1_weight_grad: x (N, H, W, 1), g (N, H - K + 1, W - K + 1, O <= 32)");
   const int64_t parts = std::max<int64_t>(1, std::min(threads, N));
   std::vector<float> partial(parts * K * K * LANES, 0.f);
-  std::vector<std::thread> pool;
-  for (int64_t p = 1; p < parts; ++p)
-    pool.emplace_back(weight_grad_images, x.typed_data(), g.typed_data(), partial.data() + p * K * K * LANES,
-                      N * p / parts, N * (p + 1) / parts, H, W, K, O);
-  weight_grad_images(x.typed_data(), g.typed_data(), partial.data(), 0, N / parts, H, W, K, O);
-  for (auto& t : pool) t.join();
+  parallel(pool, parts, [&](int64_t p) {
+    weight_grad_images(x.typed_data(), g.typed_data(), partial.data() + p * K * K * LANES, N * p / parts,
+                       N * (p + 1) / parts, H, W, K, O);
+  });
   float* out = dw->typed_data();
   for (int64_t t = 0; t < K * K; ++t)
     for (int64_t o = 0; o < O; ++o) {
@@ -109,6 +135,7 @@ static ffi::Error Conv1WeightGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32>
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(conv1_weight_grad, Conv1WeightGrad,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
@@ -116,7 +143,256 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(conv1_weight_grad, Conv1WeightGrad,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(conv1_direct, Conv1Direct,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("threads"));
+
+// ---- The first block fused: conv (one input channel, valid, stride 1) + bias, BatchNorm with the batch's
+// statistics, Scale, 2x2/2 max pooling (each window's first maximum), ReLU; OH and OW even.
+//   conv1_block_forward:  x, w (K, K, 1, O), b, gamma, beta (O) -> z (N, OH/2, OW/2, O), y (N, OH, OW, 32) the
+//                         convolution's output in 32 lanes (kept for the backward), stats (2, O): the batch's mean
+//                         and biased variance
+//   conv1_block_backward: x, y, stats, gamma, beta, dz -> dw (K, K, 1, O), db, dgamma, dbeta (O)
+// Every per-channel loop runs over the 32 lanes (parameters padded with zeros), so that it is two vectors.
+
+struct Block {
+  int64_t N, H, W, K, O, OH, OW, PH, PW;
+  Block(int64_t N, int64_t H, int64_t W, int64_t K, int64_t O)
+      : N(N), H(H), W(W), K(K), O(O), OH(H - K + 1), OW(W - K + 1), PH(OH / 2), PW(OW / 2) {}
+  bool valid() const { return O <= LANES && H >= K && W >= K && OH % 2 == 0 && OW % 2 == 0; }
+  // the offsets in y (LANES per position) of window (ph, pw)'s four taps, in the window's row-major order
+  void taps(int64_t n, int64_t ph, int64_t pw, int64_t t[4]) const {
+    const int64_t r = (n * OH + 2 * ph) * OW + 2 * pw;
+    t[0] = r * LANES, t[1] = (r + 1) * LANES, t[2] = (r + OW) * LANES, t[3] = (r + OW + 1) * LANES;
+  }
+  int64_t first(int64_t p, int64_t parts) const { return N * p / parts; }
+};
+
+static void padded(const float* v, int64_t O, float* out) {
+  std::fill_n(out, LANES, 0.f);
+  std::copy_n(v, O, out);
+}
+
+// Channel sums (double) of the parts' float sums: out[o] = sum_p part[p][o], parts of `stride` floats
+static void add_parts(const std::vector<double>& sums, int64_t parts, int64_t stride, int64_t at, double* out) {
+  for (int o = 0; o < LANES; ++o) {
+    out[o] = 0;
+    for (int64_t p = 0; p < parts; ++p) out[o] += sums[p * stride + at + o];
+  }
+}
+
+static ffi::Error Conv1BlockForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                                    ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> gamma, ffi::Buffer<ffi::F32> beta,
+                                    ffi::ResultBuffer<ffi::F32> z, ffi::ResultBuffer<ffi::F32> y,
+                                    ffi::ResultBuffer<ffi::F32> stats, float eps, int64_t threads) {
+  const auto xd = x.dimensions(), wd = w.dimensions();
+  const Block g(xd[0], xd[1], xd[2], wd[0], wd[3]);
+  if (xd.size() != 4 || xd[3] != 1 || wd.size() != 4 || wd[1] != g.K || wd[2] != 1 || !g.valid())
+    return ffi::Error::InvalidArgument("conv1_block_forward: x (N, H, W, 1), w (K, K, 1, O <= 32), even OH, OW");
+  std::vector<float> wp(g.K * g.K * LANES, 0.f);
+  for (int64_t t = 0; t < g.K * g.K; ++t) std::copy_n(w.typed_data() + t * g.O, g.O, wp.data() + t * LANES);
+  alignas(64) float bp[LANES];
+  padded(b.typed_data(), g.O, bp);
+  const int64_t parts = std::max<int64_t>(1, std::min(threads, g.N)), O = g.O, HW = g.OH * g.OW;
+  std::vector<double> sums(parts * 2 * LANES, 0.0);
+  float* yd = y->typed_data();
+  parallel(pool, parts, [&](int64_t p) {
+    double* s = sums.data() + p * 2 * LANES;
+    for (int64_t n = g.first(p, parts); n < g.first(p + 1, parts); ++n) {
+      alignas(64) float sum[2 * LANES] = {};  // an image's in float, the part's in double
+      images(x.typed_data(), wp.data(), bp, yd, n, n + 1, g.H, g.W, g.K, LANES, sum);
+      for (int o = 0; o < 2 * LANES; ++o) s[o] += sum[o];
+    }
+  });
+  const double M = double(g.N * HW);
+  double s[LANES], q[LANES];
+  add_parts(sums, parts, 2 * LANES, 0, s);
+  add_parts(sums, parts, 2 * LANES, LANES, q);
+  alignas(64) float a[LANES] = {}, c[LANES] = {};
+  float* st = stats->typed_data();
+  for (int64_t o = 0; o < O; ++o) {
+    const double mean = s[o] / M, var = std::max(q[o] / M - mean * mean, 0.0);
+    st[o] = float(mean), st[O + o] = float(var);
+    a[o] = gamma.typed_data()[o] / std::sqrt(float(var) + eps), c[o] = beta.typed_data()[o] - float(mean) * a[o];
+  }
+  float* zd = z->typed_data();
+  parallel(pool, parts, [&](int64_t p) {
+    int64_t t[4];
+    alignas(64) float zt[LANES];
+    for (int64_t n = g.first(p, parts); n < g.first(p + 1, parts); ++n)
+      for (int64_t ph = 0; ph < g.PH; ++ph)
+        for (int64_t pw = 0; pw < g.PW; ++pw) {
+          g.taps(n, ph, pw, t);
+          for (int o = 0; o < LANES; ++o) {
+            float m = yd[t[0] + o] * a[o] + c[o];
+            for (int k = 1; k < 4; ++k) m = std::max(m, yd[t[k] + o] * a[o] + c[o]);
+            zt[o] = std::max(m, 0.f);
+          }
+          std::memcpy(zd + ((n * g.PH + ph) * g.PW + pw) * O, zt, O * sizeof(float));
+        }
+  });
+  return ffi::Error::Success();
+}
+
+// The backward's view of one window: its four taps' normalised values xh, and each tap's share of the window's
+// gradient dz (the first maximum's, if it passed the ReLU; 0 elsewhere), lane by lane.
+struct Window {
+  alignas(64) float xh[4][LANES], ds[4][LANES];
+};
+
+static void window(const float* y, const int64_t t[4], const float* dz, const float* mean, const float* r,
+                   const float* a, const float* c, Window& out) {
+  for (int o = 0; o < LANES; ++o) {
+    float v[4];
+    for (int k = 0; k < 4; ++k) v[k] = y[t[k] + o] * a[o] + c[o], out.xh[k][o] = (y[t[k] + o] - mean[o]) * r[o];
+    // tap k holds the first maximum: above the taps before it, at least the taps after it (bitwise: vectorised)
+    const bool f0 = (v[0] >= v[1]) & (v[0] >= v[2]) & (v[0] >= v[3]);
+    const bool f1 = (v[1] > v[0]) & (v[1] >= v[2]) & (v[1] >= v[3]);
+    const bool f2 = (v[2] > v[0]) & (v[2] > v[1]) & (v[2] >= v[3]);
+    const bool f3 = (v[3] > v[0]) & (v[3] > v[1]) & (v[3] > v[2]);
+    const float m = std::max(std::max(v[0], v[1]), std::max(v[2], v[3]));
+    const float d = m > 0.f ? dz[o] : 0.f;
+    out.ds[0][o] = f0 ? d : 0.f, out.ds[1][o] = f1 ? d : 0.f, out.ds[2][o] = f2 ? d : 0.f, out.ds[3][o] = f3 ? d : 0.f;
+  }
+}
+
+// dw[kh, kw] (LANES each) += sum over (oh, ow) of x[oh + kh, ow + kw] * dy[oh, ow] for one image: x (H, W),
+// dy (OH, OW, LANES). KT > 0 fixes K = KT at compile time, so that a row's K accumulators stay in registers.
+template <int KT>
+static void weight_grad_rows(const float* x, const float* dy, float* dw, int64_t OH, int64_t OW, int64_t W,
+                             int64_t K = KT) {
+  constexpr int KMAX = KT > 0 ? KT : 1;
+  const int64_t kn = KT > 0 ? KT : 1;  // accumulators per pass: the whole row of taps, or one
+  for (int64_t kh = 0; kh < K; ++kh)
+    for (int64_t kw0 = 0; kw0 < K; kw0 += kn) {
+      alignas(64) float acc[KMAX][LANES];
+      std::memcpy(acc, dw + (kh * K + kw0) * LANES, sizeof(acc));
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        const float* xr = x + (oh + kh) * W + kw0;
+        const float* dyr = dy + oh * OW * LANES;
+        for (int64_t ow = 0; ow < OW; ++ow)
+          for (int k = 0; k < KMAX; ++k) {
+            const float v = xr[ow + k];
+            for (int o = 0; o < LANES; ++o) acc[k][o] += v * dyr[ow * LANES + o];
+          }
+      }
+      std::memcpy(dw + (kh * K + kw0) * LANES, acc, sizeof(acc));
+    }
+}
+
+static ffi::Error Conv1BlockBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> y,
+                                     ffi::Buffer<ffi::F32> stats, ffi::Buffer<ffi::F32> gamma,
+                                     ffi::Buffer<ffi::F32> beta, ffi::Buffer<ffi::F32> dz,
+                                     ffi::ResultBuffer<ffi::F32> dw, ffi::ResultBuffer<ffi::F32> db,
+                                     ffi::ResultBuffer<ffi::F32> dgamma, ffi::ResultBuffer<ffi::F32> dbeta, float eps,
+                                     int64_t threads) {
+  const auto xd = x.dimensions(), yd = y.dimensions(), zd = dz.dimensions();
+  const Block g(xd[0], xd[1], xd[2], xd[1] - yd[1] + 1, zd[3]);
+  if (xd.size() != 4 || xd[3] != 1 || yd.size() != 4 || yd[0] != g.N || yd[3] != LANES ||
+      xd[2] - yd[2] + 1 != g.K || zd[0] != g.N || zd[1] != g.PH || zd[2] != g.PW || !g.valid())
+    return ffi::Error::InvalidArgument("conv1_block_backward: x (N, H, W, 1), y (N, OH, OW, 32), dz (N, OH/2, OW/2, "
+                                       "O <= 32), even OH, OW");
+  const int64_t parts = std::max<int64_t>(1, std::min(threads, g.N)), O = g.O, KK = g.K * g.K, HW = g.OH * g.OW;
+  const float* yv = y.typed_data();
+  alignas(64) float mean[LANES] = {}, r[LANES] = {}, a[LANES] = {}, c[LANES] = {};
+  for (int64_t o = 0; o < O; ++o) {
+    mean[o] = stats.typed_data()[o], r[o] = 1.f / std::sqrt(stats.typed_data()[O + o] + eps);
+    a[o] = gamma.typed_data()[o] * r[o], c[o] = beta.typed_data()[o] - mean[o] * a[o];
+  }
+  // visit(n, t, window) for each window of images [n0, n1)
+  auto windows = [&](int64_t n0, int64_t n1, auto visit) {
+    int64_t t[4];
+    alignas(64) float dzp[LANES] = {};
+    Window win;
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t ph = 0; ph < g.PH; ++ph)
+        for (int64_t pw = 0; pw < g.PW; ++pw) {
+          g.taps(n, ph, pw, t);
+          std::memcpy(dzp, dz.typed_data() + ((n * g.PH + ph) * g.PW + pw) * O, O * sizeof(float));
+          window(yv, t, dzp, mean, r, a, c, win);
+          visit(n, t, win);
+        }
+  };
+  // 1: dbeta = the sum of ds, dgamma = the sum of ds * xh
+  std::vector<double> sums(parts * 2 * LANES, 0.0);
+  parallel(pool, parts, [&](int64_t p) {
+    alignas(64) float s[LANES] = {}, q[LANES] = {};
+    windows(g.first(p, parts), g.first(p + 1, parts), [&](int64_t, const int64_t*, const Window& w) {
+      for (int k = 0; k < 4; ++k)
+        for (int o = 0; o < LANES; ++o) s[o] += w.ds[k][o], q[o] += w.ds[k][o] * w.xh[k][o];
+    });
+    for (int o = 0; o < LANES; ++o) sums[p * 2 * LANES + o] = s[o], sums[p * 2 * LANES + LANES + o] = q[o];
+  });
+  const double M = double(g.N * HW);
+  double s[LANES], q[LANES];
+  add_parts(sums, parts, 2 * LANES, 0, s);
+  add_parts(sums, parts, 2 * LANES, LANES, q);
+  alignas(64) float k2[LANES] = {}, k3[LANES] = {};  // dy = a ds - k2 - k3 xh
+  for (int64_t o = 0; o < O; ++o) {
+    dbeta->typed_data()[o] = float(s[o]), dgamma->typed_data()[o] = float(q[o]);
+    k2[o] = float(a[o] * s[o] / M), k3[o] = float(a[o] * q[o] / M);
+  }
+  // 2: dy of each image into a scratch map (LANES per position), then dw and db from it
+  std::vector<float> partial(parts * (KK + 1) * LANES, 0.f);
+  parallel(pool, parts, [&](int64_t p) {
+    std::vector<float> dyv(HW * LANES);
+    float* dwp = partial.data() + p * (KK + 1) * LANES;
+    alignas(64) float dbp[LANES] = {};
+    for (int64_t n = g.first(p, parts); n < g.first(p + 1, parts); ++n) {
+      const int64_t base = n * HW * LANES;
+      windows(n, n + 1, [&](int64_t, const int64_t* t, const Window& w) {
+        for (int k = 0; k < 4; ++k) {
+          float* d = dyv.data() + (t[k] - base);
+          for (int o = 0; o < LANES; ++o) {
+            d[o] = a[o] * w.ds[k][o] - k2[o] - k3[o] * w.xh[k][o];
+            dbp[o] += d[o];
+          }
+        }
+      });
+      if (g.K == 5)
+        weight_grad_rows<5>(x.typed_data() + n * g.H * g.W, dyv.data(), dwp, g.OH, g.OW, g.W);
+      else
+        weight_grad_rows<0>(x.typed_data() + n * g.H * g.W, dyv.data(), dwp, g.OH, g.OW, g.W, g.K);
+    }
+    std::memcpy(dwp + KK * LANES, dbp, sizeof(dbp));
+  });
+  for (int64_t t = 0; t <= KK; ++t)
+    for (int64_t o = 0; o < O; ++o) {
+      float sum = 0.f;
+      for (int64_t p = 0; p < parts; ++p) sum += partial[(p * (KK + 1) + t) * LANES + o];
+      (t < KK ? dw->typed_data()[t * O + o] : db->typed_data()[o]) = sum;
+    }
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(conv1_block_forward, Conv1BlockForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("eps")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(conv1_block_backward, Conv1BlockBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("eps")
                                   .Attr<int64_t>("threads"));

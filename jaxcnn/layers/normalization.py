@@ -108,16 +108,19 @@ class BatchNorm(Layer):
                     "count": jnp.zeros((), jnp.float32)}
 
     def forward(self, params, state, x, *, train, rng, lowering):
-        train = train and not self.use_global_stats
-        count = self.momentum * state["count"] + 1 if train else state["count"]
-        # the old average's share of the new one: ops.batch_norm's momentum, 0 on the first batch
-        keep = self.momentum * state["count"] / count if train else self.momentum
-        y, mean, var = ops.batch_norm(x, state["mean"], state["var"], train=train, momentum=keep, eps=self.eps)
+        if not train or self.use_global_stats:
+            return ops.batch_norm(x, state["mean"], state["var"], train=False, eps=self.eps)[0], state
+        y, mean, var = ops.norm.standardize(x, self.eps)
+        return y.astype(x.dtype), self.trained_state(state, mean, var, x.size // x.shape[-1])
+
+    def trained_state(self, state, mean, var, n: int):
+        """The state after a training batch of n values per channel with this mean and biased variance (C,)."""
+        count = self.momentum * state["count"] + 1
+        keep = self.momentum * state["count"] / count  # the old average's share of the new one: 0 on the first batch
+        mean, var = ops.norm.running_stats(state["mean"], state["var"], mean, var, n, keep)
         new = {"mean": mean, "var": var, "count": count}
-        if train:
-            finite = jnp.isfinite(mean).all() & jnp.isfinite(var).all()
-            new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-        return y, new
+        finite = jnp.isfinite(mean).all() & jnp.isfinite(var).all()
+        return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
 
     def cost(self, in_shape, out_shape):
         return 0, 2 * math.prod(out_shape)

@@ -121,13 +121,18 @@ def batch_norm(x: jax.Array, mean: jax.Array, var: jax.Array, *, train: bool, mo
     if mean.shape != x.shape[-1:] or var.shape != x.shape[-1:]:
         raise ValueError(f"batch_norm statistics {mean.shape}/{var.shape} do not match {x.shape[-1]} channels")
     if train:
-        n = x.size // x.shape[-1]
         y, batch_mean, batch_var = standardize(x, eps)
-        unbiased = batch_var * (n / max(n - 1, 1))
-        mean = momentum * mean + (1 - momentum) * lax.stop_gradient(batch_mean)
-        var = momentum * var + (1 - momentum) * lax.stop_gradient(unbiased)
-        return y.astype(x.dtype), mean, var
+        return y.astype(x.dtype), *running_stats(mean, var, batch_mean, batch_var, x.size // x.shape[-1], momentum)
     return ((x - mean) * lax.rsqrt(var + eps)).astype(x.dtype), mean, var
+
+
+def running_stats(mean, var, batch_mean, batch_var, n: int, momentum):
+    """Running statistics (C,) after a batch of n values per channel with this mean and biased variance:
+    momentum * old + (1 - momentum) * batch, the variance made unbiased (as Caffe and PyTorch); no gradient flows
+    into them."""
+    unbiased = batch_var * (n / max(n - 1, 1))
+    return (momentum * mean + (1 - momentum) * lax.stop_gradient(batch_mean),
+            momentum * var + (1 - momentum) * lax.stop_gradient(unbiased))
 
 
 def scale(x: jax.Array, gamma: jax.Array, beta: jax.Array | None = None) -> jax.Array:
