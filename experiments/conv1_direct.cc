@@ -2,18 +2,18 @@
 // (experiments.conv1_ffi), valid correlation, stride 1:
 //   conv1_direct:       x (N, H, W, 1), w (K, K, 1, O <= 32) -> y (N, H - K + 1, W - K + 1, O)
 //   conv1_weight_grad:  x (N, H, W, 1), g (N, OH, OW, O <= 32) -> dw (H - OH + 1, W - OW + 1, 1, O), square
-// float32 throughout. Each output pixel's O channels are accumulated as 32 lanes (w or g padded with zeros), BLOCK
-// output columns at a time, so that the accumulators stay in vector registers; the batch is split over `threads`
+// float32 throughout. Each output pixel's O channels are accumulated as 32 lanes (w or g padded with zeros), the
+// forward BLOCK output columns at a time, the weight gradient a row of K taps at a time, so that the accumulators
+// stay in vector registers; the batch is split over `threads`
 // threads of XLA's intra-op pool (the weight gradient sums their partial sums). Below them, the first block of
 // LeNet-BN fused into one forward and one backward kernel.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <atomic>
-#include <condition_variable>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -21,24 +21,76 @@
 namespace ffi = xla::ffi;
 constexpr int LANES = 32;
 
+// How many parts a batch of N images is split into on `threads` threads
+static int64_t parts_of(int64_t threads, int64_t N) { return std::max<int64_t>(1, std::min(threads, N)); }
 
-// Runs fn(p) for p in [0, parts): parts 1.. on XLA's intra-op pool, part 0 here; returns when all are done.
+// Runs fn(p, n0, n1) for each part p of the batch, images [n0, n1): parts 1.. on XLA's intra-op pool, part 0 here;
+// returns when all are done.
 template <typename F>
-static void parallel(ffi::ThreadPool& pool, int64_t parts, F fn) {
+static void parallel(ffi::ThreadPool& pool, int64_t parts, int64_t N, F fn) {
   std::atomic<int64_t> left(parts - 1);
   std::mutex m;
   std::condition_variable cv;
   for (int64_t p = 1; p < parts; ++p)
     pool.Schedule([&, p] {
-      fn(p);
+      fn(p, N * p / parts, N * (p + 1) / parts);
       if (left.fetch_sub(1) == 1) {
         std::lock_guard<std::mutex> lock(m);
         cv.notify_one();
       }
     });
-  fn(0);
+  fn(0, 0, N / parts);
   std::unique_lock<std::mutex> lock(m);
   cv.wait(lock, [&] { return left.load() == 0; });
+}
+
+// out[i] = the sum over parts p of v[p * stride + at + i], for i < count
+template <typename T, typename U>
+static void sum_parts(const std::vector<T>& v, int64_t parts, int64_t stride, int64_t at, int64_t count, U* out) {
+  for (int64_t i = 0; i < count; ++i) {
+    T sum = 0;
+    for (int64_t p = 0; p < parts; ++p) sum += v[p * stride + at + i];
+    out[i] = U(sum);
+  }
+}
+
+// w (KK taps, O channels) with each tap's channels padded to LANES
+static std::vector<float> padded_taps(const float* w, int64_t KK, int64_t O) {
+  std::vector<float> wp(KK * LANES, 0.f);
+  for (int64_t t = 0; t < KK; ++t) std::copy_n(w + t * O, O, wp.data() + t * LANES);
+  return wp;
+}
+
+// dw[kh, kw] (LANES each) += sum over (oh, ow) of x[oh + kh, ow + kw] * dy[oh, ow] for one image: x (H, W),
+// dy (OH, OW, LANES). KT > 0 fixes K = KT at compile time, so that a row's K accumulators stay in registers.
+template <int KT>
+static void weight_grad_rows(const float* x, const float* dy, float* dw, int64_t OH, int64_t OW, int64_t W,
+                             int64_t K = KT) {
+  constexpr int KMAX = KT > 0 ? KT : 1;
+  const int64_t kn = KT > 0 ? KT : 1;  // accumulators per pass: the whole row of taps, or one
+  for (int64_t kh = 0; kh < K; ++kh)
+    for (int64_t kw0 = 0; kw0 < K; kw0 += kn) {
+      alignas(64) float acc[KMAX][LANES];
+      std::memcpy(acc, dw + (kh * K + kw0) * LANES, sizeof(acc));
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        const float* xr = x + (oh + kh) * W + kw0;
+        const float* dyr = dy + oh * OW * LANES;
+        for (int64_t ow = 0; ow < OW; ++ow)
+          for (int k = 0; k < KMAX; ++k) {
+            const float v = xr[ow + k];
+            for (int o = 0; o < LANES; ++o) acc[k][o] += v * dyr[ow * LANES + o];
+          }
+      }
+      std::memcpy(dw + (kh * K + kw0) * LANES, acc, sizeof(acc));
+    }
+}
+
+static void weight_grad_image(const float* x, const float* dy, float* dw, int64_t OH, int64_t OW, int64_t W,
+                              int64_t K) {
+  if (K == 5)  // LeNet's
+    weight_grad_rows<5>(x, dy, dw, OH, OW, W);
+  else
+    weight_grad_rows<0>(x, dy, dw, OH, OW, W, K);
 }
 
 template <int BLOCK>
@@ -82,33 +134,12 @@ static ffi::Error Conv1Direct(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi
   const int64_t N = xd[0], H = xd[1], W = xd[2], K = wd[0], O = wd[3];
   if (xd.size() != 4 || xd[3] != 1 || wd.size() != 4 || wd[1] != K || wd[2] != 1 || O > LANES || H < K || W < K)
     return ffi::Error::InvalidArgument("conv1_direct: x (N, H, W, 1), w (K, K, 1, O <= 32), H and W >= K");
-  std::vector<float> wp(K * K * LANES, 0.f);  // w with its channels padded to LANES
-  for (int64_t t = 0; t < K * K; ++t) std::copy_n(w.typed_data() + t * O, O, wp.data() + t * LANES);
-  const int64_t parts = std::max<int64_t>(1, std::min(threads, N));
+  const std::vector<float> wp = padded_taps(w.typed_data(), K * K, O);
   alignas(64) const float zeros[LANES] = {};
-  parallel(pool, parts, [&](int64_t p) {
-    images(x.typed_data(), wp.data(), zeros, y->typed_data(), N * p / parts, N * (p + 1) / parts, H, W, K, O);
+  parallel(pool, parts_of(threads, N), N, [&](int64_t, int64_t n0, int64_t n1) {
+    images(x.typed_data(), wp.data(), zeros, y->typed_data(), n0, n1, H, W, K, O);
   });
   return ffi::Error::Success();
-}
-
-static void weight_grad_images(const float* x, const float* g, float* dw, int64_t n0, int64_t n1, int64_t H,
-                               int64_t W, int64_t K, int64_t O) {
-  const int64_t OH = H - K + 1, OW = W - K + 1;
-  alignas(64) float gp[LANES] = {};
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t oh = 0; oh < OH; ++oh)
-      for (int64_t ow = 0; ow < OW; ++ow) {
-        std::memcpy(gp, g + ((n * OH + oh) * OW + ow) * O, O * sizeof(float));
-        for (int64_t kh = 0; kh < K; ++kh) {
-          const float* xr = x + (n * H + oh + kh) * W + ow;
-          for (int64_t kw = 0; kw < K; ++kw) {
-            const float v = xr[kw];
-            float* acc = dw + (kh * K + kw) * LANES;
-            for (int o = 0; o < LANES; ++o) acc[o] += v * gp[o];
-          }
-        }
-      }
 }
 
 static ffi::Error Conv1WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
@@ -117,19 +148,16 @@ static ffi::Error Conv1WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   const int64_t N = xd[0], H = xd[1], W = xd[2], O = gd[3], K = H - gd[1] + 1;
   if (xd.size() != 4 || xd[3] != 1 || gd.size() != 4 || gd[0] != N || W - gd[2] + 1 != K || K < 1 || O > LANES)
     return ffi::Error::InvalidArgument("conv1_weight_grad: x (N, H, W, 1), g (N, H - K + 1, W - K + 1, O <= 32)");
-  const int64_t parts = std::max<int64_t>(1, std::min(threads, N));
-  std::vector<float> partial(parts * K * K * LANES, 0.f);
-  parallel(pool, parts, [&](int64_t p) {
-    weight_grad_images(x.typed_data(), g.typed_data(), partial.data() + p * K * K * LANES, N * p / parts,
-                       N * (p + 1) / parts, H, W, K, O);
-  });
-  float* out = dw->typed_data();
-  for (int64_t t = 0; t < K * K; ++t)
-    for (int64_t o = 0; o < O; ++o) {
-      float sum = 0.f;
-      for (int64_t p = 0; p < parts; ++p) sum += partial[(p * K * K + t) * LANES + o];
-      out[t * O + o] = sum;
+  const int64_t parts = parts_of(threads, N), OH = H - K + 1, OW = W - K + 1, KK = K * K;
+  std::vector<float> partial(parts * KK * LANES, 0.f);
+  parallel(pool, parts, N, [&](int64_t p, int64_t n0, int64_t n1) {
+    std::vector<float> gp(OH * OW * LANES, 0.f);  // an image's g in LANES per position
+    for (int64_t n = n0; n < n1; ++n) {
+      for (int64_t i = 0; i < OH * OW; ++i) std::copy_n(g.typed_data() + (n * OH * OW + i) * O, O, &gp[i * LANES]);
+      weight_grad_image(x.typed_data() + n * H * W, gp.data(), partial.data() + p * KK * LANES, OH, OW, W, K);
     }
+  });
+  for (int64_t t = 0; t < KK; ++t) sum_parts(partial, parts, KK * LANES, t * LANES, O, dw->typed_data() + t * O);
   return ffi::Error::Success();
 }
 
@@ -167,21 +195,7 @@ struct Block {
     const int64_t r = (n * OH + 2 * ph) * OW + 2 * pw;
     t[0] = r * LANES, t[1] = (r + 1) * LANES, t[2] = (r + OW) * LANES, t[3] = (r + OW + 1) * LANES;
   }
-  int64_t first(int64_t p, int64_t parts) const { return N * p / parts; }
 };
-
-static void padded(const float* v, int64_t O, float* out) {
-  std::fill_n(out, LANES, 0.f);
-  std::copy_n(v, O, out);
-}
-
-// Channel sums (double) of the parts' float sums: out[o] = sum_p part[p][o], parts of `stride` floats
-static void add_parts(const std::vector<double>& sums, int64_t parts, int64_t stride, int64_t at, double* out) {
-  for (int o = 0; o < LANES; ++o) {
-    out[o] = 0;
-    for (int64_t p = 0; p < parts; ++p) out[o] += sums[p * stride + at + o];
-  }
-}
 
 static ffi::Error Conv1BlockForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                                     ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> gamma, ffi::Buffer<ffi::F32> beta,
@@ -191,25 +205,22 @@ static ffi::Error Conv1BlockForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> 
   const Block g(xd[0], xd[1], xd[2], wd[0], wd[3]);
   if (xd.size() != 4 || xd[3] != 1 || wd.size() != 4 || wd[1] != g.K || wd[2] != 1 || !g.valid())
     return ffi::Error::InvalidArgument("conv1_block_forward: x (N, H, W, 1), w (K, K, 1, O <= 32), even OH, OW");
-  std::vector<float> wp(g.K * g.K * LANES, 0.f);
-  for (int64_t t = 0; t < g.K * g.K; ++t) std::copy_n(w.typed_data() + t * g.O, g.O, wp.data() + t * LANES);
-  alignas(64) float bp[LANES];
-  padded(b.typed_data(), g.O, bp);
-  const int64_t parts = std::max<int64_t>(1, std::min(threads, g.N)), O = g.O, HW = g.OH * g.OW;
+  const std::vector<float> wp = padded_taps(w.typed_data(), g.K * g.K, g.O), bp = padded_taps(b.typed_data(), 1, g.O);
+  const int64_t parts = parts_of(threads, g.N), O = g.O, HW = g.OH * g.OW;
   std::vector<double> sums(parts * 2 * LANES, 0.0);
   float* yd = y->typed_data();
-  parallel(pool, parts, [&](int64_t p) {
+  parallel(pool, parts, g.N, [&](int64_t p, int64_t n0, int64_t n1) {
     double* s = sums.data() + p * 2 * LANES;
-    for (int64_t n = g.first(p, parts); n < g.first(p + 1, parts); ++n) {
+    for (int64_t n = n0; n < n1; ++n) {
       alignas(64) float sum[2 * LANES] = {};  // an image's in float, the part's in double
-      images(x.typed_data(), wp.data(), bp, yd, n, n + 1, g.H, g.W, g.K, LANES, sum);
+      images(x.typed_data(), wp.data(), bp.data(), yd, n, n + 1, g.H, g.W, g.K, LANES, sum);
       for (int o = 0; o < 2 * LANES; ++o) s[o] += sum[o];
     }
   });
   const double M = double(g.N * HW);
   double s[LANES], q[LANES];
-  add_parts(sums, parts, 2 * LANES, 0, s);
-  add_parts(sums, parts, 2 * LANES, LANES, q);
+  sum_parts(sums, parts, 2 * LANES, 0, LANES, s);
+  sum_parts(sums, parts, 2 * LANES, LANES, LANES, q);
   alignas(64) float a[LANES] = {}, c[LANES] = {};
   float* st = stats->typed_data();
   for (int64_t o = 0; o < O; ++o) {
@@ -218,10 +229,10 @@ static ffi::Error Conv1BlockForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> 
     a[o] = gamma.typed_data()[o] / std::sqrt(float(var) + eps), c[o] = beta.typed_data()[o] - float(mean) * a[o];
   }
   float* zd = z->typed_data();
-  parallel(pool, parts, [&](int64_t p) {
+  parallel(pool, parts, g.N, [&](int64_t, int64_t n0, int64_t n1) {
     int64_t t[4];
     alignas(64) float zt[LANES];
-    for (int64_t n = g.first(p, parts); n < g.first(p + 1, parts); ++n)
+    for (int64_t n = n0; n < n1; ++n)
       for (int64_t ph = 0; ph < g.PH; ++ph)
         for (int64_t pw = 0; pw < g.PW; ++pw) {
           g.taps(n, ph, pw, t);
@@ -258,30 +269,6 @@ static void window(const float* y, const int64_t t[4], const float* dz, const fl
   }
 }
 
-// dw[kh, kw] (LANES each) += sum over (oh, ow) of x[oh + kh, ow + kw] * dy[oh, ow] for one image: x (H, W),
-// dy (OH, OW, LANES). KT > 0 fixes K = KT at compile time, so that a row's K accumulators stay in registers.
-template <int KT>
-static void weight_grad_rows(const float* x, const float* dy, float* dw, int64_t OH, int64_t OW, int64_t W,
-                             int64_t K = KT) {
-  constexpr int KMAX = KT > 0 ? KT : 1;
-  const int64_t kn = KT > 0 ? KT : 1;  // accumulators per pass: the whole row of taps, or one
-  for (int64_t kh = 0; kh < K; ++kh)
-    for (int64_t kw0 = 0; kw0 < K; kw0 += kn) {
-      alignas(64) float acc[KMAX][LANES];
-      std::memcpy(acc, dw + (kh * K + kw0) * LANES, sizeof(acc));
-      for (int64_t oh = 0; oh < OH; ++oh) {
-        const float* xr = x + (oh + kh) * W + kw0;
-        const float* dyr = dy + oh * OW * LANES;
-        for (int64_t ow = 0; ow < OW; ++ow)
-          for (int k = 0; k < KMAX; ++k) {
-            const float v = xr[ow + k];
-            for (int o = 0; o < LANES; ++o) acc[k][o] += v * dyr[ow * LANES + o];
-          }
-      }
-      std::memcpy(dw + (kh * K + kw0) * LANES, acc, sizeof(acc));
-    }
-}
-
 static ffi::Error Conv1BlockBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> y,
                                      ffi::Buffer<ffi::F32> stats, ffi::Buffer<ffi::F32> gamma,
                                      ffi::Buffer<ffi::F32> beta, ffi::Buffer<ffi::F32> dz,
@@ -294,7 +281,7 @@ static ffi::Error Conv1BlockBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
       xd[2] - yd[2] + 1 != g.K || zd[0] != g.N || zd[1] != g.PH || zd[2] != g.PW || !g.valid())
     return ffi::Error::InvalidArgument("conv1_block_backward: x (N, H, W, 1), y (N, OH, OW, 32), dz (N, OH/2, OW/2, "
                                        "O <= 32), even OH, OW");
-  const int64_t parts = std::max<int64_t>(1, std::min(threads, g.N)), O = g.O, KK = g.K * g.K, HW = g.OH * g.OW;
+  const int64_t parts = parts_of(threads, g.N), O = g.O, KK = g.K * g.K, HW = g.OH * g.OW;
   const float* yv = y.typed_data();
   alignas(64) float mean[LANES] = {}, r[LANES] = {}, a[LANES] = {}, c[LANES] = {};
   for (int64_t o = 0; o < O; ++o) {
@@ -317,9 +304,9 @@ static ffi::Error Conv1BlockBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
   };
   // 1: dbeta = the sum of ds, dgamma = the sum of ds * xh
   std::vector<double> sums(parts * 2 * LANES, 0.0);
-  parallel(pool, parts, [&](int64_t p) {
+  parallel(pool, parts, g.N, [&](int64_t p, int64_t n0, int64_t n1) {
     alignas(64) float s[LANES] = {}, q[LANES] = {};
-    windows(g.first(p, parts), g.first(p + 1, parts), [&](int64_t, const int64_t*, const Window& w) {
+    windows(n0, n1, [&](int64_t, const int64_t*, const Window& w) {
       for (int k = 0; k < 4; ++k)
         for (int o = 0; o < LANES; ++o) s[o] += w.ds[k][o], q[o] += w.ds[k][o] * w.xh[k][o];
     });
@@ -327,8 +314,8 @@ static ffi::Error Conv1BlockBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
   });
   const double M = double(g.N * HW);
   double s[LANES], q[LANES];
-  add_parts(sums, parts, 2 * LANES, 0, s);
-  add_parts(sums, parts, 2 * LANES, LANES, q);
+  sum_parts(sums, parts, 2 * LANES, 0, LANES, s);
+  sum_parts(sums, parts, 2 * LANES, LANES, LANES, q);
   alignas(64) float k2[LANES] = {}, k3[LANES] = {};  // dy = a ds - k2 - k3 xh
   for (int64_t o = 0; o < O; ++o) {
     dbeta->typed_data()[o] = float(s[o]), dgamma->typed_data()[o] = float(q[o]);
@@ -336,11 +323,11 @@ static ffi::Error Conv1BlockBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
   }
   // 2: dy of each image into a scratch map (LANES per position), then dw and db from it
   std::vector<float> partial(parts * (KK + 1) * LANES, 0.f);
-  parallel(pool, parts, [&](int64_t p) {
+  parallel(pool, parts, g.N, [&](int64_t p, int64_t n0, int64_t n1) {
     std::vector<float> dyv(HW * LANES);
     float* dwp = partial.data() + p * (KK + 1) * LANES;
     alignas(64) float dbp[LANES] = {};
-    for (int64_t n = g.first(p, parts); n < g.first(p + 1, parts); ++n) {
+    for (int64_t n = n0; n < n1; ++n) {
       const int64_t base = n * HW * LANES;
       windows(n, n + 1, [&](int64_t, const int64_t* t, const Window& w) {
         for (int k = 0; k < 4; ++k) {
@@ -351,19 +338,13 @@ static ffi::Error Conv1BlockBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
           }
         }
       });
-      if (g.K == 5)
-        weight_grad_rows<5>(x.typed_data() + n * g.H * g.W, dyv.data(), dwp, g.OH, g.OW, g.W);
-      else
-        weight_grad_rows<0>(x.typed_data() + n * g.H * g.W, dyv.data(), dwp, g.OH, g.OW, g.W, g.K);
+      weight_grad_image(x.typed_data() + n * g.H * g.W, dyv.data(), dwp, g.OH, g.OW, g.W, g.K);
     }
     std::memcpy(dwp + KK * LANES, dbp, sizeof(dbp));
   });
-  for (int64_t t = 0; t <= KK; ++t)
-    for (int64_t o = 0; o < O; ++o) {
-      float sum = 0.f;
-      for (int64_t p = 0; p < parts; ++p) sum += partial[(p * (KK + 1) + t) * LANES + o];
-      (t < KK ? dw->typed_data()[t * O + o] : db->typed_data()[o]) = sum;
-    }
+  for (int64_t t = 0; t < KK; ++t)
+    sum_parts(partial, parts, (KK + 1) * LANES, t * LANES, O, dw->typed_data() + t * O);
+  sum_parts(partial, parts, (KK + 1) * LANES, KK * LANES, O, db->typed_data());
   return ffi::Error::Success();
 }
 

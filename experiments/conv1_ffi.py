@@ -45,6 +45,7 @@ SOURCE = Path(__file__).with_name("conv1_direct.cc")
 SHAPE, KERNEL, OUTPUTS = (28, 28, 1), 5, 20  # LeNet's conv1 on MNIST
 STEPS = 20  # training steps per timed run
 LANES = 32  # the kernels' channel vector (conv1_direct.cc)
+THREADS = 2  # the kernels' parts of the batch
 NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
@@ -70,14 +71,14 @@ def register() -> None:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
 
 
-def direct(x, w, threads=2):
+def direct(x, w, threads=THREADS):
     """x (N, H, W, 1), w (K, K, 1, O) -> (N, H-K+1, W-K+1, O) by the C++ kernel."""
     n, h, wd, _ = x.shape
     out = jax.ShapeDtypeStruct((n, h - w.shape[0] + 1, wd - w.shape[1] + 1, w.shape[3]), jnp.float32)
     return jax.ffi.ffi_call("conv1_direct", out)(x, w, threads=np.int64(threads))
 
 
-def weight_grad(x, g, threads=2):
+def weight_grad(x, g, threads=THREADS):
     """x (N, H, W, 1), g (N, OH, OW, O) -> the gradient of direct's w, (H-OH+1, W-OW+1, 1, O), by the C++ kernel."""
     out = jax.ShapeDtypeStruct((x.shape[1] - g.shape[1] + 1, x.shape[2] - g.shape[2] + 1, 1, g.shape[3]), jnp.float32)
     return jax.ffi.ffi_call("conv1_weight_grad", out)(x, g, threads=np.int64(threads))
@@ -102,7 +103,7 @@ def _conv1_bwd(res, g):
 conv1.defvjp(_conv1_fwd, _conv1_bwd)
 
 
-def _block_forward(x, w, b, gamma, beta, eps, threads=2):
+def _block_forward(x, w, b, gamma, beta, eps, threads=THREADS):
     """-> z (N, OH/2, OW/2, O), y (N, OH, OW, LANES) the convolution's output, stats (2, O) by the fused kernel."""
     n, h, wd, _ = x.shape
     oh, ow, o = h - w.shape[0] + 1, wd - w.shape[1] + 1, w.shape[3]
@@ -130,7 +131,7 @@ def _conv1_block_bwd(eps, res, cotangents):
     o = (w_shape[3],)
     shapes = [jax.ShapeDtypeStruct(s, jnp.float32) for s in (w_shape, o, o, o)]
     dw, db, dgamma, dbeta = jax.ffi.ffi_call("conv1_block_backward", shapes)(
-        x, y, stats, gamma, beta, cotangents[0], eps=np.float32(eps), threads=np.int64(2))
+        x, y, stats, gamma, beta, cotangents[0], eps=np.float32(eps), threads=np.int64(THREADS))
     return jnp.zeros_like(x), dw, db, dgamma, dbeta
 
 
