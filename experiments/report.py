@@ -1,4 +1,4 @@
-"""What the CPU measurement scripts (conv_forms, mobilenet_layers, data_speed, conv1_ffi) print and write about the
+"""What the CPU measurement scripts (conv_forms, mobilenet_layers, data_speed) print and write about the
 machine they ran on: the processor, the JAX versions and the 1-minute load averages sampled during the run."""
 import json
 from importlib import metadata

@@ -28,9 +28,12 @@ import math
 from typing import Mapping, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
+from . import first_block
 from .errors import LayerError
 from .layers import Layer
+from .ops.lowering import Tuned
 from .settings import MissingSetting, Setting
 
 
@@ -238,8 +241,8 @@ class Graph:
         dropout; lowering: 'auto', 'native' or 'cpu' for every layer (jaxcnn.ops.lowering)."""
         values = self._feed(x)
         keep = set(self.outputs)
-        new_state = {}
-        for i, node in enumerate(self.nodes):
+        start, new_state = self._fused_first_block(params, state, values, train, lowering)
+        for i, node in enumerate(self.nodes[start:], start):
             layer = node.layer
             key = None if rng is None else jax.random.fold_in(rng, i)
             with jax.named_scope(layer.name):  # profiles and compiled HLO name each op's layer
@@ -252,6 +255,22 @@ class Graph:
                     del values[blob]
             self._write(node, values, y)
         return self._outputs(values), new_state
+
+    def _fused_first_block(self, params, state, values, train, lowering) -> tuple[int, dict]:
+        """In training with a Tuned(first_block=True) lowering, the net's first block by the fused kernels
+        (jaxcnn.first_block), where the net opens with one and the input is float32 on the CPU: its output written
+        to `values` -> (the number of nodes run, their new state); else (0, {})."""
+        if not (train and isinstance(lowering, Tuned) and lowering.first_block and len(values) == 1):
+            return 0, {}
+        (blob, x), = values.items()
+        layers = first_block.layers_of(self, x.shape[1:])
+        if layers is None or x.dtype != jnp.float32 or not first_block.available():
+            return 0, {}
+        z, new_state = first_block.apply(layers, params, state, x)
+        if self._last_use[blob] == 0 and blob not in self.outputs:
+            del values[blob]
+        values[self.nodes[len(layers) - 1].outputs[0]] = z
+        return len(layers), new_state
 
     def _feed(self, x) -> dict:
         if isinstance(x, Mapping):

@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import first_block
 from .layers import Conv
 from .ops import conv_cpu
 from .ops.conv import conv_geometry
@@ -62,7 +63,7 @@ _now = time.monotonic  # the clock the budget is kept by
 ENV_SWITCH = "JAXCNN_AUTOTUNE"
 ENV_CACHE = "JAXCNN_CACHE_DIR"
 # 3: YNNPACK choices per net; forms measured with ops.compiler_options(); 4: whole-net forms; 5: shifted_rows
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 # label: the jit compiler options it adds ('default': XLA's own, which in jaxlib 0.10 include convolutions)
 YNN_CHOICES = {
@@ -72,7 +73,9 @@ YNN_CHOICES = {
 }
 NET_ROUNDS = 5  # interleaved rounds timing a net under each pair of forms and YNNPACK choice
 # the forms a whole net is timed with: each convolution's measured fastest, or the fixed rules (lowering 'cpu')
-FORM_SETS = ("measured", "fixed")
+# The whole-net candidates: the measured forms, the fixed rules, the measured forms with the first block by the
+# fused kernels (jaxcnn.first_block; training in float32 where the net opens with one and g++ builds them).
+FORM_SETS = ("measured", "fixed", "fused")
 
 
 @dataclass(frozen=True)
@@ -132,11 +135,15 @@ def processor() -> str:
     return f"{model}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"
 
 
+def cache_directory(cache_dir=None) -> Path:
+    """cache_dir, else $JAXCNN_CACHE_DIR, else ~/.cache/jaxcnn: where the measurements (and compiled kernels) live."""
+    return Path(cache_dir or os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "jaxcnn")
+
+
 def cache_file(cache_dir=None) -> Path:
     """The cache file for this processor, jax/jaxlib version and CACHE_VERSION."""
     key = f"{processor()} | jax {jax.__version__} | jaxlib {metadata.version('jaxlib')} | forms v{CACHE_VERSION}"
-    directory = Path(cache_dir or os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "jaxcnn")
-    return directory / f"conv_forms-{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
+    return cache_directory(cache_dir) / f"conv_forms-{hashlib.sha1(key.encode()).hexdigest()[:12]}.json"
 
 
 def _load(path) -> dict:
@@ -321,6 +328,8 @@ def _choices(cache, convs, net, batch, input_shape, dtype, training) -> Tuning:
     options = {**compiler_options("cpu"), **(YNN_CHOICES.get(fusion["choice"], {}) if fusion else {})}
     if fusion and fusion["forms"] == "fixed":
         lowering = "cpu"
+    elif fusion and fusion["forms"] == "fused" and first_block.available():
+        lowering = Tuned(lowering.forms if isinstance(lowering, Tuned) else (), first_block=True)
     return Tuning(lowering, options, found, fusion)
 
 
@@ -390,6 +399,11 @@ def tune(net, batch: int, *, input_shape=None, dtype="float32", training: bool =
         lowerings, conv_of = {"measured": chosen.lowering}, {_key(sig): conv for sig, conv in convs}
         if any(tuple(entry["forms"]) != _fixed_forms(*conv_of[_key(sig)][:5]) for _, sig, entry in chosen.convolutions):
             lowerings["fixed"] = "cpu"  # the fixed rules differ from the measured forms
+        shapes = list(net.input_shapes(input_shape).values())
+        if (training and jnp.dtype(dtype) == jnp.float32 and len(shapes) == 1
+                and first_block.layers_of(net, shapes[0]) and first_block.available()):
+            forms = chosen.lowering.forms if isinstance(chosen.lowering, Tuned) else ()
+            lowerings["fused"] = Tuned(forms, first_block=True)
         fusion = {"net": net.name, "batch": batch, "dtype": str(jnp.dtype(dtype)), "training": bool(training),
                   **_measure_fusions(net, batch, input_shape, dtype, training, lowerings)}
         key = fingerprint(net, batch, input_shape, dtype, training, chosen.lowering)

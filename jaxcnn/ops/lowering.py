@@ -9,7 +9,8 @@
     'auto'    (the default) 'cpu' for the CPU backend, else 'native': the backend is the platform of the input's
               device for a concrete array, and JAX's default backend for a traced one (inside jax.jit).
     Tuned(…)  'cpu' with the convolution forms measured on this machine for given shapes (jaxcnn.tuning.tune);
-              shapes it does not name get the fixed rules of ops.conv_cpu.
+              shapes it does not name get the fixed rules of ops.conv_cpu. With first_block=True, Net.apply
+              trains a net's first block by fused C++ kernels (jaxcnn.first_block) where it has one.
 
 Every op, layer, `Net.apply` and the Trainer takes `lowering=`; nothing global is read while tracing. The Trainer
 resolves 'auto' from the devices of its mesh (`for_platform`), so its steps are right for the devices they run
@@ -42,9 +43,11 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 class Tuned:
     """The 'cpu' lowering with measured convolution forms: ((signature, (forward, input, weight)), ...), where a
     signature is ops.conv_cpu.signature(...) of a convolution (all its groups) and each form a name in
-    ops.conv_cpu.FORMS. Hashable, so it is a static argument like the names."""
+    ops.conv_cpu.FORMS; first_block: train the net's first block by the fused kernels (jaxcnn.first_block).
+    Hashable, so it is a static argument like the names."""
 
     forms: tuple = ()
+    first_block: bool = False
 
     def conv_forms(self, signature) -> tuple | None:
         """The (forward, input, weight) form names measured for `signature`, or None."""

@@ -7,6 +7,7 @@ the same speed there and gains nothing: docs/performance.md).
 With several devices (or processes) the batch is sharded over a 1-d 'data' mesh and params are replicated;
 XLA inserts the gradient all-reduce, so the numbers match one device up to float rounding.
 """
+import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple
 
@@ -87,6 +88,8 @@ class Trainer:
             tuned = (tuning.tune if autotune else tuning.lookup)(net, batch_size, dtype=self.compute_dtype.name,
                                                                  backend=platform)
             self.lowering = tuned.lowering
+            if self.mesh.size > 1 and isinstance(self.lowering, ops.lowering.Tuned):  # kernels of one device
+                self.lowering = dataclasses.replace(self.lowering, first_block=False)
             compiler_options = tuned.compiler_options if compiler_options is None else compiler_options
         if compiler_options is None:
             compiler_options = ops.compiler_options(platform)

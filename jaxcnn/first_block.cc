@@ -1,18 +1,20 @@
-// A direct convolution for a first layer of one input channel and its weight gradient, as XLA FFI handlers
-// (experiments.conv1_ffi), valid correlation, stride 1:
-//   conv1_direct:       x (N, H, W, 1), w (K, K, 1, O <= 32) -> y (N, H - K + 1, W - K + 1, O)
-//   conv1_weight_grad:  x (N, H, W, 1), g (N, OH, OW, O <= 32) -> dw (H - OH + 1, W - OW + 1, 1, O), square
-// float32 throughout. Each output pixel's O channels are accumulated as 32 lanes (w or g padded with zeros), the
-// forward BLOCK output columns at a time, the weight gradient a row of K taps at a time, so that the accumulators
-// stay in vector registers; the batch is split over `threads`
-// threads of XLA's intra-op pool (the weight gradient sums their partial sums). Below them, the first block of
-// LeNet-BN fused into one forward and one backward kernel.
+// LeNet-BN's first block in training, fused into one forward and one backward XLA FFI handler (jaxcnn.first_block):
+// conv (one input channel, valid, stride 1) + bias, BatchNorm with the batch's statistics, Scale, 2x2/2 max pooling
+// (each window's first maximum, as Caffe), ReLU; float32; OH = H - K + 1 and OW = W - K + 1 even, O <= 32.
+//   first_block_forward:  x (N, H, W, 1), w (K, K, 1, O), b, gamma, beta (O) -> z (N, OH/2, OW/2, O),
+//                         y (N, OH, OW, 32) the convolution's output in 32 lanes (kept for the backward),
+//                         stats (2, O): the batch's mean and biased variance
+//   first_block_backward: x, y, stats, gamma, beta, dz -> dw (K, K, 1, O), db, dgamma, dbeta (O)
+// Every per-channel loop runs over 32 lanes (parameters padded with zeros), two 512-bit vectors, so that each
+// output pixel's accumulators stay in registers. The batch is split into `threads` parts run on XLA's intra-op
+// thread pool; channel sums are per part, in double, then added in a fixed order.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -24,24 +26,30 @@ constexpr int LANES = 32;
 // How many parts a batch of N images is split into on `threads` threads
 static int64_t parts_of(int64_t threads, int64_t N) { return std::max<int64_t>(1, std::min(threads, N)); }
 
-// Runs fn(p, n0, n1) for each part p of the batch, images [n0, n1): parts 1.. on XLA's intra-op pool, part 0 here;
-// returns when all are done.
+// Runs fn(p, n0, n1) for each part p of the batch, images [n0, n1), and returns when all are done. Each part is
+// claimed once, by this thread or by a task on XLA's intra-op pool: this thread runs every part no task has
+// claimed, so nothing waits on a pool whose threads are all busy (a task that starts late finds no part left).
 template <typename F>
 static void parallel(ffi::ThreadPool& pool, int64_t parts, int64_t N, F fn) {
-  std::atomic<int64_t> left(parts - 1);
-  std::mutex m;
-  std::condition_variable cv;
-  for (int64_t p = 1; p < parts; ++p)
-    pool.Schedule([&, p] {
-      fn(p, N * p / parts, N * (p + 1) / parts);
-      if (left.fetch_sub(1) == 1) {
-        std::lock_guard<std::mutex> lock(m);
-        cv.notify_one();
+  struct Shared {
+    std::atomic<int64_t> next{0}, done{0};
+    std::mutex m;
+    std::condition_variable cv;
+  };
+  auto shared = std::make_shared<Shared>();
+  auto run = [shared, parts, N, f = &fn] {  // f is used only while a claimed part keeps the caller waiting
+    for (int64_t p; (p = shared->next.fetch_add(1)) < parts;) {
+      (*f)(p, N * p / parts, N * (p + 1) / parts);
+      if (shared->done.fetch_add(1) + 1 == parts) {
+        std::lock_guard<std::mutex> lock(shared->m);
+        shared->cv.notify_all();
       }
-    });
-  fn(0, 0, N / parts);
-  std::unique_lock<std::mutex> lock(m);
-  cv.wait(lock, [&] { return left.load() == 0; });
+    }
+  };
+  for (int64_t p = 1; p < parts; ++p) pool.Schedule(decltype(run)(run));  // a copy each
+  run();
+  std::unique_lock<std::mutex> lock(shared->m);
+  shared->cv.wait(lock, [&] { return shared->done.load() == parts; });
 }
 
 // out[i] = the sum over parts p of v[p * stride + at + i], for i < count
@@ -93,6 +101,8 @@ static void weight_grad_image(const float* x, const float* dy, float* dw, int64_
     weight_grad_rows<0>(x, dy, dw, OH, OW, W, K);
 }
 
+// BLOCK output columns of row oh from ow0 of image n: their channels accumulated in registers, written to y (O
+// per position), added to sums (see images).
 template <int BLOCK>
 static void columns(const float* x, const float* wp, const float* bp, float* y, int64_t n, int64_t oh, int64_t ow0,
                     int64_t H, int64_t W, int64_t K, int64_t O, float* sums) {
@@ -111,14 +121,14 @@ static void columns(const float* x, const float* wp, const float* bp, float* y, 
   }
   float* yr = y + ((n * OH + oh) * OW + ow0) * O;
   for (int b = 0; b < BLOCK; ++b) std::memcpy(yr + b * O, acc[b], O * sizeof(float));
-  if (sums)
-    for (int b = 0; b < BLOCK; ++b)
-      for (int o = 0; o < LANES; ++o) sums[o] += acc[b][o], sums[LANES + o] += acc[b][o] * acc[b][o];
+  for (int b = 0; b < BLOCK; ++b)
+    for (int o = 0; o < LANES; ++o) sums[o] += acc[b][o], sums[LANES + o] += acc[b][o] * acc[b][o];
 }
 
-// sums, if given, (2, LANES): adds each output's channels and their squares
+// The convolution of images [n0, n1) into y (LANES per position); sums (2, LANES) adds each output's channels
+// and their squares.
 static void images(const float* x, const float* wp, const float* bp, float* y, int64_t n0, int64_t n1, int64_t H,
-                   int64_t W, int64_t K, int64_t O, float* sums = nullptr) {
+                   int64_t W, int64_t K, int64_t O, float* sums) {
   const int64_t OH = H - K + 1, OW = W - K + 1;
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t oh = 0; oh < OH; ++oh) {
@@ -128,63 +138,7 @@ static void images(const float* x, const float* wp, const float* bp, float* y, i
     }
 }
 
-static ffi::Error Conv1Direct(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                              ffi::ResultBuffer<ffi::F32> y, int64_t threads) {
-  const auto xd = x.dimensions(), wd = w.dimensions();
-  const int64_t N = xd[0], H = xd[1], W = xd[2], K = wd[0], O = wd[3];
-  if (xd.size() != 4 || xd[3] != 1 || wd.size() != 4 || wd[1] != K || wd[2] != 1 || O > LANES || H < K || W < K)
-    return ffi::Error::InvalidArgument("conv1_direct: x (N, H, W, 1), w (K, K, 1, O <= 32), H and W >= K");
-  const std::vector<float> wp = padded_taps(w.typed_data(), K * K, O);
-  alignas(64) const float zeros[LANES] = {};
-  parallel(pool, parts_of(threads, N), N, [&](int64_t, int64_t n0, int64_t n1) {
-    images(x.typed_data(), wp.data(), zeros, y->typed_data(), n0, n1, H, W, K, O);
-  });
-  return ffi::Error::Success();
-}
-
-static ffi::Error Conv1WeightGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
-                                  ffi::ResultBuffer<ffi::F32> dw, int64_t threads) {
-  const auto xd = x.dimensions(), gd = g.dimensions();
-  const int64_t N = xd[0], H = xd[1], W = xd[2], O = gd[3], K = H - gd[1] + 1;
-  if (xd.size() != 4 || xd[3] != 1 || gd.size() != 4 || gd[0] != N || W - gd[2] + 1 != K || K < 1 || O > LANES)
-    return ffi::Error::InvalidArgument("conv1_weight_grad: x (N, H, W, 1), g (N, H - K + 1, W - K + 1, O <= 32)");
-  const int64_t parts = parts_of(threads, N), OH = H - K + 1, OW = W - K + 1, KK = K * K;
-  std::vector<float> partial(parts * KK * LANES, 0.f);
-  parallel(pool, parts, N, [&](int64_t p, int64_t n0, int64_t n1) {
-    std::vector<float> gp(OH * OW * LANES, 0.f);  // an image's g in LANES per position
-    for (int64_t n = n0; n < n1; ++n) {
-      for (int64_t i = 0; i < OH * OW; ++i) std::copy_n(g.typed_data() + (n * OH * OW + i) * O, O, &gp[i * LANES]);
-      weight_grad_image(x.typed_data() + n * H * W, gp.data(), partial.data() + p * KK * LANES, OH, OW, W, K);
-    }
-  });
-  for (int64_t t = 0; t < KK; ++t) sum_parts(partial, parts, KK * LANES, t * LANES, O, dw->typed_data() + t * O);
-  return ffi::Error::Success();
-}
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(conv1_weight_grad, Conv1WeightGrad,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("threads"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(conv1_direct, Conv1Direct,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("threads"));
-
-// ---- The first block fused: conv (one input channel, valid, stride 1) + bias, BatchNorm with the batch's
-// statistics, Scale, 2x2/2 max pooling (each window's first maximum), ReLU; OH and OW even.
-//   conv1_block_forward:  x, w (K, K, 1, O), b, gamma, beta (O) -> z (N, OH/2, OW/2, O), y (N, OH, OW, 32) the
-//                         convolution's output in 32 lanes (kept for the backward), stats (2, O): the batch's mean
-//                         and biased variance
-//   conv1_block_backward: x, y, stats, gamma, beta, dz -> dw (K, K, 1, O), db, dgamma, dbeta (O)
-// Every per-channel loop runs over the 32 lanes (parameters padded with zeros), so that it is two vectors.
-
+// The block's geometry: the convolution's output OH x OW, pooled PH x PW.
 struct Block {
   int64_t N, H, W, K, O, OH, OW, PH, PW;
   Block(int64_t N, int64_t H, int64_t W, int64_t K, int64_t O)
@@ -197,14 +151,14 @@ struct Block {
   }
 };
 
-static ffi::Error Conv1BlockForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+static ffi::Error FirstBlockForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                                     ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> gamma, ffi::Buffer<ffi::F32> beta,
                                     ffi::ResultBuffer<ffi::F32> z, ffi::ResultBuffer<ffi::F32> y,
                                     ffi::ResultBuffer<ffi::F32> stats, float eps, int64_t threads) {
   const auto xd = x.dimensions(), wd = w.dimensions();
   const Block g(xd[0], xd[1], xd[2], wd[0], wd[3]);
   if (xd.size() != 4 || xd[3] != 1 || wd.size() != 4 || wd[1] != g.K || wd[2] != 1 || !g.valid())
-    return ffi::Error::InvalidArgument("conv1_block_forward: x (N, H, W, 1), w (K, K, 1, O <= 32), even OH, OW");
+    return ffi::Error::InvalidArgument("first_block_forward: x (N, H, W, 1), w (K, K, 1, O <= 32), even OH, OW");
   const std::vector<float> wp = padded_taps(w.typed_data(), g.K * g.K, g.O), bp = padded_taps(b.typed_data(), 1, g.O);
   const int64_t parts = parts_of(threads, g.N), O = g.O, HW = g.OH * g.OW;
   std::vector<double> sums(parts * 2 * LANES, 0.0);
@@ -269,7 +223,7 @@ static void window(const float* y, const int64_t t[4], const float* dz, const fl
   }
 }
 
-static ffi::Error Conv1BlockBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> y,
+static ffi::Error FirstBlockBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> y,
                                      ffi::Buffer<ffi::F32> stats, ffi::Buffer<ffi::F32> gamma,
                                      ffi::Buffer<ffi::F32> beta, ffi::Buffer<ffi::F32> dz,
                                      ffi::ResultBuffer<ffi::F32> dw, ffi::ResultBuffer<ffi::F32> db,
@@ -279,7 +233,7 @@ static ffi::Error Conv1BlockBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
   const Block g(xd[0], xd[1], xd[2], xd[1] - yd[1] + 1, zd[3]);
   if (xd.size() != 4 || xd[3] != 1 || yd.size() != 4 || yd[0] != g.N || yd[3] != LANES ||
       xd[2] - yd[2] + 1 != g.K || zd[0] != g.N || zd[1] != g.PH || zd[2] != g.PW || !g.valid())
-    return ffi::Error::InvalidArgument("conv1_block_backward: x (N, H, W, 1), y (N, OH, OW, 32), dz (N, OH/2, OW/2, "
+    return ffi::Error::InvalidArgument("first_block_backward: x (N, H, W, 1), y (N, OH, OW, 32), dz (N, OH/2, OW/2, "
                                        "O <= 32), even OH, OW");
   const int64_t parts = parts_of(threads, g.N), O = g.O, KK = g.K * g.K, HW = g.OH * g.OW;
   const float* yv = y.typed_data();
@@ -348,7 +302,7 @@ static ffi::Error Conv1BlockBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32>
   return ffi::Error::Success();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(conv1_block_forward, Conv1BlockForward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(first_block_forward, FirstBlockForward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -362,7 +316,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(conv1_block_forward, Conv1BlockForward,
                                   .Attr<float>("eps")
                                   .Attr<int64_t>("threads"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(conv1_block_backward, Conv1BlockBackward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(first_block_backward, FirstBlockBackward,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
