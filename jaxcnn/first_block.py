@@ -15,6 +15,7 @@ is False and the layers run as before.
 The gradient: the kernels give those of w, b, gamma and beta. Where the block's input is differentiated too (it is
 not in training: it is the data), the whole block runs by the layers' own ops, forward and backward.
 """
+import ctypes
 import functools
 import hashlib
 import logging
@@ -69,7 +70,6 @@ def _build(lib: Path) -> None:
 def available() -> bool:
     """Whether the kernels are compiled (now, if needed) and registered as CPU FFI targets (once per process).
     False, with the reason logged once, without g++ or where compiling fails."""
-    import ctypes
     try:
         if shutil.which("g++") is None:
             raise RuntimeError("g++ is not installed")
@@ -93,13 +93,11 @@ def layers_of(net, in_shape=None):
     kinds = (Conv, BatchNorm, Scale, MaxPool, ReLU)
     if len(nodes) < 5 or any(type(n.layer) is not k for n, k in zip(nodes, kinds)) or len(net.inputs) != 1:
         return None
-    blob = next(iter(net.inputs))
-    for i, node in enumerate(nodes):  # a chain: each reads the last one's only output, which nothing else reads
-        if node.inputs != (blob,) or len(node.outputs) != 1 or (i and blob in net.outputs):
+    if nodes[0].inputs != (next(iter(net.inputs)),):
+        return None
+    for i in range(4):  # a chain: each layer's one output read by the next layer alone
+        if _readers(net, i) != [i + 1]:
             return None
-        if i and net._last_use[blob] != i:
-            return None
-        blob = node.outputs[0]
     conv, bn, scale, pool, relu = (n.layer for n in nodes)
     shape = in_shape or net.inputs[next(iter(net.inputs))]
     if shape is None or shape[-1] != 1 or not conv.bias or conv.features > LANES or conv.groups != 1:
@@ -113,6 +111,21 @@ def layers_of(net, in_shape=None):
     if pool.kernel != (2, 2) or pool.stride != (2, 2) or np.any(pool.padding):
         return None
     return conv, bn, scale, pool, relu
+
+
+def _readers(net, i) -> list | None:
+    """The nodes that read the value node i writes (its one output), up to one that writes the blob again
+    (Caffe's in-place layers); None if that value is one of the net's outputs or node i writes several."""
+    nodes = net.nodes
+    if len(nodes[i].outputs) != 1:
+        return None
+    blob, found = nodes[i].outputs[0], []
+    for k in range(i + 1, len(nodes)):
+        if blob in nodes[k].inputs:
+            found.append(k)
+        if blob in nodes[k].outputs:
+            return found
+    return None if blob in net.outputs else found
 
 
 # -- the op --------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ the tuning offers the fused candidate and runs it where it won; the compiled lib
 g++."""
 import logging
 import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 
 from jaxcnn import BatchNorm, Conv, Dense, Flatten, MaxPool, Net, ReLU, Scale, first_block, tuning, zoo
+from jaxcnn.caffe import load_prototxt
 from jaxcnn.ops.lowering import Tuned
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("g++") is None, reason="g++ compiles the kernels")]
 FUSED = Tuned((), first_block=True)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def block_net(shape, k, o, changes=()):
@@ -43,13 +46,14 @@ def step(net, lowering):
 
 
 def assert_close(got, want, name, rtol=1e-4):
-    """Each leaf equal at its own scale, but a conv bias's gradient: 0 up to rounding (BatchNorm removes the
-    bias), compared at the scale of the weight gradient beside it."""
+    """Each leaf equal at its own scale, but a convolution's bias gradient (every convolution here feeds a
+    BatchNorm, which removes the bias: 0 up to rounding), compared at the scale of its weight gradient."""
     for path, g in jax.tree_util.tree_leaves_with_path(got):
         r = np.asarray(dict(jax.tree_util.tree_leaves_with_path(want))[path])
         scale = np.abs(r).max()
-        if jax.tree_util.keystr(path).endswith("['conv1']['b']"):
-            scale = np.abs(np.asarray(want["conv1"]["w"])).max()
+        layer = path[0].key
+        if layer.startswith("conv") and path[-1].key == "b":
+            scale = np.abs(np.asarray(want[layer]["w"])).max()
         np.testing.assert_allclose(np.asarray(g), r, rtol=rtol, atol=rtol * scale + 1e-7,
                                    err_msg=f"{name} {jax.tree_util.keystr(path)}")
 
@@ -76,6 +80,22 @@ def test_fused_block_trains_as_the_layers(shape, k, o, n):
     assert_close(grads, want_grads, "gradient")
     evaluated = [net.apply(params, new_state, x, lowering=lowering)[0] for lowering in (FUSED, "cpu")]
     np.testing.assert_array_equal(*evaluated)  # evaluation runs the layers either way
+
+
+def test_caffes_in_place_lenet_bn_is_fused():
+    """experiments/caffe/lenet_bn_train_test.prototxt: BatchNorm, Scale and ReLU in place (one blob each block)."""
+    net = load_prototxt(REPO / "experiments" / "caffe" / "lenet_bn_train_test.prototxt", phase="TRAIN",
+                        input_shape=(28, 28, 1))
+    assert [layer.name for layer in first_block.layers_of(net)] == [layer.name for layer in net.layers[:5]]
+    _, params, state = net.init(jax.random.key(0))
+    x = inputs((28, 28, 1), 4)
+    fused, layers = step(net, FUSED), step(net, "cpu")
+    assert custom_calls(fused, params, state, x)
+    (loss, new_state), grads = fused(params, state, x)
+    (want_loss, want_state), want_grads = layers(params, state, x)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+    assert_close(new_state, want_state, "state")
+    assert_close(grads, want_grads, "gradient")
 
 
 def test_the_inputs_gradient_is_the_layers():
